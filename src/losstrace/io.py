@@ -1,0 +1,133 @@
+"""Atomic file output: a stage either publishes all its outputs or leaves the old ones.
+
+Writers stage into a sibling temp path and `os.replace` it into place, so a crash
+or a bad-input error never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import LosstraceError
+
+
+def to_json(obj: Any) -> str:
+    """Canonical JSON: indent 2, sorted keys, trailing newline (stable diffs, byte-identical reruns)."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+
+
+def _json_default(o: Any) -> Any:
+    # numpy scalars and arrays sneak in from pandas/numpy computations.
+    if hasattr(o, "item") and callable(o.item) and getattr(o, "ndim", 0) == 0:
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | Path) -> Any:
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LosstraceError(str(p), "file not found", "run the stage that produces it, e.g. `dvc repro`")
+    except json.JSONDecodeError as e:
+        raise LosstraceError(f"{p}:{e.lineno}", f"invalid JSON: {e.msg}", "regenerate it with `dvc repro -f`")
+
+
+@contextmanager
+def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temp path next to `dest`; on success move it over `dest` atomically."""
+    dest = Path(dest)
+    _mkdir(dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or dest.suffix, dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(dest: str | Path, text: str) -> None:
+    with atomic_path(dest) as tmp:
+        _guard_write(dest, lambda: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(dest: str | Path, obj: Any) -> None:
+    write_text(dest, to_json(obj))
+
+
+class Staging:
+    """Collect a stage's outputs in a temp dir, then publish them all at once.
+
+    Publishing replaces each output file/dir; outputs are only touched after the
+    stage's work has fully succeeded.
+    """
+
+    def __init__(self, root: str | Path = "."):
+        self.root = Path(root)
+        _mkdir(self.root)
+        self.dir = Path(tempfile.mkdtemp(prefix=".losstrace-stage-", dir=self.root))
+        self._targets: list[tuple[Path, Path]] = []
+
+    def path(self, dest: str | Path) -> Path:
+        """Where to write what will become `dest` on publish."""
+        dest = Path(dest)
+        staged = self.dir / f"{len(self._targets)}_{dest.name}"
+        self._targets.append((staged, dest))
+        return staged
+
+    def publish(self) -> None:
+        for staged, dest in self._targets:
+            if not staged.exists():
+                continue
+            _mkdir(dest.parent)
+            old = None
+            if dest.is_dir():
+                old = dest.with_name(f".{dest.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(dest, old)
+            _guard_write(dest, lambda: os.replace(staged, dest))
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        self.discard()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "Staging":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.publish()
+        else:
+            self.discard()
+
+
+def _mkdir(path: Path) -> None:
+    _guard_write(path, lambda: path.mkdir(parents=True, exist_ok=True))
+
+
+def _guard_write(path: str | Path, action: Callable[[], Any]) -> Any:
+    """Turn permission / disk-full errors into one-line user errors."""
+    try:
+        return action()
+    except PermissionError:
+        raise LosstraceError(str(path), "permission denied while writing", "make the directory writable")
+    except OSError as e:
+        if e.errno == 28:  # ENOSPC
+            raise LosstraceError(str(path), "no space left on device", "free disk space and rerun")
+        raise

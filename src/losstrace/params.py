@@ -1,0 +1,292 @@
+"""params.yaml → frozen, typed dataclasses. An unknown or mistyped key is an error.
+
+A typo such as `train.batch_szie: 64` must fail loudly instead of silently training
+with the default; every stage loads through `load()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import LosstraceError
+
+
+@dataclass(frozen=True)
+class BaseParams:
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str = "japanese_vowels"
+    format: str = "auto"  # auto|csv|tsv|parquet|npz
+    input: str = "auto"  # auto|text|tokens|numeric
+    text_column: str = "text"
+    label_column: str = "label"
+    header: bool = True
+    shuffle: bool = True
+    multilabel: bool = False
+    label_delimiter: str = "|"
+    val_size: float = 0.2
+    test_size: float = 0.2
+    on_bad_rows: str = "fail"  # fail|skip
+    text_level: str = "word"  # word|char
+    max_tokens: int = 20000
+    max_len: int = 0  # 0 = longest training sequence
+
+    def __post_init__(self) -> None:
+        _choice("data.format", self.format, ("auto", "csv", "tsv", "parquet", "npz"))
+        _choice("data.input", self.input, ("auto", "text", "tokens", "numeric"))
+        _choice("data.on_bad_rows", self.on_bad_rows, ("fail", "skip"))
+        _choice("data.text_level", self.text_level, ("word", "char"))
+        for key, v in (("data.val_size", self.val_size), ("data.test_size", self.test_size)):
+            if not 0.0 < v < 0.5:
+                raise LosstraceError("params.yaml", f"{key}={v} is outside (0, 0.5)", f"set {key} to e.g. 0.2")
+
+
+@dataclass(frozen=True)
+class ValidateParams:
+    max_class_ratio: float = 4.0
+    # Label-order check: a Wald–Wolfowitz-style runs z-score below this flags grouped rows.
+    order_z_threshold: float = -3.0
+    allow_label_change: bool = False
+    max_duplicate_rate: float = 0.05
+    max_leakage_rate: float = 0.0
+    max_truncation_rate: float = 0.05
+    max_oov_rate: float = 0.2
+
+
+@dataclass(frozen=True)
+class EmbeddingParams:
+    dim: int = 64
+    trainable: bool = True
+    pretrained: str = ""  # path to word2vec/GloVe text vectors, "" = none
+    mask_zero: bool = True
+
+
+@dataclass(frozen=True)
+class RnnParams:
+    cell: str = "lstm"  # lstm|gru|simple
+    units: int = 64
+    layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    return_sequences: bool = False  # of the last layer; inner layers always return sequences
+    activation: str = "tanh"
+    recurrent_activation: str = "sigmoid"
+    unroll: bool = False
+    use_bias: bool = True
+    reset_after: bool = True  # GRU only
+
+    def __post_init__(self) -> None:
+        _choice("train.model.rnn.cell", self.cell, ("lstm", "gru", "simple"))
+        if self.units < 1 or self.layers < 1:
+            raise LosstraceError("params.yaml", "train.model.rnn.units and .layers must be >= 1", "set a positive value")
+        for key, v in (("dropout", self.dropout), ("recurrent_dropout", self.recurrent_dropout)):
+            if not 0.0 <= v < 1.0:
+                raise LosstraceError("params.yaml", f"train.model.rnn.{key}={v} is outside [0, 1)", "use e.g. 0.2")
+
+
+@dataclass(frozen=True)
+class ConvParams:
+    filters: int = 0  # 0 = no Conv1D after the recurrent stack
+    kernel_size: int = 3
+
+
+@dataclass(frozen=True)
+class DenseParams:
+    units: int = 64
+    activation: str = "relu"  # "" or linear = no activation
+    l2: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    embedding: EmbeddingParams = field(default_factory=EmbeddingParams)
+    rnn: RnnParams = field(default_factory=RnnParams)
+    conv: ConvParams = field(default_factory=ConvParams)
+    pooling: str = "last"  # last|max|avg|avg_max
+    dropout: float = 0.0  # after pooling
+    dense: tuple[DenseParams, ...] = ()
+
+    def __post_init__(self) -> None:
+        _choice("train.model.pooling", self.pooling, ("last", "max", "avg", "avg_max"))
+
+
+@dataclass(frozen=True)
+class CallbackParams:
+    early_stopping: bool = False
+    monitor: str = "val_loss"
+    patience: int = 5
+    checkpoint_monitor: str = ""  # "" = no best-checkpoint selection
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    model: ModelParams = field(default_factory=ModelParams)
+    batch_size: int = 32
+    epochs: int = 30
+    optimizer: str = "adam"  # adam|rmsprop|sgd|adamw
+    learning_rate: float = 0.001
+    momentum: float = 0.0
+    nesterov: bool = False
+    lr_schedule: str = "constant"  # constant|plateau|cosine
+    clipnorm: float = 0.0
+    loss: str = "sparse_categorical_crossentropy"
+    output_activation: str = "softmax"  # softmax|sigmoid|linear
+    from_logits: bool = False
+    output_units: int = 0  # 0 = number of classes (1 for binary sigmoid)
+    class_weight: str = "none"  # none|balanced
+    metrics: tuple[str, ...] = ("accuracy",)
+    callbacks: CallbackParams = field(default_factory=CallbackParams)
+    device: str = "auto"  # auto|cpu|gpu
+    probe_batches: bool = True  # record true per-batch loss
+
+    def __post_init__(self) -> None:
+        _choice("train.optimizer", self.optimizer, ("adam", "rmsprop", "sgd", "adamw"))
+        _choice("train.lr_schedule", self.lr_schedule, ("constant", "plateau", "cosine"))
+        _choice("train.output_activation", self.output_activation, ("softmax", "sigmoid", "linear"))
+        _choice(
+            "train.loss",
+            self.loss,
+            ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy"),
+        )
+        _choice("train.class_weight", self.class_weight, ("none", "balanced"))
+        _choice("train.device", self.device, ("auto", "cpu", "gpu"))
+        if self.batch_size < 1 or self.epochs < 1:
+            raise LosstraceError("params.yaml", "train.batch_size and train.epochs must be >= 1", "set a positive value")
+        if not self.learning_rate > 0:
+            raise LosstraceError("params.yaml", f"train.learning_rate={self.learning_rate} must be > 0", "use e.g. 0.001")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class DiagnoseParams:
+    """Thresholds of the curve rules; docs/diagnosis.md explains each."""
+
+    noise_ratio: float = 0.35
+    plateau_min_epochs: int = 5
+    plateau_rel_change: float = 0.02
+    not_learning_rel_drop: float = 0.05
+    overfit_rel_rise: float = 0.10
+    overfit_min_epochs: int = 3
+    explode_factor: float = 10.0
+    saturation_share: float = 0.9
+    collapse_share: float = 0.9
+
+
+@dataclass(frozen=True)
+class Params:
+    base: BaseParams = field(default_factory=BaseParams)
+    data: DataParams = field(default_factory=DataParams)
+    validate: ValidateParams = field(default_factory=ValidateParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    diagnose: DiagnoseParams = field(default_factory=DiagnoseParams)
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise LosstraceError("params.yaml", f"{key}={value!r} is not one of {', '.join(allowed)}", f"set {key} to one of them")
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise LosstraceError(str(path), "file not found", "run from the project root or pass --params")
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise LosstraceError(where, "invalid YAML", "fix the syntax")
+    try:
+        return from_dict(Params, raw, "")
+    except LosstraceError as e:
+        if e.where == "params.yaml":
+            e.where = str(path)
+            e.args = (e.line(),)
+        raise
+
+
+def from_dict(cls: type, raw: Any, prefix: str) -> Any:
+    """Build dataclass `cls` from a mapping, checking every key and type."""
+    where = prefix.rstrip(".") or "<top level>"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise LosstraceError("params.yaml", f"{where} must be a mapping, got {type(raw).__name__}", "see the README's params reference")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            fix = f"did you mean {prefix}{close[0]}?" if close else f"valid keys: {', '.join(fields)}"
+            raise LosstraceError("params.yaml", f"unknown key {prefix}{key}", fix)
+    kwargs = {k: _convert(hints[k], v, f"{prefix}{k}") for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key + ".")
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            value = [value]
+        return tuple(_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (types.UnionType, typing.Union):
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise LosstraceError("params.yaml", f"{key}={value!r} must be true or false", f"set {key}: true|false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise LosstraceError("params.yaml", f"{key}={value!r} must be an integer", f"set {key} to a whole number")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise LosstraceError("params.yaml", f"{key}={value!r} must be a number", f"set {key} to a number")
+        return float(value)
+    if tp is str:
+        if value is None:
+            return ""
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise LosstraceError("params.yaml", f"{key}={value!r} must be a string", f"quote the value of {key}")
+        return str(value)
+    return value
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Params → {"train.batch_size": 32, ...} for MLflow and diff."""
+    out: dict[str, Any] = {}
+    if dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            out.update(flatten(getattr(obj, f.name), f"{prefix}{f.name}."))
+        return out
+    if isinstance(obj, tuple) and obj and dataclasses.is_dataclass(obj[0]):
+        for i, item in enumerate(obj):
+            out.update(flatten(item, f"{prefix}{i}."))
+        if not obj:
+            out[prefix.rstrip(".")] = "[]"
+        return out
+    key = prefix.rstrip(".")
+    out[key] = ",".join(map(str, obj)) if isinstance(obj, tuple) else obj
+    return out

@@ -186,6 +186,21 @@ class DiagnoseParams:
     explode_factor: float = 10.0
     saturation_share: float = 0.9
     collapse_share: float = 0.9
+    # Losses below this share of the initial loss are measured against it, so relative
+    # tests (noise, flatness, overfitting rise) do not explode as a curve approaches 0.
+    level_floor_share: float = 0.1
+    # RMS departure of the epoch train loss from the closest never-increasing curve,
+    # relative to its level: epoch-level jitter the optimizer (not batch sampling) makes.
+    jitter_ratio: float = 0.04
+    # A flat stretch only counts as a plateau when the loss then drops this share below it
+    # (a flat tail with no drop afterwards is convergence, not a plateau).
+    plateau_drop: float = 0.2
+    # A learning rate this many times above/below the optimizer's usual default counts as
+    # high/low when naming the likelier driver of noise, plateaus and stuck losses.
+    lr_factor: float = 3.0
+    # batch_noise * sqrt(batch_size) = the per-sample loss spread sampling alone would need;
+    # above this, small batches cannot explain the noise and the optimizer step is suspect.
+    sampling_cv_max: float = 3.0
 
 
 @dataclass(frozen=True)

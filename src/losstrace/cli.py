@@ -1,0 +1,196 @@
+"""`losstrace` entry point: the pipeline stages plus lint / diagnose / diff / bisect.
+
+Imports are lazy: `--help`, `lint`, `diagnose` and `diff` never import TensorFlow.
+Every failure a user can cause prints one line `error: <where>: <what> (<fix>)`
+and exits non-zero; set LOSSTRACE_DEBUG=1 to see tracebacks of internal errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import LosstraceError
+
+
+def _quiet_tf() -> None:
+    # Keep TF's C++ start-up chatter and oneDNN notices out of stage logs.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def cmd_ingest(a: argparse.Namespace) -> int:
+    from .data import ingest
+
+    summary = ingest.main(a.params, a.out, Path("."))
+    print(f"ingest: {summary['source']}: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+          + (f", {summary['rows_rejected']} rejected" if summary["rows_rejected"] else ""))
+    return 0
+
+
+def cmd_validate(a: argparse.Namespace) -> int:
+    from .data import validate
+
+    return validate.main(a.prepared, a.out, a.params, a.reference)
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from . import train
+
+    result = train.main(a.params, a.prepared, a.validate, a.models, a.reports, Path("."))
+    print(f"train: run {result['run_id']}, {result['epochs']} epochs")
+    for f in result["diagnosis"]["findings"]:
+        if f["severity"] != "info":
+            print(f"  {f['severity']}: {f['code']}: {f.get('suggestion', '')}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from . import evaluate
+
+    metrics = evaluate.main(a.params, a.prepared, a.models, a.train_reports, a.out, Path("."))
+    t = metrics["test"]
+    print(f"evaluate: test accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}, loss {t['loss']:.4f}")
+    return 0
+
+
+def cmd_lint(a: argparse.Namespace) -> int:
+    from . import params as params_mod
+    from .io import read_json
+    from .model import lint
+
+    p = params_mod.load(a.params)
+    info = read_json(a.prepared / "ingest.json")
+    labels = read_json(a.prepared / "labels.json")
+    findings = lint.run(p, info, labels)
+    if a.json:
+        print(json.dumps({"findings": [f.to_dict() for f in findings]}, indent=2, sort_keys=True))
+    else:
+        from .explain.report import findings_table
+
+        print(findings_table([f.to_dict() for f in findings]) if findings else "lint: no findings")
+    return 1 if any(f.severity == "error" for f in findings) else 0
+
+
+def cmd_diagnose(a: argparse.Namespace) -> int:
+    from .explain import runs
+
+    diagnosis = runs.diagnose(a.run, Path("."))
+    if a.json:
+        print(json.dumps(diagnosis, indent=2, sort_keys=True))
+    else:
+        from .explain.report import findings_table
+
+        print(f"run {diagnosis['run_id']}")
+        print(findings_table(diagnosis["findings"]) if diagnosis["findings"] else "no findings")
+    return 0
+
+
+def cmd_diff(a: argparse.Namespace) -> int:
+    from .explain import report, runs
+
+    result = runs.diff(a.run_a, a.run_b, Path("."))
+    if a.html:
+        from .io import write_text
+
+        write_text(a.html, report.render_html(result["diff"], result["a"], result["b"]))
+    if a.json:
+        print(json.dumps(result["diff"], indent=2, sort_keys=True, default=str))
+    elif a.md:
+        print(report.render_markdown(result["diff"], result["a"], result["b"]))
+    elif not a.html:
+        print(report.render_table(result["diff"], result["a"], result["b"]))
+    return 0
+
+
+def cmd_bisect(a: argparse.Namespace) -> int:
+    from .explain import bisect
+
+    result = bisect.main(a.run_a, a.run_b, Path("."), seeds=a.seeds, epochs=a.epochs)
+    if a.json:
+        print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    else:
+        print(bisect.render(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="losstrace", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+        return p
+
+    p = add("ingest", cmd_ingest, "Load data.source, split it and write the prepared parquet files.")
+    p.add_argument("--out", type=Path, default=Path("data/prepared"), help="output directory")
+
+    p = add("validate", cmd_validate, "Run the Great Expectations suite and write results, fingerprint and Data Docs.")
+    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    p.add_argument("--out", type=Path, default=Path("reports/validate"))
+    p.add_argument("--reference", type=Path, default=Path("data/labels.reference.json"),
+                   help="committed label map to check the encoding against (skipped if absent)")
+
+    p = add("train", cmd_train, "Lint, then train the model from params.yaml and record the run in MLflow.")
+    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    p.add_argument("--validate", type=Path, default=Path("reports/validate"))
+    p.add_argument("--models", type=Path, default=Path("models"))
+    p.add_argument("--reports", type=Path, default=Path("reports/train"))
+
+    p = add("evaluate", cmd_evaluate, "Score the model on the test split and log it into the training run.")
+    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    p.add_argument("--models", type=Path, default=Path("models"))
+    p.add_argument("--train-reports", type=Path, default=Path("reports/train"))
+    p.add_argument("--out", type=Path, default=Path("reports/evaluate"))
+
+    p = add("lint", cmd_lint, "Pre-flight checks of params.yaml against the prepared data (exit 1 on errors).")
+    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("diagnose", cmd_diagnose, "Findings for one recorded run (default: the latest).")
+    p.add_argument("run", nargs="?", default="latest", help="run id, latest or latest~N")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("diff", cmd_diff, "What changed between two runs and which change moved the loss curve.")
+    p.add_argument("run_a", help="baseline run: id, latest or latest~N")
+    p.add_argument("run_b", help="changed run: id, latest or latest~N")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="machine-readable output")
+    fmt.add_argument("--md", action="store_true", help="Markdown (CI summaries, PR comments)")
+    p.add_argument("--html", type=Path, metavar="PATH", help="write a self-contained HTML report with the curves")
+
+    p = add("bisect", cmd_bisect, "Re-run A with each single change from B to prove which one moved the curve.")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--seeds", type=int, default=2, help="re-runs of A with other seeds to measure seed spread")
+    p.add_argument("--epochs", type=int, default=0, help="shrink every trial to this many epochs (0 = as recorded)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_tf()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LosstraceError as e:
+        print(e.line(), file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted (rerun the command)", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not bad input: still one line unless debugging
+        if os.environ.get("LOSSTRACE_DEBUG"):
+            raise
+        print(f"error: internal: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              "(rerun with LOSSTRACE_DEBUG=1 and report the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data layer: sources, ingest, validation, fingerprint, featurization."""

@@ -1,0 +1,54 @@
+"""Where `data.source` points: a bundled dataset or user files."""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import LosstraceError
+from ..params import DataParams
+from .bundled import BUNDLED, load_bundled
+
+
+@dataclass
+class Source:
+    """Everything ingest needs from a source, before splitting."""
+
+    train: pd.DataFrame  # the (official) training part
+    test: pd.DataFrame | None  # the official test part, if the source has one
+    input_kind: str  # text|tokens|numeric
+    rejects: list = field(default_factory=list)  # data.files.Reject
+    lines_read: int = 0
+
+
+def load_source(data: DataParams, root: Path) -> Source:
+    if data.source in BUNDLED:
+        train, test, kind = load_bundled(data.source, data.multilabel, data.label_delimiter)
+        if data.input not in ("auto", kind):
+            raise LosstraceError(
+                "params.yaml", f"data.input={data.input} but {data.source} holds {kind} inputs", f"set data.input: auto"
+            )
+        rows = len(train) + (0 if test is None else len(test))
+        return Source(train=train, test=test, input_kind=kind, lines_read=rows)
+    if not _looks_like_path(data.source, root):
+        raise LosstraceError(
+            "params.yaml",
+            f"unknown data.source {data.source!r}",
+            f"use one of {', '.join(BUNDLED)} or a path/glob to CSV, TSV, Parquet or NPZ files",
+        )
+    from .files import load_files  # user-file parsing only when needed
+
+    loaded = load_files(data, root)
+    return Source(
+        train=loaded.frame, test=None, input_kind=loaded.input_kind, rejects=loaded.rejects, lines_read=loaded.lines_read
+    )
+
+
+def _looks_like_path(source: str, root: Path) -> bool:
+    """A bare word like `japanse_vowels` is a misspelt dataset, not a missing file."""
+    if any(ch in source for ch in "/\\*?[.") or glob.has_magic(source):
+        return True
+    return (root / source).exists()

@@ -1,0 +1,111 @@
+"""Evaluate stage: test-split metrics, confusion matrix, logged into the train run.
+
+`metrics.json` holds only deterministic numbers (no run ids, no timestamps) so two
+`dvc repro -f` give byte-identical files; the run id lives in reports/train/run.json.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import params as params_mod
+from . import tracking
+from .data import featurize
+from .io import Staging, read_json, to_json
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class precision/recall from integer class ids."""
+    k = len(names)
+    cm = np.zeros((k, k), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    tp = np.diag(cm).astype(float)
+    precision = np.divide(tp, cm.sum(axis=0), out=np.zeros(k), where=cm.sum(axis=0) > 0)
+    recall = np.divide(tp, cm.sum(axis=1), out=np.zeros(k), where=cm.sum(axis=1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
+    present = cm.sum(axis=1) > 0
+    return {
+        "accuracy": float(tp.sum() / max(cm.sum(), 1)),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class": {names[i]: {"precision": round(float(precision[i]), 6), "recall": round(float(recall[i]), 6),
+                                 "support": int(cm[i].sum())} for i in range(k)},
+        "confusion": cm,
+    }
+
+
+def run(model, x: np.ndarray, y: np.ndarray, labels: dict[str, int], multilabel: bool, batch_size: int) -> dict[str, Any]:
+    names = sorted(labels, key=labels.get)
+    results = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    if multilabel:
+        # Exact-set accuracy and per-label F1 at 0.5; confusion on each row's top label.
+        hits = probs >= 0.5
+        y_bin = y.astype(bool)
+        per = scores(y.argmax(axis=1), probs.argmax(axis=1), names)
+        per["accuracy"] = float(np.mean((hits == y_bin).all(axis=1)))
+    else:
+        true = y if y.ndim == 1 else (y.argmax(axis=1) if y.shape[1] > 1 else y[:, 0].astype(int))
+        pred = probs.argmax(axis=1) if probs.shape[1] > 1 else (probs[:, 0] >= 0.5).astype(int)
+        per = scores(true.astype(int), pred, names)
+    per["loss"] = float(results["loss"])
+    per["names"] = names
+    return per
+
+
+def plot_confusion(cm: np.ndarray, names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = max(4.0, 0.45 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(names)), names, rotation=90)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    if len(names) <= 20:
+        for i in range(len(names)):
+            for j in range(len(names)):
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def main(params_path: Path, prepared: Path, model_dir: Path, train_reports: Path, out_dir: Path,
+         root: Path = Path(".")) -> dict[str, Any]:
+    import keras
+
+    p = params_mod.load(params_path)
+    info = read_json(prepared / "ingest.json")
+    labels = read_json(prepared / "labels.json")
+    fz = featurize.Featurizer.from_dict(read_json(model_dir / "featurizer.json"))
+    test = pd.read_parquet(prepared / "test.parquet")
+    x, _ = fz.transform(test["x"])
+    y = featurize.encode_labels(test["label"], labels, info["multilabel"], info["label_delimiter"], p.train.loss)
+    model = keras.models.load_model(model_dir / "model.keras")
+    res = run(model, x, y, labels, info["multilabel"], p.evaluate.batch_size)
+    names = res["names"]
+    metrics = {"test": {"accuracy": round(res["accuracy"], 6), "macro_f1": round(res["macro_f1"], 6),
+                        "loss": round(res["loss"], 6), "rows": int(len(test)), "per_class": res["per_class"]}}
+    # DVC's confusion template wants one row per sample: actual, predicted.
+    cm = res["confusion"]
+    rows = [(names[i], names[j]) for i in range(len(names)) for j in range(len(names)) for _ in range(cm[i, j])]
+    with Staging(root) as stage:
+        (stage.path(out_dir / "metrics.json")).write_text(to_json(metrics), encoding="utf-8")
+        pd.DataFrame(rows, columns=["actual", "predicted"]).to_csv(stage.path(out_dir / "confusion.csv"), index=False)
+        plot_confusion(cm, names, stage.path(out_dir / "confusion.png"))
+
+    run_info = read_json(train_reports / "run.json")
+    with tracking.reopen_run(root, run_info["run_id"]) as logger:
+        logger.log_metrics({f"test_{k}": metrics["test"][k] for k in ("accuracy", "macro_f1", "loss")}, step=0)
+        for name in ("metrics.json", "confusion.png"):
+            logger.log_artifact(out_dir / name, "evaluate")
+    return metrics

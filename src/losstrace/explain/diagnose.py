@@ -1,0 +1,420 @@
+"""Curve diagnosis: turn a run's curve features into findings that say why and what to change.
+
+Each rule is a small function `(features, context, thresholds) -> Finding | None`.
+Evidence always carries the statistic that fired AND its threshold (with the params key
+that sets it); the suggestion is phrased as a params change computed from the run's own
+values (`train.batch_size: 16 → 64`). docs/diagnosis.md explains every rule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from ..findings import SEVERITIES, Finding
+from ..params import DiagnoseParams
+from .symptoms import DEFAULT_LR, curve_features, param
+
+Features = dict[str, Any]
+
+CURVE_CODES = ("diverged", "not_learning", "noisy_loss", "plateau", "overfitting",
+               "saturated_predictions", "majority_collapse")
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def show(value: Any) -> str:
+    """A params value as a user would write it in params.yaml: 0.0, 0.001, 64, true."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.1f}" if value.is_integer() and abs(value) < 1e6 else f"{value:g}"
+    if value is None or value == "":
+        return '""'
+    return str(value)
+
+
+def change(key: str, old: Any, new: Any) -> str:
+    """`key: old → new`, the one phrasing every suggestion uses."""
+    return f"{key}: {show(old)} → {show(new)}"
+
+
+def _r(x: Any, digits: int = 4) -> Any:
+    return round(float(x), digits) if isinstance(x, (int, float)) and not isinstance(x, bool) else x
+
+
+def _lr_context(ctx: dict[str, Any]) -> tuple[float, str, float]:
+    """(learning rate, optimizer, lr / the optimizer's usual default)."""
+    opt = str(param(ctx, "train.optimizer", "adam")).lower()
+    lr = float(param(ctx, "train.learning_rate", DEFAULT_LR.get(opt, 1e-3)))
+    return lr, opt, lr / DEFAULT_LR.get(opt, 1e-3)
+
+
+def _nice_lr(x: float) -> float:
+    """Round a suggested learning rate to one significant digit (0.00347 → 0.003)."""
+    if x <= 0:
+        return x
+    exp = math.floor(math.log10(x))
+    return round(round(x / 10**exp) * 10**exp, 12)
+
+
+def _lower_lr(lr: float, opt: str) -> float:
+    """A high lr drops to the optimizer default (or a third when already at/below it)."""
+    default = DEFAULT_LR.get(opt, 1e-3)
+    return _nice_lr(max(default, lr / 10) if lr > default * 1.5 else lr / 3)
+
+
+def _raise_lr(lr: float, opt: str) -> float:
+    """x10 at or below the optimizer default (report 004: 0.0001 → 0.001 ends the plateau), x3 above."""
+    return _nice_lr(lr * 10 if lr <= DEFAULT_LR.get(opt, 1e-3) * 1.01 else lr * 3)
+
+
+def _pow2_at_least(x: float) -> int:
+    return int(2 ** math.ceil(math.log2(max(x, 1))))
+
+
+def _pow2_at_most(x: float) -> int:
+    return int(2 ** math.floor(math.log2(max(x, 1))))
+
+
+# ---------------------------------------------------------------- rules
+
+
+def rule_diverged(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Finding | None:
+    """NaN/inf anywhere, or train loss trend > explode_factor x the initial loss."""
+    if not f["diverged"]:
+        return None
+    lr, opt, _ = _lr_context(ctx)
+    clip = float(param(ctx, "train.clipnorm", 0.0) or 0.0)
+    ev = {"first_nonfinite_epoch": f["first_nonfinite_epoch"], "max_loss_ratio": _r(f["max_loss_ratio"]),
+          "explode_factor": t.explode_factor, "threshold_key": "diagnose.explode_factor",
+          "initial_loss": _r(f["initial_loss"]), "learning_rate": lr, "optimizer": opt,
+          "recovered": f["recovered"]}
+    steps = [change("train.learning_rate", lr, _lower_lr(lr, opt))]
+    if clip <= 0:
+        steps.append(change("train.clipnorm", 0.0, 1.0))
+    severity = "warning" if f["recovered"] and f["first_nonfinite_epoch"] is None else "error"
+    return Finding("diverged", severity, ev, "; ".join(steps))
+
+
+def head_mismatch(ctx: dict[str, Any]) -> str | None:
+    """The params change that fixes an output activation / loss disagreement, if any.
+
+    Same logic as the lint check, repeated here because a recorded run may predate the
+    lint or have been forced past it; a stuck loss is the symptom it produces.
+    """
+    act = str(param(ctx, "train.output_activation", "softmax"))
+    loss = str(param(ctx, "train.loss", "sparse_categorical_crossentropy"))
+    k = int(ctx.get("n_classes") or 0)
+    if ctx.get("multilabel"):
+        if loss != "binary_crossentropy":
+            return change("train.loss", loss, "binary_crossentropy")
+        if act == "softmax":
+            return change("train.output_activation", act, "sigmoid")
+    elif k > 2 and act == "sigmoid" and loss != "binary_crossentropy":
+        return change("train.output_activation", act, "softmax")
+    elif k > 2 and loss == "binary_crossentropy":
+        return change("train.loss", loss, "sparse_categorical_crossentropy")
+    if act == "linear" and not param(ctx, "train.from_logits", False):
+        return change("train.from_logits", False, True)
+    return None
+
+
+def rule_not_learning(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Finding | None:
+    """The loss never leaves its starting level, or val loss never beats the class prior.
+
+    Train-stuck: best epoch loss >= initial x (1 - drop). The initial loss comes from the
+    first batches; without batches Keras' epoch-0 mean would hide a model that learned
+    everything in epoch 0, so the stuck level must then also sit at the prior loss.
+    Val-stuck: best val loss >= prior x (1 - drop) although train loss fell: what the
+    model fits does not transfer, the signature of rows grouped by label (each block
+    teaches "predict this class") and of a head that cannot express the labels.
+    """
+    drop = t.not_learning_rel_drop
+    init, best, prior = f["initial_loss"], f["best_loss"], f["prior_loss"]
+    if init is None or best is None:
+        return None
+    seen_start = bool(f["initial_from_batches"])
+    train_stuck = best >= init * (1 - drop) and (seen_start or (prior is not None and best >= prior * (1 - drop)))
+    bv = f["best_val_loss"]
+    val_stuck = prior is not None and bv is not None and bv >= prior * (1 - drop)
+    if not (train_stuck or val_stuck):
+        return None
+    pattern = ("train and val loss stay at their start" if train_stuck and (val_stuck or bv is None)
+               else "train loss stays at its start" if train_stuck
+               else "train loss falls but val loss never gets below the class-prior level")
+    ev = {"pattern": pattern, "initial_loss": _r(init), "best_loss": _r(best), "loss_drop": _r(f["loss_drop"]),
+          "chance_loss": _r(f["chance_loss"]), "prior_loss": _r(prior), "best_val_loss": _r(bv),
+          "not_learning_rel_drop": drop, "threshold_key": "diagnose.not_learning_rel_drop",
+          "final_val_accuracy": _r(f["final_val_accuracy"]), "majority_share": _r(f["majority_share"])}
+    return Finding("not_learning", "error", ev, _not_learning_fix(f, ctx, t, train_stuck, val_stuck))
+
+
+def _not_learning_fix(f: Features, ctx: dict[str, Any], t: DiagnoseParams, train_stuck: bool,
+                      val_stuck: bool) -> str:
+    """Suggestions ordered by how directly the run's own context points at them."""
+    fixes: list[str] = []
+    head = head_mismatch(ctx)
+    if head:
+        fixes.append(head)
+    if val_stuck and not train_stuck or param(ctx, "data.shuffle", True) is False:
+        if param(ctx, "data.shuffle", True) is False:
+            fixes.append(change("data.shuffle", False, True))
+        else:
+            fixes.append("check label order: rows grouped by label (label_order_clustered) teach one class per block; "
+                         "shuffle the source rows")
+    if param(ctx, "train.model.embedding.mask_zero", True) is False:
+        fixes.append(change("train.model.embedding.mask_zero", False, True))
+    lr, opt, ratio = _lr_context(ctx)
+    if ratio <= 1 / t.lr_factor:
+        fixes.append(change("train.learning_rate", lr, _raise_lr(lr, opt)))
+    elif ratio >= t.lr_factor:
+        fixes.append(change("train.learning_rate", lr, _lower_lr(lr, opt)))
+    if not fixes:
+        fixes.append(change("train.learning_rate", lr, _raise_lr(lr, opt)) +
+                     "; also check that labels match inputs (label order, activation/loss)")
+    return "; ".join(fixes)
+
+
+def rule_noisy_loss(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Finding | None:
+    """Batch loss scatters far beyond its trend, or epoch loss bounces.
+
+    batch_noise > noise_ratio: sampling noise of small batches (~ 1/sqrt(batch)) or an
+    optimizer that jumps within epochs. epoch_jitter > jitter_ratio: epochs go up and
+    down; epoch means average the whole train set, so this is the optimizer oscillating
+    (learning rate high for the batch size). The driver named is the likelier knob.
+    """
+    noise, jitter = f["batch_noise"], f["epoch_jitter"]
+    batch_hit = noise is not None and noise > t.noise_ratio
+    epoch_hit = jitter is not None and jitter > t.jitter_ratio
+    if not (batch_hit or epoch_hit):
+        return None
+    lr, opt, lr_ratio = _lr_context(ctx)
+    bsize = f["batch_size"] or int(param(ctx, "train.batch_size", 32))
+    cv = f["noise_cv_implied"]
+    lr_high = lr_ratio >= t.lr_factor
+    sampling_explains = cv is not None and cv <= t.sampling_cv_max
+    driver = "learning_rate" if (lr_high and (epoch_hit or not sampling_explains)) or \
+        (epoch_hit and not batch_hit and bsize >= 32) or (batch_hit and not sampling_explains) else "batch_size"
+    rows = ctx.get("train_rows")
+    ev = {"driver": driver, "batch_noise": _r(noise), "noise_ratio": t.noise_ratio,
+          "epoch_jitter": _r(jitter), "jitter_ratio": t.jitter_ratio,
+          "threshold_keys": ["diagnose.noise_ratio", "diagnose.jitter_ratio"],
+          "epoch_up_share": _r(f["epoch_up_share"]), "batch_size": bsize, "train_rows": rows,
+          "steps_per_epoch": f["steps_per_epoch"], "noise_cv_implied": _r(cv),
+          "sampling_cv_max": t.sampling_cv_max, "learning_rate": lr, "optimizer": opt,
+          "lr_vs_default": _r(lr_ratio), "lr_factor": t.lr_factor}
+    ev["why"] = _noise_why(driver, noise, jitter, bsize, cv, lr, opt, lr_ratio, t)
+    suggestion = _noise_fix(driver, f, ctx, bsize, noise, lr, opt, t)
+    # Mild = batch-level only and within 20% of the threshold: worth knowing, not a warning.
+    strong = epoch_hit or (noise is not None and noise >= 1.2 * t.noise_ratio)
+    severity = "warning" if strong else "info"
+    return Finding("noisy_loss", severity, ev, suggestion)
+
+
+def _noise_why(driver: str, noise: float | None, jitter: float | None, bsize: int, cv: float | None,
+               lr: float, opt: str, lr_ratio: float, t: DiagnoseParams) -> str:
+    if driver == "batch_size":
+        return (f"batch of {bsize}: sampling noise scales ~1/sqrt(batch); implied per-sample spread "
+                f"{cv if cv is None else round(cv, 2)} <= {t.sampling_cv_max}, so small batches explain the scatter")
+    parts = [f"learning rate {show(lr)} is {lr_ratio:.3g}x the {opt} default {show(DEFAULT_LR.get(opt, 1e-3))}"]
+    if jitter is not None and jitter > t.jitter_ratio:
+        parts.append(f"epoch loss itself bounces (jitter {jitter:.3g} > {t.jitter_ratio}), which batch sampling "
+                     "cannot cause since every epoch averages the whole train set")
+    if cv is not None and cv > t.sampling_cv_max:
+        parts.append(f"batch noise would need a per-sample spread of {cv:.3g} > {t.sampling_cv_max} to come from "
+                     "sampling alone")
+    return "; ".join(parts)
+
+
+def _noise_fix(driver: str, f: Features, ctx: dict[str, Any], bsize: int, noise: float | None, lr: float,
+               opt: str, t: DiagnoseParams) -> str:
+    """Batch: grow it until sampling noise ~ falls under the threshold (noise ∝ 1/sqrt(b)),
+    keeping >= 8 steps per epoch. LR (or no room to grow the batch): lower it."""
+    rows = int(ctx.get("train_rows") or 0)
+    if driver == "batch_size":
+        factor = (noise / t.noise_ratio) ** 2 * 1.2 if noise else 4.0
+        target = _pow2_at_least(max(bsize * factor, bsize * 2))
+        if rows:
+            target = min(target, _pow2_at_most(rows / 8))
+        if target > bsize:
+            return change("train.batch_size", bsize, target) + \
+                f" (noise ∝ 1/sqrt(batch): expect ~{math.sqrt(target / bsize):.1f}x less)"
+    return change("train.learning_rate", lr, _lower_lr(lr, opt)) + (
+        "" if float(param(ctx, "train.clipnorm", 0.0) or 0) > 0 else f"; or {change('train.clipnorm', 0.0, 1.0)}")
+
+
+def rule_plateau(f: Features, ctx: dict[str, Any], t: DiagnoseParams, history: pd.DataFrame) -> Finding | None:
+    """Loss flat for >= plateau_min_epochs, then a real drop (see symptoms.longest_plateau)."""
+    if not f["plateau_length"]:
+        return None
+    start, length = int(f["plateau_start"]), int(f["plateau_length"])
+    lr, opt, lr_ratio = _lr_context(ctx)
+    sched_drop = _lr_dropped_at(history, start + length)
+    ev = {"start_epoch": start, "length": length, "level": _r(f["plateau_level"]),
+          "drop_after": _r(f["plateau_drop"]), "chance_loss": _r(f["chance_loss"]),
+          "plateau_min_epochs": t.plateau_min_epochs, "plateau_rel_change": t.plateau_rel_change,
+          "plateau_drop": t.plateau_drop,
+          "threshold_keys": ["diagnose.plateau_min_epochs", "diagnose.plateau_rel_change", "diagnose.plateau_drop"],
+          "learning_rate": lr, "lr_vs_default": _r(lr_ratio), "ended_by_lr_schedule": sched_drop}
+    chance = f["chance_loss"]
+    if chance and abs(f["plateau_level"] - chance) <= 0.05 * chance:
+        ev["at_chance"] = True
+    if sched_drop:
+        return Finding("plateau", "info", ev, "the drop follows a learning-rate reduction by the schedule; "
+                       + change("train.learning_rate", lr, _lower_lr(lr, opt)) + " would reach it sooner")
+    fixes = [change("train.learning_rate", lr, _raise_lr(lr, opt))]
+    if param(ctx, "train.model.embedding.mask_zero", True) is False:
+        fixes.append(change("train.model.embedding.mask_zero", False, True))
+    return Finding("plateau", "warning", ev, "; ".join(fixes))
+
+
+def _lr_dropped_at(history: pd.DataFrame, epoch: int) -> bool:
+    """Did a schedule lower the lr within 2 epochs before the drop?"""
+    if history is None or "lr" not in history.columns or history.empty:
+        return False
+    lr = pd.to_numeric(history.sort_values("epoch")["lr"], errors="coerce").to_numpy()
+    lo, hi = max(epoch - 2, 1), min(epoch + 1, len(lr) - 1)
+    return bool(any(lr[i] < lr[i - 1] * 0.95 for i in range(lo, hi + 1)))
+
+
+def rule_overfitting(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Finding | None:
+    """Val loss turns up for good after its minimum while train loss keeps falling."""
+    if f["overfit_onset"] is None:
+        return None
+    ev = {"best_val_epoch": f["overfit_onset"], "best_val_loss": _r(f["best_val_loss"]),
+          "final_val_loss": _r(f["final_val_loss"]), "val_rise": _r(f["overfit_rise"]),
+          "epochs_above": f["overfit_epochs_above"], "train_fall_since": _r(f["overfit_train_fall"]),
+          "overfit_rel_rise": t.overfit_rel_rise, "overfit_min_epochs": t.overfit_min_epochs,
+          "threshold_keys": ["diagnose.overfit_rel_rise", "diagnose.overfit_min_epochs"]}
+    fixes = []
+    drop = float(param(ctx, "train.model.dropout", 0.0) or 0.0)
+    rnn_drop = float(param(ctx, "train.model.rnn.dropout", 0.0) or 0.0)
+    if drop < 0.3:
+        fixes.append(change("train.model.dropout", drop, 0.3))
+    elif rnn_drop < 0.2:
+        fixes.append(change("train.model.rnn.dropout", rnn_drop, 0.2))
+    guarded = str(param(ctx, "train.callbacks.checkpoint_monitor", "")).startswith("val_")
+    if not guarded:
+        if not param(ctx, "train.callbacks.early_stopping", False):
+            fixes.append(change("train.callbacks.early_stopping", False, True))
+        fixes.append(change("train.callbacks.checkpoint_monitor", "", "val_loss"))
+    ev["best_weights_kept"] = guarded
+    return Finding("overfitting", "info" if guarded else "warning", ev, "; ".join(fixes))
+
+
+def rule_saturated(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Finding | None:
+    """Outputs pinned at 0/1 when the model is not that right (overconfident), or a
+    single-label head whose outputs do not sum to 1 (all drifting to 0, report 003)."""
+    sat, acc, mmp = f["saturated_share"], f["final_val_accuracy"], f["mean_max_prob"]
+    k = f["n_classes"] or 0
+    low = mmp is not None and k >= 2 and not ctx.get("multilabel") and mmp < 1.0 / k
+    high = sat is not None and sat >= t.saturation_share and (acc is None or acc < sat - 0.05)
+    if not (low or high):
+        return None
+    ev = {"saturated_share": _r(sat), "saturation_share": t.saturation_share,
+          "threshold_key": "diagnose.saturation_share", "final_val_accuracy": _r(acc),
+          "mean_max_prob": _r(mmp), "pinned_output_share": _r(f["pinned_output_share"])}
+    if low:
+        ev["outputs_below_uniform"] = True
+        return Finding("saturated_predictions", "warning", ev,
+                       head_mismatch(ctx) or change("train.output_activation",
+                                                    param(ctx, "train.output_activation", "sigmoid"), "softmax"))
+    lr, opt, _ = _lr_context(ctx)
+    drop = float(param(ctx, "train.model.dropout", 0.0) or 0.0)
+    fix = change("train.model.dropout", drop, 0.3) if drop < 0.3 else change("train.learning_rate", lr, _lower_lr(lr, opt))
+    return Finding("saturated_predictions", "warning", ev, head_mismatch(ctx) or fix)
+
+
+def rule_majority_collapse(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Finding | None:
+    """The model predicts (almost) one class, more often than that class occurs.
+
+    With predictions: top predicted share >= collapse_share and at least halfway from that
+    class's true share to 1 (95% predictions of a 95% class is no collapse). Without them:
+    val accuracy stuck at the majority share of an imbalanced train set.
+    """
+    if ctx.get("multilabel"):
+        return None
+    major = f["majority_share"]
+    top = f["pred_top_share"]
+    k = f["n_classes"] or 0
+    ev: dict[str, Any] = {"collapse_share": t.collapse_share, "threshold_key": "diagnose.collapse_share",
+                          "majority_share": _r(major)}
+    if top is not None:
+        preds = (ctx.get("predictions") or {}).get("pred_class_shares") or {}
+        label = max(preds, key=lambda k_: float(preds[k_]))
+        true = float((ctx.get("class_shares") or {}).get(label, major or 0.0) or 0.0)
+        if top < t.collapse_share or top < true + (1 - true) / 2:
+            return None
+        ev.update({"basis": "val predictions", "pred_top_share": _r(top), "top_class": label, "top_class_share": _r(true)})
+    else:
+        acc = f["final_val_accuracy"]
+        if major is None or acc is None or k < 2 or major < 1.5 / k or abs(acc - major) > 0.01:
+            return None
+        ev.update({"basis": "val accuracy equals the majority share", "final_val_accuracy": _r(acc)})
+    weight = str(param(ctx, "train.class_weight", "none"))
+    lr, opt, _ = _lr_context(ctx)
+    fix = change("train.class_weight", weight, "balanced") if (major or 0) * max(k, 1) >= 1.5 and weight != "balanced" \
+        else change("train.learning_rate", lr, _lower_lr(lr, opt))
+    return Finding("majority_collapse", "warning", ev, fix)
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def diagnose_curves(history: pd.DataFrame, batches: pd.DataFrame | None, context: dict[str, Any],
+                    thresholds: DiagnoseParams | None = None) -> list[Finding]:
+    """All curve findings of one run, most severe first.
+
+    A diverged run is judged on diverged and the prediction rules only: plateaus and
+    noise on a NaN curve say nothing. When the run is not learning, noise is demoted to
+    info: blocks of one label make batch loss swing, and the fix is the cause, not the batch.
+    """
+    t = thresholds or DiagnoseParams()
+    f = curve_features(history, batches, context, t)
+    return findings_from_features(f, history, context, t)
+
+
+def findings_from_features(f: Features, history: pd.DataFrame, context: dict[str, Any],
+                           t: DiagnoseParams) -> list[Finding]:
+    """The rules applied to precomputed features (diff reuses the features it already has)."""
+    out: list[Finding] = []
+    div = rule_diverged(f, context, t)
+    if div:
+        out.append(div)
+    if div is None or div.severity != "error":
+        stuck = rule_not_learning(f, context, t)
+        out += [x for x in (stuck,) if x]
+        noisy = rule_noisy_loss(f, context, t)
+        if noisy and stuck:
+            noisy = Finding(noisy.code, "info", {**noisy.evidence, "secondary_to": "not_learning"}, noisy.suggestion)
+        out += [x for x in (noisy, rule_plateau(f, context, t, history), rule_overfitting(f, context, t)) if x]
+    out += [x for x in (rule_saturated(f, context, t), rule_majority_collapse(f, context, t)) if x]
+    return sorted(out, key=lambda x: SEVERITIES.index(x.severity))
+
+
+def merge_findings(data_findings: Iterable[Finding | dict[str, Any]],
+                   lint_findings: Iterable[Finding | dict[str, Any]],
+                   curve_findings: Iterable[Finding | dict[str, Any]], run_id: str = "") -> dict[str, Any]:
+    """The diagnose JSON: `{"run_id", "findings": [...]}`, errors, then warnings, then info.
+
+    Within a severity the order is data, lint, curve and each list's own order (stable),
+    because upstream causes (grouped rows, a wrong head) explain downstream curves.
+    An exact repeat (same code, where and severity) is kept once.
+    """
+    merged: list[dict[str, Any]] = []
+    seen: set[tuple[str, str, str]] = set()
+    for group in (data_findings, lint_findings, curve_findings):
+        for item in group or ():
+            d = item.to_dict() if isinstance(item, Finding) else dict(item)
+            key = (d.get("code", ""), d.get("where", ""), d.get("severity", ""))
+            if key in seen:
+                continue
+            seen.add(key)
+            merged.append(d)
+    merged.sort(key=lambda d: SEVERITIES.index(d["severity"]) if d.get("severity") in SEVERITIES else len(SEVERITIES))
+    return {"run_id": run_id, "findings": merged}

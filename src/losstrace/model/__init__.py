@@ -1,0 +1,1 @@
+"""Model construction (zoo) and pre-flight checks (lint)."""

@@ -1,0 +1,176 @@
+"""Build a compiled Keras model from `train.*` params alone — no code edits per model.
+
+Covers the models of the user reports: Embedding (learned or frozen pretrained) or
+Masking → a stack of LSTM/GRU/SimpleRNN (optionally bidirectional) → optional Conv1D →
+pooling → dense hidden layers → output head.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LosstraceError
+from ..params import TrainParams
+
+CELLS = {"lstm": "LSTM", "gru": "GRU", "simple": "SimpleRNN"}
+
+
+def output_units(train: TrainParams, n_classes: int, multilabel: bool) -> int:
+    if train.output_units:
+        return train.output_units
+    binary_head = train.loss == "binary_crossentropy" and n_classes == 2 and not multilabel
+    return 1 if binary_head else n_classes
+
+
+def build(train: TrainParams, input_kind: str, max_len: int, channels: int, vocab_size: int,
+          n_classes: int, multilabel: bool, steps_per_epoch: int, vocab: list[str] | None = None):
+    import keras
+    from keras import layers
+
+    m = train.model
+    if input_kind == "numeric":
+        inputs = keras.Input(shape=(max_len, channels), dtype="float32", name="x")
+        # Post-padded steps are all-zero after standardisation: mask them so the
+        # recurrent state is not overwritten by padding (and cuDNN stays eligible).
+        h = layers.Masking(mask_value=0.0, name="mask")(inputs)
+    else:
+        inputs = keras.Input(shape=(max_len,), dtype="int32", name="x")
+        h = _embedding(train, vocab_size, vocab)(inputs)
+
+    rnn = m.rnn
+    sequence_out = m.pooling != "last" or m.conv.filters > 0
+    for i in range(rnn.layers):
+        last = i == rnn.layers - 1
+        cell = getattr(layers, CELLS[rnn.cell])
+        kwargs = dict(
+            units=rnn.units,
+            return_sequences=(not last) or rnn.return_sequences or sequence_out,
+            dropout=rnn.dropout,
+            recurrent_dropout=rnn.recurrent_dropout,
+            activation=rnn.activation,
+            use_bias=rnn.use_bias,
+            unroll=rnn.unroll,
+        )
+        if rnn.cell != "simple":
+            kwargs["recurrent_activation"] = rnn.recurrent_activation
+        if rnn.cell == "gru":
+            kwargs["reset_after"] = rnn.reset_after
+        layer = cell(**kwargs, name=f"{rnn.cell}_{i}")
+        h = layers.Bidirectional(layer, name=f"bi_{rnn.cell}_{i}")(h) if rnn.bidirectional else layer(h)
+
+    if m.conv.filters > 0:
+        h = layers.Conv1D(m.conv.filters, m.conv.kernel_size, padding="valid", name="conv")(h)
+    h = _pool(m.pooling, h, layers)
+    if m.dropout > 0:
+        h = layers.Dropout(m.dropout, name="dropout")(h)
+    for j, dense in enumerate(m.dense):
+        reg = keras.regularizers.L2(dense.l2) if dense.l2 > 0 else None
+        act = dense.activation or None
+        h = layers.Dense(dense.units, activation=act, kernel_regularizer=reg, name=f"dense_{j}")(h)
+    units = output_units(train, n_classes, multilabel)
+    out_act = None if train.output_activation == "linear" else train.output_activation
+    outputs = layers.Dense(units, activation=out_act, name="output", dtype="float32")(h)
+
+    model = keras.Model(inputs, outputs, name=f"{rnn.cell}_classifier")
+    model.compile(optimizer=optimizer(train, steps_per_epoch), loss=_loss(train), metrics=_metrics(train, units))
+    return model
+
+
+def _embedding(train: TrainParams, vocab_size: int, vocab: list[str] | None):
+    import keras
+    from keras import layers
+
+    e = train.model.embedding
+    if not e.pretrained:
+        return layers.Embedding(vocab_size, e.dim, mask_zero=e.mask_zero, name="embedding")
+    matrix = load_vectors(Path(e.pretrained), vocab or [], e.dim)
+    return layers.Embedding(
+        vocab_size, matrix.shape[1], mask_zero=e.mask_zero, trainable=e.trainable,
+        embeddings_initializer=keras.initializers.Constant(matrix), name="embedding",
+    )
+
+
+def load_vectors(path: Path, vocab: list[str], dim: int) -> np.ndarray:
+    """word2vec/GloVe text vectors → an embedding matrix aligned with the vocabulary.
+
+    Row 0 (padding) and 1 (OOV) and words missing from the file stay zero.
+    """
+    if not path.exists():
+        raise LosstraceError(str(path), "pretrained vectors file not found", "fix train.model.embedding.pretrained")
+    wanted = {w: i + 2 for i, w in enumerate(vocab)}
+    matrix: np.ndarray | None = None
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            parts = line.rstrip().split(" ")
+            if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                continue  # word2vec header: "<count> <dim>"
+            if len(parts) < 2:
+                continue
+            if matrix is None:
+                matrix = np.zeros((len(vocab) + 2, len(parts) - 1), dtype=np.float32)
+            if parts[0] in wanted:
+                try:
+                    matrix[wanted[parts[0]]] = np.asarray(parts[1:], dtype=np.float32)
+                except ValueError:
+                    raise LosstraceError(f"{path}:{lineno}", "not a vector of numbers of the file's width", "fix the vectors file")
+    if matrix is None:
+        raise LosstraceError(str(path), "no vectors in file", "use a word2vec/GloVe text file")
+    return matrix
+
+
+def _pool(kind: str, h, layers):
+    if kind == "last":
+        return h
+    if kind == "max":
+        return layers.GlobalMaxPooling1D(name="max_pool")(h)
+    if kind == "avg":
+        return layers.GlobalAveragePooling1D(name="avg_pool")(h)
+    return layers.Concatenate(name="avg_max")(
+        [layers.GlobalAveragePooling1D(name="avg_pool")(h), layers.GlobalMaxPooling1D(name="max_pool")(h)]
+    )
+
+
+def optimizer(train: TrainParams, steps_per_epoch: int):
+    import keras
+
+    lr = train.learning_rate
+    if train.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(train.epochs * steps_per_epoch, 1))
+    kwargs = {"learning_rate": lr}
+    if train.clipnorm > 0:
+        kwargs["clipnorm"] = train.clipnorm
+    if train.optimizer == "sgd":
+        return keras.optimizers.SGD(momentum=train.momentum, nesterov=train.nesterov, **kwargs)
+    cls = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "adamw": keras.optimizers.AdamW}
+    return cls[train.optimizer](**kwargs)
+
+
+def _loss(train: TrainParams):
+    import keras
+
+    cls = {
+        "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
+        "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
+        "binary_crossentropy": keras.losses.BinaryCrossentropy,
+    }[train.loss]
+    return cls(from_logits=train.from_logits)
+
+
+def _metrics(train: TrainParams, units: int) -> list:
+    import keras
+
+    out: list = []
+    for name in train.metrics:
+        if name == "accuracy":
+            out.append("accuracy")
+        elif name == "auc":
+            out.append(keras.metrics.AUC(name="auc", multi_label=units > 1 and train.loss == "binary_crossentropy"))
+        elif name == "precision":
+            out.append(keras.metrics.Precision(name="precision"))
+        elif name == "recall":
+            out.append(keras.metrics.Recall(name="recall"))
+        else:
+            raise LosstraceError("params.yaml", f"unknown metric {name!r} in train.metrics", "use accuracy, auc, precision or recall")
+    return out

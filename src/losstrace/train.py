@@ -1,0 +1,277 @@
+"""Train stage: lint → seed → featurize → build → fit (tracked) → outputs.
+
+`run()` is the pure core (arrays and params in, model and records out) so tests
+can assert on it; `main()` reads the prepared data and publishes every output at
+once (models/, reports/train/) after training succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import environment, tracking
+from . import params as params_mod
+from .data import featurize
+from .errors import LosstraceError
+from .findings import Finding
+from .io import Staging, read_json, to_json
+from .params import Params
+
+HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "accuracy", "val_accuracy", "lr"]
+
+
+def seed_everything(seed: int) -> None:
+    """One seed, set once at stage start; op determinism makes CPU runs byte-identical."""
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def select_device(device: str) -> str:
+    """Resolve `train.device`; returns a human-readable device description for the run."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise LosstraceError("params.yaml", "train.device=gpu but TensorFlow sees no GPU",
+                             "set train.device: auto or cpu, or install tensorflow[and-cuda]")
+    if device == "cpu" and gpus:
+        tf.config.set_visible_devices([], "GPU")
+        gpus = []
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"GPU:{details.get('device_name', gpus[0].name)}"
+    return "CPU"
+
+
+@dataclass
+class Dataset:
+    """Featurized splits plus what the model and the record need to know about them."""
+
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    featurizer: featurize.Featurizer
+    labels: dict[str, int]
+    info: dict[str, Any]
+    stats: dict[str, float]
+
+
+def load_dataset(p: Params, prepared: Path) -> Dataset:
+    info = read_json(prepared / "ingest.json")
+    labels = read_json(prepared / "labels.json")
+    frames = {s: pd.read_parquet(prepared / f"{s}.parquet") for s in ("train", "val")}
+    fz = featurize.fit(frames["train"], info["input"], p.data.max_len, p.data.max_tokens, p.data.text_level)
+    x, y, stats = {}, {}, {}
+    for split, frame in frames.items():
+        x[split], s = fz.transform(frame["x"])
+        y[split] = featurize.encode_labels(frame["label"], labels, info["multilabel"], info["label_delimiter"], p.train.loss)
+        stats.update({f"{split}.{k}": v for k, v in s.items()})
+    return Dataset(x, y, fz, labels, info, stats)
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float] | None:
+    ids = y if y.ndim == 1 else (y.argmax(axis=1) if y.shape[1] > 1 else y[:, 0].astype(int))
+    counts = np.bincount(ids.astype(int), minlength=n_classes)
+    return {i: float(len(ids) / (n_classes * c)) for i, c in enumerate(counts) if c > 0}
+
+
+def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None):
+    """Build and fit the model. Returns (model, Recorder)."""
+    import keras
+
+    from .callbacks import DynamicsCallback, Recorder
+    from .model import zoo
+
+    n_train = len(ds.x["train"])
+    steps = int(np.ceil(n_train / p.train.batch_size))
+    model = zoo.build(p.train, ds.info["input"], ds.featurizer.max_len, ds.featurizer.channels,
+                      ds.featurizer.vocab_size, len(ds.labels), ds.info["multilabel"], steps, ds.featurizer.vocab)
+    rec = Recorder()
+    callbacks = [DynamicsCallback(rec, n_train, p.train.batch_size, logger)]
+    cb = p.train.callbacks
+    if p.train.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(cb.patience // 2, 1)))
+    if cb.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=cb.monitor, patience=cb.patience,
+                                                       restore_best_weights=bool(cb.checkpoint_monitor)))
+    callbacks += callbacks_extra or []
+    weights = class_weights(ds.y["train"], len(ds.labels)) if p.train.class_weight == "balanced" and not ds.info["multilabel"] else None
+    model.fit(ds.x["train"], ds.y["train"], validation_data=(ds.x["val"], ds.y["val"]),
+              batch_size=p.train.batch_size, epochs=p.train.epochs, shuffle=True, verbose=0,
+              callbacks=callbacks, class_weight=weights)
+    return model, rec
+
+
+def history_frame(rec) -> pd.DataFrame:
+    frame = pd.DataFrame(rec.epochs)
+    for col in HISTORY_COLUMNS:
+        if col not in frame:
+            frame[col] = np.nan
+    return frame[HISTORY_COLUMNS + [c for c in frame.columns if c not in HISTORY_COLUMNS]]
+
+
+def prediction_stats(model, x: np.ndarray, labels: dict[str, int], batch_size: int) -> dict[str, Any]:
+    """How confident and how varied the validation predictions are (saturation, collapse)."""
+    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    names = sorted(labels, key=labels.get)
+    if probs.shape[1] == 1:
+        top = np.concatenate([1 - probs, probs], axis=1)
+    else:
+        top = probs
+    pred = top.argmax(axis=1)
+    shares = np.bincount(pred, minlength=top.shape[1]) / max(len(pred), 1)
+    max_prob = top.max(axis=1)
+    pinned = np.mean((probs > 0.99) | (probs < 0.01))
+    return {
+        "mean_max_prob": float(max_prob.mean()),
+        "max_prob_share_above_0_99": float(np.mean(max_prob > 0.99)),
+        "pinned_output_share": float(pinned),
+        "pred_class_shares": {names[i] if i < len(names) else str(i): round(float(s), 6) for i, s in enumerate(shares)},
+    }
+
+
+def plot_curves(history: pd.DataFrame, batches: pd.DataFrame, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    if not batches.empty:
+        per_epoch = batches["step"] / max(batches.groupby("epoch")["batch"].max().max() + 1, 1)
+        ax1.plot(per_epoch + 1, batches["loss"], color="0.75", lw=0.7, label="batch loss")
+    ax1.plot(history["epoch"] + 1, history["loss"], label="train loss")
+    ax1.plot(history["epoch"] + 1, history["val_loss"], label="val loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    ax2.plot(history["epoch"] + 1, history["accuracy"], label="train accuracy")
+    ax2.plot(history["epoch"] + 1, history["val_accuracy"], label="val accuracy")
+    ax2.set_xlabel("epoch")
+    ax2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path, reports: Path,
+         root: Path = Path(".")) -> dict[str, Any]:
+    from .explain.diagnose import diagnose_curves, merge_findings
+    from .model import lint
+
+    p = params_mod.load(params_path)
+    info = read_json(prepared / "ingest.json")
+    labels = read_json(prepared / "labels.json")
+    lint_findings = lint.run(p, info, labels)
+    lint_errors = [f for f in lint_findings if f.severity == "error"]
+    (reports).mkdir(parents=True, exist_ok=True)
+    if lint_errors:
+        first = lint_errors[0]
+        raise LosstraceError("lint", f"{first.code}: {first.evidence.get('message', first.evidence)}",
+                             first.suggestion or "fix params.yaml", exit_code=1)
+
+    seed_everything(p.base.seed)
+    device = select_device(p.train.device)
+    ds = load_dataset(p, prepared)
+    data_findings = _data_findings(validate_dir)
+
+    tags = {tracking.KIND_TAG: "train", "device": device, "determinism": "op-determinism",
+            **environment.env_tags(), **environment.git_tags(root), **environment.dvc_dep_tags(root, "train")}
+    run_name = f"{p.train.model.rnn.cell}-bs{p.train.batch_size}-lr{p.train.learning_rate:g}"
+    outputs = {
+        "history": reports / "history.csv", "batches": reports / "batches.csv", "lint": reports / "lint.json",
+        "diagnosis": reports / "diagnosis.json", "context": reports / "context.json",
+        "curves": reports / "curves.png", "run": reports / "run.json",
+        "model": model_dir / "model.keras", "featurizer": model_dir / "featurizer.json",
+    }
+    with tracking.start_run(root, run_name, tags) as logger:
+        logger.log_params(params_mod.flatten(p))
+        fp = validate_dir / "fingerprint.json"
+        if fp.exists():
+            logger.log_params(_fingerprint_params(read_json(fp)))
+        logger.log_metrics({f"data.{k}": v for k, v in ds.stats.items()}, step=0)
+        model, rec = run(p, ds, logger)
+
+        history = history_frame(rec)
+        batches = pd.DataFrame(rec.batches, columns=["step", "epoch", "batch", "loss", "size"])
+        preds = prediction_stats(model, ds.x["val"], ds.labels, 256)
+        context = _context(p, ds, preds)
+        curve = diagnose_curves(history, batches, context, p.diagnose)
+        if rec.divergence is not None and not any(f.code == "diverged" for f in curve):
+            d = rec.divergence
+            curve.append(Finding("diverged", "error", {"epoch": d.epoch, "batch": d.batch, "loss": str(d.loss)},
+                                 f"train.learning_rate: {p.train.learning_rate:g} → {p.train.learning_rate / 10:g}"))
+        diagnosis = merge_findings(data_findings, lint_findings, curve)
+        diagnosis["run_id"] = logger.run_id
+
+        # Stage every output, then publish them together: a failure leaves the old ones.
+        with Staging(root) as stage:
+            staged = {key: stage.path(path) for key, path in outputs.items()}
+            history.to_csv(staged["history"], index=False)
+            batches.to_csv(staged["batches"], index=False)
+            staged["lint"].write_text(to_json({"findings": [f.to_dict() for f in lint_findings]}), encoding="utf-8")
+            staged["diagnosis"].write_text(to_json(diagnosis), encoding="utf-8")
+            staged["context"].write_text(to_json(context), encoding="utf-8")
+            plot_curves(history, batches, staged["curves"], run_name)
+            model.save(staged["model"])
+            staged["featurizer"].write_text(to_json(ds.featurizer.to_dict()), encoding="utf-8")
+            staged["run"].write_text(to_json({"run_id": logger.run_id, "tracking_uri": logger.uri,
+                                              "experiment": tracking.experiment_name()}), encoding="utf-8")
+
+        for key in ("history", "batches", "lint", "diagnosis", "context", "curves", "featurizer"):
+            logger.log_artifact(outputs[key], "losstrace")
+        for name in ("fingerprint.json", "results.json"):
+            if (validate_dir / name).exists():
+                logger.log_artifact(validate_dir / name, "losstrace")
+        logger.set_tags({f"finding.{f['code']}": f["severity"] for f in diagnosis["findings"]})
+        logger.log_keras_model(model, ds.x["val"][:2])
+    return {"run_id": logger.run_id, "epochs": len(history), "diagnosis": diagnosis}
+
+
+def _context(p: Params, ds: Dataset, preds: dict[str, Any]) -> dict[str, Any]:
+    y = ds.y["train"]
+    names = sorted(ds.labels, key=ds.labels.get)
+    if ds.info["multilabel"]:
+        shares = y.mean(axis=0)
+    else:
+        ids = y if y.ndim == 1 else (y.argmax(axis=1) if y.shape[1] > 1 else y[:, 0].astype(int))
+        shares = np.bincount(ids.astype(int), minlength=len(names)) / len(ids)
+    return {
+        "n_classes": len(ds.labels),
+        "class_shares": {names[i]: round(float(s), 6) for i, s in enumerate(shares)},
+        "batch_size": p.train.batch_size,
+        "train_rows": int(len(y)),
+        "multilabel": bool(ds.info["multilabel"]),
+        "params": {k: v for k, v in params_mod.flatten(p).items()},
+        "predictions": preds,
+    }
+
+
+def _fingerprint_params(fp: dict[str, Any]) -> dict[str, Any]:
+    """Headline data facts as params, so the MLflow UI's compare view shows data changes."""
+    out = {"data.label_map_hash": fp.get("label_map_hash", "")}
+    for split, d in fp.items():
+        if isinstance(d, dict) and "rows" in d:
+            out[f"data.{split}.rows"] = d["rows"]
+            out[f"data.{split}.content_hash"] = d.get("content_hash", "")
+            out[f"data.{split}.ordered_hash"] = d.get("ordered_hash", "")
+            out[f"data.{split}.clustered"] = d.get("order", {}).get("clustered", "")
+    return out
+
+
+def _data_findings(validate_dir: Path) -> list[Finding]:
+    path = validate_dir / "results.json"
+    if not path.exists():
+        return []
+    return [Finding(**f) for f in read_json(path).get("findings", [])]

@@ -1,0 +1,58 @@
+"""The tracking module against a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import pytest
+
+from losstrace import tracking
+
+
+def test_run_finishes_with_params_metrics_and_batch_series(tmp_path):
+    with tracking.start_run(tmp_path, "r1", {tracking.KIND_TAG: "train"}) as run:
+        run.log_params({"train.batch_size": 32, "train.learning_rate": 0.001})
+        for epoch in range(3):
+            run.log_metrics({"loss": 1.0 / (epoch + 1), "val_loss": float("nan")}, step=epoch)
+        run.log_series("batch_loss", list(range(2500)), [0.5] * 2500)  # > one log_batch call
+    c = tracking.client(tracking.tracking_uri(tmp_path))
+    r = c.get_run(run.run_id)
+    assert r.info.status == "FINISHED"
+    assert r.data.params["train.batch_size"] == "32"
+    assert [m.step for m in c.get_metric_history(run.run_id, "loss")] == [0, 1, 2]
+    assert "val_loss" not in r.data.metrics  # NaN values are skipped, not logged as garbage
+    assert len(c.get_metric_history(run.run_id, "batch_loss")) == 2500
+    assert (tmp_path / "mlflow.db").exists()
+
+
+def test_exception_marks_the_run_failed(tmp_path):
+    with pytest.raises(RuntimeError):
+        with tracking.start_run(tmp_path, "boom", {tracking.KIND_TAG: "train"}) as run:
+            raise RuntimeError("crash mid-training")
+    assert tracking.get_run(tmp_path, run.run_id).info.status == "FAILED"
+
+
+def test_resolve_latest_and_latest_tilde(tmp_path):
+    ids = []
+    for i in range(3):
+        with tracking.start_run(tmp_path, f"r{i}", {tracking.KIND_TAG: "train"}) as run:
+            ids.append(run.run_id)
+    assert tracking.resolve_run("latest", tmp_path) == ids[-1]
+    assert tracking.resolve_run("latest~2", tmp_path) == ids[0]
+    assert tracking.resolve_run(ids[1], tmp_path) == ids[1]
+    from losstrace.errors import LosstraceError
+
+    with pytest.raises(LosstraceError, match="only 3 run"):
+        tracking.resolve_run("latest~5", tmp_path)
+    with pytest.raises(LosstraceError, match="no such MLflow run"):
+        tracking.resolve_run("0123456789abcdef", tmp_path)
+
+
+def test_unreachable_server_is_a_one_line_error(tmp_path, monkeypatch):
+    from losstrace.errors import LosstraceError
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with pytest.raises(LosstraceError) as e:
+        with tracking.start_run(tmp_path, "x", {}):
+            pass
+    assert e.value.line().startswith("error: MLflow at http://127.0.0.1:9: cannot open a run")

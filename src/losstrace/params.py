@@ -89,8 +89,12 @@ class RnnParams:
 
     def __post_init__(self) -> None:
         _choice("train.model.rnn.cell", self.cell, ("lstm", "gru", "simple"))
-        if self.units < 1 or self.layers < 1:
-            raise LosstraceError("params.yaml", "train.model.rnn.units and .layers must be >= 1", "set a positive value")
+        if self.units < 1:
+            raise LosstraceError("params.yaml", f"train.model.rnn.units={self.units} must be >= 1", "set a positive value")
+        # 0 layers = the feed-forward baseline (embedding → pooling → dense) users compare against.
+        if self.layers < 0:
+            raise LosstraceError("params.yaml", f"train.model.rnn.layers={self.layers} must be >= 0",
+                                 "set 0 (no recurrent layer) or more")
         for key, v in (("dropout", self.dropout), ("recurrent_dropout", self.recurrent_dropout)):
             if not 0.0 <= v < 1.0:
                 raise LosstraceError("params.yaml", f"train.model.rnn.{key}={v} is outside [0, 1)", "use e.g. 0.2")
@@ -101,12 +105,22 @@ class ConvParams:
     filters: int = 0  # 0 = no Conv1D after the recurrent stack
     kernel_size: int = 3
 
+    def __post_init__(self) -> None:
+        if self.filters < 0 or self.kernel_size < 1:
+            raise LosstraceError("params.yaml", "train.model.conv.filters must be >= 0 and .kernel_size >= 1",
+                                 "e.g. filters: 64, kernel_size: 3 (filters: 0 = no Conv1D)")
+
 
 @dataclass(frozen=True)
 class DenseParams:
     units: int = 64
     activation: str = "relu"  # "" or linear = no activation
     l2: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.units < 1 or self.l2 < 0:
+            raise LosstraceError("params.yaml", f"train.model.dense: units={self.units}, l2={self.l2:g} need units >= 1 "
+                                 "and l2 >= 0", "e.g. {units: 64, activation: relu, l2: 0.0}")
 
 
 @dataclass(frozen=True)
@@ -120,6 +134,24 @@ class ModelParams:
 
     def __post_init__(self) -> None:
         _choice("train.model.pooling", self.pooling, ("last", "max", "avg", "avg_max"))
+        if not 0.0 <= self.dropout < 1.0:
+            raise LosstraceError("params.yaml", f"train.model.dropout={self.dropout} is outside [0, 1)", "use e.g. 0.3")
+        if self.pooling == "last":
+            self._check_last_pooling()
+
+    def _check_last_pooling(self) -> None:
+        """`last` hands the recurrent layer's final state to the head; anything that leaves
+        a sequence instead would give the Dense head a 3-D input and a per-step output."""
+        fix = "set train.model.pooling: max, avg or avg_max"
+        if self.rnn.layers == 0:
+            raise LosstraceError("params.yaml", "train.model.pooling=last needs a recurrent layer, but "
+                                 "train.model.rnn.layers=0 (feed-forward baseline)", fix)
+        if self.conv.filters > 0:
+            raise LosstraceError("params.yaml", "train.model.pooling=last cannot reduce the Conv1D output sequence "
+                                 f"(train.model.conv.filters={self.conv.filters})", fix)
+        if self.rnn.return_sequences:
+            raise LosstraceError("params.yaml", "train.model.rnn.return_sequences=true with pooling=last leaves a "
+                                 "sequence for the dense head", f"{fix}, or train.model.rnn.return_sequences: false")
 
 
 @dataclass(frozen=True)
@@ -127,7 +159,16 @@ class CallbackParams:
     early_stopping: bool = False
     monitor: str = "val_loss"
     patience: int = 5
-    checkpoint_monitor: str = ""  # "" = no best-checkpoint selection
+    # "" = keep the last epoch's weights; a monitor (e.g. val_loss) = restore the best epoch's
+    # weights on it after training, whether or not early stopping ended the run.
+    checkpoint_monitor: str = ""
+
+
+# Keras metrics the zoo can build (log names are the same, val_ prefixed on validation).
+METRICS = ("accuracy", "auc", "precision", "recall")
+# Metrics that compare y_true and y_pred element-wise: they need one-hot, multi-hot or
+# binary labels shaped like the output, never the integer ids of sparse_categorical_crossentropy.
+ONE_HOT_METRICS = ("auc", "precision", "recall")
 
 
 @dataclass(frozen=True)
@@ -166,6 +207,22 @@ class TrainParams:
             raise LosstraceError("params.yaml", "train.batch_size and train.epochs must be >= 1", "set a positive value")
         if not self.learning_rate > 0:
             raise LosstraceError("params.yaml", f"train.learning_rate={self.learning_rate} must be > 0", "use e.g. 0.001")
+        for name in self.metrics:
+            _choice("train.metrics", name, METRICS)
+        self._check_monitors()
+
+    def _check_monitors(self) -> None:
+        """A monitor Keras cannot find in the epoch logs only warns and then does nothing,
+        so early stopping never stops and no best epoch is kept: refuse it here."""
+        known = [f"{prefix}{name}" for name in ("loss", *self.metrics) for prefix in ("", "val_")]
+        cb = self.callbacks
+        for key, monitor, used in (("train.callbacks.monitor", cb.monitor, cb.early_stopping),
+                                   ("train.callbacks.checkpoint_monitor", cb.checkpoint_monitor, bool(cb.checkpoint_monitor))):
+            if used and monitor not in known:
+                close = difflib.get_close_matches(monitor, known, n=1)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise LosstraceError("params.yaml", f"{key}={monitor!r} is not logged by this model",
+                                     f"{hint}use one of {', '.join(known)} (metrics come from train.metrics)")
 
 
 @dataclass(frozen=True)

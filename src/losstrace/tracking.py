@@ -43,9 +43,22 @@ def experiment_name() -> str:
 
 def client(uri: str):
     _quiet_env()
+    import logging
+
     from mlflow.tracking import MlflowClient
 
+    # MLflow logs store migrations at INFO on every new SQLite file: noise in stage output.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=uri)
+
+
+def existing_store(root: Path) -> str:
+    """The tracking URI for read-only commands; a missing local store is an error, not a new empty DB."""
+    uri = tracking_uri(root)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        raise LosstraceError(uri[len("sqlite:///"):], "no MLflow store here, so no losstrace runs recorded",
+                             "run `dvc repro` first, or set MLFLOW_TRACKING_URI")
+    return uri
 
 
 def _experiment_id(c, uri: str, root: Path) -> str:
@@ -158,7 +171,7 @@ def reopen_run(root: Path, run_id: str) -> Iterator[RunLogger]:
 def resolve_run(ref: str, root: Path = Path("."), kind: str = "train") -> str:
     """`latest`, `latest~N` or a run id → run id."""
     m = re.fullmatch(r"latest(?:~(\d+))?", ref)
-    c = client(tracking_uri(root))
+    c = client(existing_store(root))
     if not m:
         try:
             return c.get_run(ref).info.run_id

@@ -102,13 +102,25 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
     if p.train.lr_schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(cb.patience // 2, 1)))
     if cb.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=cb.monitor, patience=cb.patience,
-                                                       restore_best_weights=bool(cb.checkpoint_monitor)))
+        # Only stops training. Which weights are kept is checkpoint_monitor's job, so an
+        # early-stopping monitor and a checkpoint monitor never fight over the final model.
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=cb.monitor, patience=cb.patience))
+    keeper = None
+    if cb.checkpoint_monitor:
+        # The best-checkpoint: Keras' own best-weights tracking, kept in memory (no temp
+        # file to clean up), made to never stop (patience > epochs) and restoring at train
+        # end whether early stopping fired or not.
+        keeper = keras.callbacks.EarlyStopping(monitor=cb.checkpoint_monitor, patience=p.train.epochs + 1,
+                                               restore_best_weights=True)
+        callbacks.append(keeper)
     callbacks += callbacks_extra or []
     weights = class_weights(ds.y["train"], len(ds.labels)) if p.train.class_weight == "balanced" and not ds.info["multilabel"] else None
     model.fit(ds.x["train"], ds.y["train"], validation_data=(ds.x["val"], ds.y["val"]),
               batch_size=p.train.batch_size, epochs=p.train.epochs, shuffle=True, verbose=0,
               callbacks=callbacks, class_weight=weights)
+    # The epoch whose weights the returned model holds; history (rec.epochs) keeps every epoch.
+    last = rec.epochs[-1]["epoch"] if rec.epochs else None
+    rec.kept_epoch = keeper.best_epoch if keeper is not None and keeper.best is not None else last
     return model, rec
 
 

@@ -78,14 +78,17 @@ def run(
     """
     check_schema(splits)
     delimiter = checks.label_delimiter(ingest_info)
+    ordered = checks.ordered_splits(splits)
+    specs = {name: expectation_specs(name, splits, labels, vp, delimiter) for name, _ in ordered}
+    frames = {name: gx_frames(frame, labels, delimiter) for name, frame in ordered}
+    # GX first: hashing each batch is its memory peak, best paid before the input keys exist.
+    expectations = run_expectations(frames, specs, Path(datadocs_dir))
+    del frames
     keys = checks.split_keys(splits)
     findings = checks.run_checks(
         splits, labels, reference_labels, ingest_info, vp, max_len=max_len, text_level=text_level, keys=keys
     )
-    specs = {name: expectation_specs(name, splits, labels, vp, delimiter) for name, _ in checks.ordered_splits(splits)}
-    frames = {name: gx_frames(frame, labels, delimiter) for name, frame in checks.ordered_splits(splits)}
-    expectations = run_expectations(frames, specs, Path(datadocs_dir))
-    findings += expectation_findings(expectations, specs)
+    findings += expectation_findings(expectations)
     results = {
         "success": not any(f.severity == "error" for f in findings),
         "findings": [f.to_dict() for f in findings],
@@ -167,7 +170,8 @@ def _order_spec(labels: pd.Series, vp: ValidateParams) -> Spec:
     return Spec(
         "label_order_random", "rows", "ExpectColumnMeanToBeBetween", {"column": "same_as_prev", "max_value": limit},
         f"label_order_random: expect_column_mean_to_be_between(same_as_prev, max {limit}): "
-        f"share of rows with the previous row's label at most {limit}, i.e. runs-test z at least {vp.order_z_threshold} "
+        f"share of rows with the previous row's label at most {limit}, "
+        f"i.e. runs-test z at least {vp.order_z_threshold} "
         f"(rows not grouped by label; random order gives about {round(rt.expected_same_rate, 3)})",
         "label_order_clustered",
         {"runs": rt.runs, "expected_runs": round(rt.expected, 6), "runs_z": round(rt.z, 6)},
@@ -186,7 +190,7 @@ def _balance_spec(counts: Mapping[str, int], vp: ValidateParams) -> Spec:
     )
 
 
-def expectation_findings(expectations: list[dict[str, Any]], specs: Mapping[str, list[Spec]]) -> list[Finding]:
+def expectation_findings(expectations: list[dict[str, Any]]) -> list[Finding]:
     """Errors for failed expectations that no check judges (the others already produced findings)."""
     out = []
     for e in expectations:
@@ -245,23 +249,26 @@ def _import_gx() -> Any:
 
 
 def _context(gx: Any, datadocs_dir: Path) -> Any:
-    """An in-memory context whose only Data Docs site is a folder we own; no progress bars."""
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    for site in list(context.get_site_names()):
-        context.delete_data_docs_site(site)
-    context.add_data_docs_site(
-        SITE,
-        {
-            "class_name": "SiteBuilder",
-            "show_how_to_buttons": False,
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(datadocs_dir.resolve())},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "show_cta_footer": False},
-        },
+    """An in-memory context, analytics and progress bars off, whose only Data Docs site is a folder we own."""
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
     )
-    return context
+
+    site = {
+        "class_name": "SiteBuilder",
+        "show_how_to_buttons": False,
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(datadocs_dir.resolve())},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "show_cta_footer": False},
+    }
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        data_docs_sites={SITE: site},
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+    )
+    return gx.get_context(mode="ephemeral", project_config=config)
 
 
 def _checkpoint(gx: Any, context: Any, source: Any, name: str, specs: list[Spec]) -> Any:

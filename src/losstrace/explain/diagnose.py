@@ -219,8 +219,9 @@ def rule_noisy_loss(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Find
 def _noise_why(driver: str, noise: float | None, jitter: float | None, bsize: int, cv: float | None,
                lr: float, opt: str, lr_ratio: float, t: DiagnoseParams) -> str:
     if driver == "batch_size":
-        return (f"batch of {bsize}: sampling noise scales ~1/sqrt(batch); implied per-sample spread "
-                f"{cv if cv is None else round(cv, 2)} <= {t.sampling_cv_max}, so small batches explain the scatter")
+        spread = "unknown (no batch log)" if cv is None else f"{cv:.2f} <= {t.sampling_cv_max}"
+        return (f"batch of {bsize}: sampling noise scales ~1/sqrt(batch); implied per-sample spread {spread}, "
+                "so small batches explain the scatter")
     parts = [f"learning rate {show(lr)} is {lr_ratio:.3g}x the {opt} default {show(DEFAULT_LR.get(opt, 1e-3))}"]
     if jitter is not None and jitter > t.jitter_ratio:
         parts.append(f"epoch loss itself bounces (jitter {jitter:.3g} > {t.jitter_ratio}), which batch sampling "
@@ -326,7 +327,8 @@ def rule_saturated(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Findi
                                                     param(ctx, "train.output_activation", "sigmoid"), "softmax"))
     lr, opt, _ = _lr_context(ctx)
     drop = float(param(ctx, "train.model.dropout", 0.0) or 0.0)
-    fix = change("train.model.dropout", drop, 0.3) if drop < 0.3 else change("train.learning_rate", lr, _lower_lr(lr, opt))
+    fix = (change("train.model.dropout", drop, 0.3) if drop < 0.3
+           else change("train.learning_rate", lr, _lower_lr(lr, opt)))
     return Finding("saturated_predictions", "warning", ev, head_mismatch(ctx) or fix)
 
 
@@ -350,7 +352,8 @@ def rule_majority_collapse(f: Features, ctx: dict[str, Any], t: DiagnoseParams) 
         true = float((ctx.get("class_shares") or {}).get(label, major or 0.0) or 0.0)
         if top < t.collapse_share or top < true + (1 - true) / 2:
             return None
-        ev.update({"basis": "val predictions", "pred_top_share": _r(top), "top_class": label, "top_class_share": _r(true)})
+        ev.update({"basis": "val predictions", "pred_top_share": _r(top), "top_class": label,
+                   "top_class_share": _r(true)})
     else:
         acc = f["final_val_accuracy"]
         if major is None or acc is None or k < 2 or major < 1.5 / k or abs(acc - major) > 0.01:

@@ -139,13 +139,13 @@ def initial_loss(history: pd.DataFrame, batches: pd.DataFrame) -> float | None:
 
     The epoch-0 value Keras reports is a running mean over the first epoch, so it already
     includes learning; the first batches are the untrained model. k = a tenth of an epoch,
-    at least 3 and at most 10 batches: enough to average small-batch scatter, few enough
-    that learning has not started. Without batches the epoch-0 loss is the stand-in.
+    at least 3 and at most 32 batches: enough to average small-batch scatter, few enough
+    that learning has barely started. Without batches the epoch-0 loss is the stand-in.
     """
     b = _sorted(batches, "step")
     if not b.empty:
         per_epoch = int(b.groupby("epoch").size().max()) if "epoch" in b.columns else len(b)
-        k = int(min(max(per_epoch // 10, 3), 10))
+        k = int(min(max(per_epoch // 10, 3), 32))
         first = _column(b, "loss")[:k]
         first = first[np.isfinite(first)]
         if first.size:
@@ -229,6 +229,20 @@ def epoch_jitter(loss: np.ndarray, floor: float) -> float | None:
     return float(np.sqrt(np.mean(((y - fit) / np.maximum(fit, floor)) ** 2)))
 
 
+def val_noise(val: np.ndarray, floor: float) -> float | None:
+    """Robust std of val loss around its 5-epoch rolling median, / level.
+
+    A small val set makes val loss scatter from epoch to epoch (user report 000); how
+    much it does sets how far two runs' val losses can differ by chance alone.
+    """
+    y = val[np.isfinite(val)]
+    if y.size < 6:
+        return None
+    trend = pd.Series(y).rolling(5, center=True, min_periods=1).median().to_numpy()
+    rel = (y - trend) / np.maximum(trend, floor)
+    return float(_MAD_TO_STD * np.median(np.abs(rel - np.median(rel))))
+
+
 def epoch_moves(loss: np.ndarray, floor: float, flat: float) -> tuple[float | None, float | None]:
     """(share of epochs whose loss rose by more than `flat` of its level, mean |Δ| / level)."""
     y = loss[np.isfinite(loss)]
@@ -245,7 +259,8 @@ def longest_plateau(loss: np.ndarray, floor: float, flat: float, min_epochs: int
     Flat: every epoch-to-epoch change is below `flat` of the level AND the loss stays
     within drop/2 of where the stretch began (so a long, slow but steady descent is not
     "flat"). Followed by a drop: within the next max(length, min_epochs) epochs the loss
-    falls at least `drop` below the stretch's median level. A flat tail with nothing
+    falls at least `drop` below the stretch's median level (the caller raises `drop` to
+    3x the epoch jitter on bouncing curves, where one bounce can fall 20 %). A flat tail with nothing
     after it is convergence, not a plateau. The curve is first smoothed by a 3-epoch
     rolling median, which keeps the step at the plateau's end but not one-epoch wobbles.
     Returns start epoch (0-based index), length (epochs), level and the relative drop.
@@ -386,6 +401,7 @@ def curve_features(history: pd.DataFrame, batches: pd.DataFrame | None, context:
       epoch_jitter       RMS departure of epoch loss from a never-increasing fit, / level
       epoch_up_share     share of epochs whose train loss rose by > plateau_rel_change
       epoch_mean_abs_change  mean |Δ loss| / level per epoch
+      val_noise          robust std of val loss around its 5-epoch rolling median, / level
       plateau_start, plateau_length, plateau_level, plateau_drop  (longest plateau-then-drop)
       overfit_onset, overfit_rise, overfit_epochs_above, overfit_train_fall
       epochs_to_half     epochs until the loss got halfway from initial to best
@@ -418,7 +434,10 @@ def curve_features(history: pd.DataFrame, batches: pd.DataFrame | None, context:
     f["epoch_jitter"] = epoch_jitter(loss, floor)
     f["epoch_up_share"], f["epoch_mean_abs_change"] = epoch_moves(loss, floor, t.plateau_rel_change)
 
-    plat = longest_plateau(loss, floor, t.plateau_rel_change, t.plateau_min_epochs, t.plateau_drop)
+    f["val_noise"] = val_noise(val, floor)
+    # On a bouncing curve a 20 % fall can be one bounce: the drop must also beat 3x the jitter.
+    needed_drop = max(t.plateau_drop, 3 * (f["epoch_jitter"] or 0.0))
+    plat = longest_plateau(loss, floor, t.plateau_rel_change, t.plateau_min_epochs, needed_drop)
     f.update({"plateau_start": None, "plateau_length": 0, "plateau_level": None, "plateau_drop": None})
     if plat:
         f.update({f"plateau_{k}": v for k, v in plat.items()})

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from ..findings import Finding
-from ..params import Params, RnnParams
+from ..params import ONE_HOT_METRICS, Params, RnnParams
 
 # Usual learning-rate ranges; outside them plateaus (low) or jitter (high) are common.
 LR_RANGES = {"adam": (2e-4, 5e-3), "adamw": (2e-4, 5e-3), "rmsprop": (2e-4, 5e-3), "sgd": (1e-3, 0.5)}
@@ -73,6 +73,13 @@ def head_checks(p: Params, n_classes: int, multilabel: bool) -> list[Finding]:
     if units and units != expected:
         bad(f"train.output_units={units} but the data has {n_classes} classes", f"train.output_units: {units} → 0",
             ["train.output_units"])
+    one_hot_only = [name for name in t.metrics if name in ONE_HOT_METRICS]
+    if one_hot_only and loss == "sparse_categorical_crossentropy":
+        # Keras' AUC/Precision/Recall compare labels and outputs element-wise; with integer
+        # ids they fail at the first batch with a shape error (user report 000 used one-hot).
+        bad(f"{', '.join(one_hot_only)} need one-hot labels shaped like the output, but {loss} trains on "
+            "integer class ids", f"train.loss: {loss} → categorical_crossentropy (same loss, one-hot labels), "
+            f"or drop {', '.join(one_hot_only)} from train.metrics", ["train.metrics"])
     # Every hidden dense layer feeds another dense layer (at least the output), so one
     # without an activation is a wasted linear map (user report 001).
     for i, dense in enumerate(t.model.dense):
@@ -87,6 +94,8 @@ def head_checks(p: Params, n_classes: int, multilabel: bool) -> list[Finding]:
 def padding_checks(p: Params, input_kind: str) -> list[Finding]:
     """unmasked_padding: a final state read after post-padding with no mask is mostly padding."""
     m = p.train.model
+    if m.rnn.layers == 0:
+        return []  # no recurrent final state: the embedding is pooled over its steps
     reads_final_state = m.pooling == "last" and not m.rnn.return_sequences and m.conv.filters == 0
     if input_kind in ("text", "tokens") and not m.embedding.mask_zero and reads_final_state:
         return [_f("unmasked_padding", "warning",
@@ -99,6 +108,8 @@ def padding_checks(p: Params, input_kind: str) -> list[Finding]:
 
 def cudnn_checks(rnn: RnnParams) -> list[Finding]:
     """cudnn_ineligible: settings that force Keras' generic kernel, several times slower on a GPU."""
+    if rnn.layers == 0:
+        return []  # the feed-forward baseline has no recurrent kernel to choose
     reasons = []
     if rnn.cell == "simple":
         reasons.append(("train.model.rnn.cell", "SimpleRNN has no cuDNN kernel", "simple → gru"))

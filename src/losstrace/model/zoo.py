@@ -1,8 +1,16 @@
 """Build a compiled Keras model from `train.*` params alone — no code edits per model.
 
 Covers the models of the user reports: Embedding (learned or frozen pretrained) or
-Masking → a stack of LSTM/GRU/SimpleRNN (optionally bidirectional) → optional Conv1D →
-pooling → dense hidden layers → output head.
+Masking → a stack of 0..n LSTM/GRU/SimpleRNN layers (optionally bidirectional; 0 = the
+feed-forward baseline) → optional Conv1D → pooling → dense hidden layers → output head.
+
+Masks: the recurrent layers get Keras' implicit mask (Embedding mask_zero / Masking), so
+they skip padding and output zeros there. Keras 3's Conv1D and GlobalMaxPooling1D do not
+support masks: they warn and drop them, and a max over padded steps floors every feature
+at 0 (or, without a recurrent layer, lets the padding embedding win). So after the stack
+the zoo applies the mask itself with keras.ops (saved with the model, no custom layer):
+padded steps are zeroed, the mask is shifted through a "valid" Conv1D, and max/avg pool
+over real steps only.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LosstraceError
-from ..params import TrainParams
+from ..params import ONE_HOT_METRICS, ModelParams, RnnParams, TrainParams
 
 CELLS = {"lstm": "LSTM", "gru": "GRU", "simple": "SimpleRNN"}
 
@@ -39,8 +47,30 @@ def build(train: TrainParams, input_kind: str, max_len: int, channels: int, voca
         inputs = keras.Input(shape=(max_len,), dtype="int32", name="x")
         h = _embedding(train, vocab_size, vocab)(inputs)
 
-    rnn = m.rnn
-    sequence_out = m.pooling != "last" or m.conv.filters > 0
+    h = _recurrent_stack(m.rnn, h, sequence_out=m.pooling != "last")
+    if m.pooling != "last":
+        h = _sequence_head(m, h, step_mask(inputs, input_kind, m.embedding.mask_zero), max_len)
+    if m.dropout > 0:
+        h = layers.Dropout(m.dropout, name="dropout")(h)
+    for j, dense in enumerate(m.dense):
+        reg = keras.regularizers.L2(dense.l2) if dense.l2 > 0 else None
+        act = dense.activation or None
+        h = layers.Dense(dense.units, activation=act, kernel_regularizer=reg, name=f"dense_{j}")(h)
+    units = output_units(train, n_classes, multilabel)
+    out_act = None if train.output_activation == "linear" else train.output_activation
+    outputs = layers.Dense(units, activation=out_act, name="output", dtype="float32")(h)
+
+    name = f"{m.rnn.cell}_classifier" if m.rnn.layers else "feedforward_classifier"
+    model = keras.Model(inputs, outputs, name=name)
+    model.compile(optimizer=optimizer(train, steps_per_epoch), loss=_loss(train), metrics=_metrics(train, units))
+    return model
+
+
+def _recurrent_stack(rnn: RnnParams, h, sequence_out: bool):
+    """rnn.layers recurrent layers; inner ones always return sequences, the last one when
+    asked to or when pooling/Conv1D follow. 0 layers leaves `h` as it is."""
+    from keras import layers
+
     for i in range(rnn.layers):
         last = i == rnn.layers - 1
         cell = getattr(layers, CELLS[rnn.cell])
@@ -59,23 +89,41 @@ def build(train: TrainParams, input_kind: str, max_len: int, channels: int, voca
             kwargs["reset_after"] = rnn.reset_after
         layer = cell(**kwargs, name=f"{rnn.cell}_{i}")
         h = layers.Bidirectional(layer, name=f"bi_{rnn.cell}_{i}")(h) if rnn.bidirectional else layer(h)
+    return h
 
+
+def step_mask(inputs, input_kind: str, mask_zero: bool):
+    """(batch, steps) bool, True on real steps; None when padding is deliberately unmasked.
+
+    Derived from the inputs exactly as Masking / Embedding(mask_zero) derive theirs.
+    """
+    from keras import ops
+
+    if input_kind == "numeric":
+        return ops.any(ops.not_equal(inputs, 0.0), axis=-1)
+    return ops.not_equal(inputs, 0) if mask_zero else None
+
+
+def _sequence_head(m: ModelParams, h, mask, max_len: int):
+    """Optional Conv1D, then pooling over real steps: (batch, steps, f) → (batch, f')."""
+    from keras import layers, ops
+
+    if mask is not None:
+        # An op, not a layer: it consumes Keras' implicit mask, so Conv1D and the
+        # pooling below never see (and warn about dropping) it; the explicit mask rules.
+        h = ops.where(ops.expand_dims(mask, -1), h, 0.0)
     if m.conv.filters > 0:
-        h = layers.Conv1D(m.conv.filters, m.conv.kernel_size, padding="valid", name="conv")(h)
-    h = _pool(m.pooling, h, layers)
-    if m.dropout > 0:
-        h = layers.Dropout(m.dropout, name="dropout")(h)
-    for j, dense in enumerate(m.dense):
-        reg = keras.regularizers.L2(dense.l2) if dense.l2 > 0 else None
-        act = dense.activation or None
-        h = layers.Dense(dense.units, activation=act, kernel_regularizer=reg, name=f"dense_{j}")(h)
-    units = output_units(train, n_classes, multilabel)
-    out_act = None if train.output_activation == "linear" else train.output_activation
-    outputs = layers.Dense(units, activation=out_act, name="output", dtype="float32")(h)
-
-    model = keras.Model(inputs, outputs, name=f"{rnn.cell}_classifier")
-    model.compile(optimizer=optimizer(train, steps_per_epoch), loss=_loss(train), metrics=_metrics(train, units))
-    return model
+        k = m.conv.kernel_size
+        if max_len < k:
+            raise LosstraceError("params.yaml", f"train.model.conv.kernel_size={k} is longer than the sequences "
+                                 f"({max_len} steps)", f"set data.max_len: {k} or more (pads short sequences), "
+                                 "or lower train.model.conv.kernel_size")
+        h = layers.Conv1D(m.conv.filters, k, padding="valid", name="conv")(h)
+        if mask is not None:
+            # Window j covers steps j..j+k-1 of post-padded input: it is real when it
+            # starts on a real step, so every non-empty sequence keeps at least one window.
+            mask = mask[:, : max_len - k + 1]
+    return _pool(m.pooling, h, mask)
 
 
 def _embedding(train: TrainParams, vocab_size: int, vocab: list[str] | None):
@@ -120,16 +168,37 @@ def load_vectors(path: Path, vocab: list[str], dim: int) -> np.ndarray:
     return matrix
 
 
-def _pool(kind: str, h, layers):
-    if kind == "last":
-        return h
+def _pool(kind: str, h, mask):
+    """max | avg | avg_max over time; over real steps only when there is a mask."""
+    from keras import layers
+
     if kind == "max":
-        return layers.GlobalMaxPooling1D(name="max_pool")(h)
+        return _max_pool(h, mask)
     if kind == "avg":
+        return _avg_pool(h, mask)
+    return layers.Concatenate(name="avg_max")([_avg_pool(h, mask), _max_pool(h, mask)])
+
+
+def _avg_pool(h, mask):
+    from keras import layers, ops
+
+    if mask is None:
         return layers.GlobalAveragePooling1D(name="avg_pool")(h)
-    return layers.Concatenate(name="avg_max")(
-        [layers.GlobalAveragePooling1D(name="avg_pool")(h), layers.GlobalMaxPooling1D(name="max_pool")(h)]
-    )
+    # Not GlobalAveragePooling1D(mask=...): it divides by zero (NaN loss) on a row with
+    # no real step, e.g. a text that was only punctuation.
+    weights = ops.cast(ops.expand_dims(mask, -1), h.dtype)
+    return ops.sum(h * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1.0)
+
+
+def _max_pool(h, mask):
+    from keras import layers, ops
+
+    if mask is None:
+        return layers.GlobalMaxPooling1D(name="max_pool")(h)
+    # Keras 3's GlobalMaxPooling1D ignores masks: push padded steps far below any
+    # activation first. A row with no real step at all (an empty text) gets 0, not -1e9.
+    pooled = ops.max(ops.where(ops.expand_dims(mask, -1), h, -1e9), axis=1)
+    return ops.where(ops.any(mask, axis=1, keepdims=True), pooled, 0.0)
 
 
 def optimizer(train: TrainParams, steps_per_epoch: int):
@@ -163,6 +232,13 @@ def _metrics(train: TrainParams, units: int) -> list:
 
     out: list = []
     for name in train.metrics:
+        if name in ONE_HOT_METRICS and train.loss == "sparse_categorical_crossentropy":
+            # Keras' AUC/Precision/Recall compare labels and outputs element by element;
+            # integer ids fail at fit with a shape error deep inside the metric.
+            raise LosstraceError("params.yaml", f"train.metrics: {name} needs one-hot labels, but "
+                                 "sparse_categorical_crossentropy trains on integer class ids",
+                                 "set train.loss: categorical_crossentropy (same loss, one-hot labels) "
+                                 f"or remove {name} from train.metrics")
         if name == "accuracy":
             out.append("accuracy")
         elif name == "auc":

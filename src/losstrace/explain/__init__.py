@@ -1,0 +1,1 @@
+"""Explain loss curves: curve features, diagnosis rules, run-to-run diffs and their reports."""

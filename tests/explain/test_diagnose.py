@@ -1,0 +1,215 @@
+"""Each curve rule fires on its case with the right evidence and suggestion; clean runs fire nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+
+from losstrace.explain.diagnose import diagnose_curves, merge_findings
+from losstrace.findings import Finding
+from losstrace.params import DiagnoseParams
+
+
+def codes(findings: list[Finding]) -> list[str]:
+    return [f.code for f in findings]
+
+
+def only(findings: list[Finding], code: str) -> Finding:
+    hits = [f for f in findings if f.code == code]
+    assert len(hits) == 1, codes(findings)
+    return hits[0]
+
+
+CLEAN = [
+    {},  # 5 classes, 40 epochs, batch 32
+    {"n_classes": 2, "epochs": 100, "tau": 20, "train_rows": 5000},
+    {"n_classes": 10, "epochs": 10, "tau": 2, "train_rows": 1000},
+    {"n_classes": 9, "epochs": 60, "train_rows": 216, "tau": 8, "final_share": 0.03},  # Japanese Vowels-sized
+    {"n_classes": 102, "epochs": 150, "tau": 25, "batch_size": 128, "train_rows": 20000, "final_share": 0.3},
+    {"with_batches": False},
+    {"with_batches": False, "n_classes": 3, "epochs": 25, "tau": 4},
+    {"lr": 0.01, "optimizer": "sgd", "batch_size": 64},
+]
+
+
+@pytest.mark.parametrize("kwargs", CLEAN)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_clean_runs_fire_nothing(make_run, kwargs, seed):
+    assert diagnose_curves(*make_run(seed=seed, **kwargs)) == []
+
+
+def test_small_batches_make_noisy_loss_with_batch_size_as_driver(make_run):
+    f = only(diagnose_curves(*make_run(batch_size=4, train_rows=1024, sample_cv=1.4)), "noisy_loss")
+    assert f.severity == "warning"
+    assert f.evidence["driver"] == "batch_size"
+    assert f.evidence["batch_noise"] > f.evidence["noise_ratio"] == 0.35
+    assert f.evidence["noise_cv_implied"] <= f.evidence["sampling_cv_max"]
+    assert f.suggestion.startswith("train.batch_size: 4 → ")
+    new = int(f.suggestion.split("→ ")[1].split()[0])
+    # Enough to bring noise under the threshold if noise ∝ 1/sqrt(batch) ...
+    assert f.evidence["batch_noise"] * math.sqrt(4 / new) < 0.35
+    # ... without dropping below 8 steps per epoch.
+    assert new <= 1024 / 8
+
+
+def test_epoch_jitter_at_high_lr_names_the_learning_rate(make_run):
+    f = only(diagnose_curves(*make_run(lr=0.01, epoch_jitter=0.25)), "noisy_loss")
+    assert f.severity == "warning"
+    assert f.evidence["driver"] == "learning_rate"
+    assert f.evidence["epoch_jitter"] > f.evidence["jitter_ratio"]
+    assert f.evidence["lr_vs_default"] == pytest.approx(10.0)
+    assert f.suggestion.startswith("train.learning_rate: 0.01 → 0.001")
+
+
+def test_mild_batch_noise_is_info_not_warning(make_run):
+    f = only(diagnose_curves(*make_run(batch_size=16, sample_cv=1.55, seed=5)), "noisy_loss")
+    assert 0.35 < f.evidence["batch_noise"] < 0.42
+    assert f.severity == "info"
+
+
+def test_plateau_then_drop_at_too_low_lr(make_run):
+    f = only(diagnose_curves(*make_run(lr=0.0001, plateau=(0, 17), epochs=50)), "plateau")
+    assert f.severity == "warning"
+    assert f.evidence["start_epoch"] == 0
+    assert abs(f.evidence["length"] - 17) <= 1
+    assert f.evidence["plateau_min_epochs"] == 5 and f.evidence["plateau_rel_change"] == 0.02
+    assert f.evidence["at_chance"] is True
+    assert f.suggestion == "train.learning_rate: 0.0001 → 0.001"
+
+
+def test_plateau_ended_by_the_lr_schedule_is_info(make_run):
+    h, b, c = make_run(plateau=(10, 8), epochs=40)
+    h = h.copy()
+    h.loc[h["epoch"] >= 17, "lr"] = 0.0001
+    f = only(diagnose_curves(h, b, c), "plateau")
+    assert f.severity == "info" and f.evidence["ended_by_lr_schedule"] is True
+
+
+def test_loss_flat_at_chance_is_not_learning(make_run):
+    f = only(diagnose_curves(*make_run(stuck=True, n_classes=6)), "not_learning")
+    assert f.severity == "error"
+    assert f.evidence["chance_loss"] == pytest.approx(math.log(6), rel=1e-3)
+    assert f.evidence["best_loss"] >= f.evidence["initial_loss"] * (1 - f.evidence["not_learning_rel_drop"])
+    assert "plateau" not in codes(diagnose_curves(*make_run(stuck=True, n_classes=6)))
+
+
+def test_rows_sorted_by_class_not_learning_suggests_shuffling(make_run):
+    findings = diagnose_curves(*make_run(val_stuck=True, params={"data.shuffle": False}))
+    f = only(findings, "not_learning")
+    assert "val loss never gets below" in f.evidence["pattern"]
+    assert f.evidence["best_val_loss"] >= f.evidence["prior_loss"] * 0.95
+    assert "data.shuffle: false → true" in f.suggestion
+    assert "overfitting" not in codes(findings)
+
+
+def test_sigmoid_with_categorical_ce_stuck_loss_suggests_softmax(make_run):
+    run = make_run(stuck=True, stuck_level=0.46, n_classes=7,
+                   params={"train.output_activation": "sigmoid", "train.loss": "categorical_crossentropy"})
+    f = only(diagnose_curves(*run), "not_learning")
+    assert f.suggestion.startswith("train.output_activation: sigmoid → softmax")
+
+
+def test_overfitting_without_dropout(make_run):
+    f = only(diagnose_curves(*make_run(epochs=80, overfit_at=30)), "overfitting")
+    assert f.severity == "warning"
+    assert abs(f.evidence["best_val_epoch"] - 30) <= 2
+    assert f.evidence["val_rise"] > f.evidence["overfit_rel_rise"]
+    assert f.evidence["epochs_above"] >= f.evidence["overfit_min_epochs"]
+    assert "train.model.dropout: 0.0 → 0.3" in f.suggestion
+    assert "train.callbacks.checkpoint_monitor" in f.suggestion
+
+
+def test_overfitting_suggestion_moves_on_when_dropout_is_set_and_best_weights_kept(make_run):
+    run = make_run(epochs=80, overfit_at=30, params={"train.model.dropout": 0.5,
+                                                     "train.callbacks.checkpoint_monitor": "val_loss"})
+    f = only(diagnose_curves(*run), "overfitting")
+    assert f.severity == "info"
+    assert f.suggestion.startswith("train.model.rnn.dropout: 0.0 → 0.2")
+
+
+def test_nan_loss_is_diverged_and_nothing_else(make_run):
+    findings = diagnose_curves(*make_run(nan_at=5, lr=0.01))
+    assert codes(findings) == ["diverged"]
+    f = findings[0]
+    assert f.severity == "error" and f.evidence["first_nonfinite_epoch"] == 5
+    assert f.suggestion == "train.learning_rate: 0.01 → 0.001; train.clipnorm: 0.0 → 1.0"
+
+
+def test_explosion_is_diverged(make_run):
+    f = only(diagnose_curves(*make_run(explode_at=12)), "diverged")
+    assert f.evidence["max_loss_ratio"] > f.evidence["explode_factor"]
+
+
+def test_saturated_predictions_only_when_confidence_outruns_accuracy(make_run):
+    preds = {"max_prob_share_above_0_99": 0.97, "mean_max_prob": 0.99, "pred_class_shares": {"c0": 0.3, "c1": 0.7}}
+    overconfident = make_run(n_classes=2, predictions=preds, val_gap=2.0)  # val acc well below 0.9
+    f = only(diagnose_curves(*overconfident), "saturated_predictions")
+    assert f.evidence["saturated_share"] == 0.97 and f.evidence["saturation_share"] == 0.9
+    h, b, c = make_run(n_classes=2, predictions=preds)
+    h = h.assign(val_accuracy=0.98)
+    assert "saturated_predictions" not in codes(diagnose_curves(h, b, c))
+
+
+def test_sigmoid_outputs_drifting_to_zero_are_saturated(make_run):
+    preds = {"max_prob_share_above_0_99": 0.0, "mean_max_prob": 0.004,
+             "pred_class_shares": {f"c{i}": 1 / 10 for i in range(10)}}
+    run = make_run(n_classes=10, predictions=preds, params={"train.output_activation": "sigmoid"})
+    f = only(diagnose_curves(*run), "saturated_predictions")
+    assert f.evidence["outputs_below_uniform"] is True
+    assert f.suggestion == "train.output_activation: sigmoid → softmax"
+
+
+def test_majority_collapse_compares_with_the_majority_share(make_run):
+    collapsed = {"pred_class_shares": {"c0": 0.95, "c1": 0.02, "c2": 0.03}, "max_prob_share_above_0_99": 0.0,
+                 "mean_max_prob": 0.5}
+    f = only(diagnose_curves(*make_run(n_classes=3, predictions=collapsed)), "majority_collapse")
+    assert f.evidence["pred_top_share"] == 0.95 and f.evidence["top_class_share"] == pytest.approx(1 / 3, abs=1e-3)
+    h, b, c = make_run(n_classes=3, predictions=collapsed)
+    c["class_shares"] = {"c0": 0.94, "c1": 0.03, "c2": 0.03}  # predicting c0 95 % of the time is just right
+    assert "majority_collapse" not in codes(diagnose_curves(h, b, c))
+
+
+def test_thresholds_come_from_diagnose_params(make_run):
+    run = make_run(batch_size=4, train_rows=1024)
+    assert "noisy_loss" in codes(diagnose_curves(*run))
+    lenient = dataclasses.replace(DiagnoseParams(), noise_ratio=5.0)
+    assert "noisy_loss" not in codes(diagnose_curves(*run, lenient))
+    f = only(diagnose_curves(*run, dataclasses.replace(DiagnoseParams(), noise_ratio=0.3)), "noisy_loss")
+    assert f.evidence["noise_ratio"] == 0.3
+
+
+@pytest.mark.parametrize("kwargs,code,factors", [
+    ({"batch_size": 4, "train_rows": 1024}, "noisy_loss", (0.1, 10.0)),
+    ({"plateau": (2, 10)}, "plateau", (0.1, 10.0)),
+    # Overfitting also checks val once beat the prior ln K, an absolute anchor: scale down only.
+    ({"epochs": 60, "overfit_at": 20}, "overfitting", (0.05, 0.5)),
+])
+def test_rules_are_scale_free(make_run, kwargs, code, factors):
+    h, b, c = make_run(**kwargs)
+    for k in factors:
+        scaled = diagnose_curves(h.assign(loss=h["loss"] * k, val_loss=h["val_loss"] * k),
+                                 b.assign(loss=b["loss"] * k), c)
+        assert code in codes(scaled)
+
+
+def test_merge_orders_by_severity_then_source_and_keeps_the_contract_shape():
+    data = [Finding("class_imbalance", "warning", {"ratio": 5.0}, "train.class_weight: none → balanced"),
+            {"code": "label_order_clustered", "severity": "error", "evidence": {}, "suggestion": "", "where": "train"}]
+    lint = [Finding("cudnn_ineligible", "info", {}, "")]
+    curve = [Finding("not_learning", "error", {}, "x"), Finding("plateau", "warning", {}, "y")]
+    out = merge_findings(data, lint, curve, run_id="abc")
+    assert out["run_id"] == "abc"
+    assert [f["code"] for f in out["findings"]] == [
+        "label_order_clustered", "not_learning", "class_imbalance", "plateau", "cudnn_ineligible"]
+    assert set(out["findings"][1]) == {"code", "severity", "evidence", "suggestion"}
+    json.dumps(out)
+    twice = merge_findings(curve, [], curve)
+    assert len(twice["findings"]) == 2
+
+
+def test_findings_are_json_serialisable(make_run):
+    for kwargs in ({"batch_size": 4}, {"plateau": (0, 10)}, {"nan_at": 3}, {"overfit_at": 10, "epochs": 50}):
+        json.dumps(merge_findings([], [], diagnose_curves(*make_run(**kwargs))))

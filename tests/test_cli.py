@@ -1,0 +1,58 @@
+"""The console script: help everywhere, one-line errors, no TensorFlow for light commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import run_cli
+
+COMMANDS = ["ingest", "validate", "train", "evaluate", "lint", "diagnose", "diff", "bisect"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, tmp_path):
+    r = run_cli(command, "--help", cwd=tmp_path)
+    assert r.returncode == 0
+    assert r.stdout.startswith("usage: losstrace " + command)
+
+
+def test_light_commands_do_not_import_tensorflow():
+    code = (
+        "import sys; from losstrace import cli; "
+        "from losstrace.explain import runs, diff, report, diagnose; from losstrace.model import lint; "
+        "cli.build_parser(); print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False False"
+
+
+def test_missing_params_file_is_one_line(tmp_path):
+    r = run_cli("ingest", "--params", "nope.yaml", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: nope.yaml: file not found (run from the project root or pass --params)"
+
+
+def test_misspelt_params_key_fails_ingest_without_outputs(tmp_path):
+    (tmp_path / "params.yaml").write_text("data:\n  sorce: japanese_vowels\n")
+    r = run_cli("ingest", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: params.yaml: unknown key data.sorce (did you mean data.source?)"
+    assert not (tmp_path / "data").exists()
+
+
+def test_unknown_source_is_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text("data:\n  source: imagenet\n")
+    r = run_cli("ingest", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: params.yaml: unknown data.source 'imagenet' (use one of japanese_vowels")
+    assert "Traceback" not in r.stderr
+
+
+def test_diagnose_without_runs_says_what_to_do(tmp_path):
+    r = run_cli("diagnose", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "no losstrace runs recorded" in r.stderr and "dvc repro" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

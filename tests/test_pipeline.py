@@ -1,0 +1,114 @@
+"""End to end: real `dvc repro` / `dvc exp run` in a temp git repo, real MLflow store.
+
+Epochs are shrunk with `-S`; everything else is the shipped pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import make_project, run_cli, run_tool
+
+pytestmark = pytest.mark.slow
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = make_project(tmp_path_factory.mktemp("pipeline"))
+    run_tool("dvc", "exp", "run", "-S", f"train.epochs={EPOCHS}", cwd=root)
+    return root
+
+
+def test_repro_writes_every_output(project):
+    for path in ("data/prepared/train.parquet", "data/prepared/labels.json", "data/prepared/ingest.json",
+                 "reports/validate/results.json", "reports/validate/fingerprint.json",
+                 "reports/validate/datadocs/index.html", "models/model.keras", "models/featurizer.json",
+                 "reports/train/history.csv", "reports/train/batches.csv", "reports/train/lint.json",
+                 "reports/train/diagnosis.json", "reports/train/run.json", "reports/train/curves.png",
+                 "reports/evaluate/metrics.json", "reports/evaluate/confusion.csv", "reports/evaluate/confusion.png"):
+        assert (project / path).exists(), path
+    history = (project / "reports/train/history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,loss,val_loss,accuracy,val_accuracy,lr")
+    assert len(history) == EPOCHS + 1
+    metrics = json.loads((project / "reports/evaluate/metrics.json").read_text())
+    assert metrics["test"]["rows"] == 370 and 0 < metrics["test"]["accuracy"] <= 1
+    assert "run_id" not in (project / "reports/evaluate/metrics.json").read_text()
+
+
+def test_mlflow_run_records_params_curves_model_and_evaluation(project):
+    from losstrace import tracking
+
+    run_id = json.loads((project / "reports/train/run.json").read_text())["run_id"]
+    c = tracking.client(tracking.tracking_uri(project))
+    run = c.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.epochs"] == str(EPOCHS)
+    assert run.data.params["train.model.rnn.cell"] == "lstm"
+    assert "data.train.content_hash" in run.data.params
+    assert [m.step for m in c.get_metric_history(run_id, "val_loss")] == list(range(EPOCHS))
+    assert len(c.get_metric_history(run_id, "batch_loss")) == EPOCHS * 7  # 216 rows / batch 32
+    assert "test_accuracy" in run.data.metrics  # evaluate logged into the same run
+    assert run.data.tags["env.tensorflow-cpu"].startswith("2.21")
+    assert run.data.tags["git.dirty"] in ("true", "false") and len(run.data.tags["git.commit"]) == 40
+    assert any(k.startswith("dvc.dep.") for k in run.data.tags)
+    artifacts = {a.path for a in c.list_artifacts(run_id)}
+    assert {"model", "losstrace", "evaluate"} <= artifacts
+    assert "MLmodel" in {a.path.split("/")[-1] for a in c.list_artifacts(run_id, "model")}
+
+
+def test_second_repro_runs_no_stage(project):
+    r = run_tool("dvc", "repro", cwd=project)
+    assert "Running stage" not in r.stdout, r.stdout
+    status = run_tool("dvc", "status", cwd=project)
+    assert "up to date" in status.stdout
+
+
+def test_dvc_metrics_and_plots_render(project):
+    metrics = run_tool("dvc", "metrics", "show", "--json", cwd=project)
+    assert "accuracy" in metrics.stdout
+    plots = run_tool("dvc", "plots", "show", "--json", cwd=project)
+    shown = json.loads(plots.stdout)
+    assert any("history.csv" in k for k in shown) and any("confusion.csv" in k for k in shown)
+
+
+def test_diagnose_and_lint_commands_on_the_recorded_run(project):
+    r = run_cli("diagnose", "--json", cwd=project, check=True)
+    diagnosis = json.loads(r.stdout)
+    assert diagnosis["run_id"] == json.loads((project / "reports/train/run.json").read_text())["run_id"]
+    assert all(set(f) >= {"code", "severity", "evidence", "suggestion"} for f in diagnosis["findings"])
+    lint = run_cli("lint", "--json", cwd=project, check=True)
+    assert "findings" in json.loads(lint.stdout)
+
+
+def test_forced_reruns_are_byte_identical(project):
+    run_tool("dvc", "repro", "-f", "-s", "train", cwd=project)
+    run_tool("dvc", "repro", "-s", "evaluate", cwd=project)
+    first = {p: (project / p).read_bytes() for p in ("reports/train/history.csv", "reports/evaluate/metrics.json")}
+    run_tool("dvc", "repro", "-f", "-s", "train", cwd=project)
+    run_tool("dvc", "repro", "-s", "evaluate", cwd=project)
+    for path, content in first.items():
+        assert (project / path).read_bytes() == content, path
+
+
+def test_grouped_rows_are_reported_by_validate(tmp_path):
+    root = make_project(tmp_path / "grouped", {"data.shuffle": False})
+    run_tool("dvc", "repro", "validate", cwd=root)
+    results = json.loads((root / "reports/validate/results.json").read_text())
+    clustered = [f for f in results["findings"] if f["code"] == "label_order_clustered"]
+    assert "train" in {f.get("where") for f in clustered}
+
+
+def test_validate_error_fails_the_pipeline_with_one_line(tmp_path):
+    root = make_project(tmp_path / "bad")
+    (root / "data").mkdir(exist_ok=True)
+    # A committed label map that disagrees with the data: the encoding changed.
+    (root / "data" / "labels.reference.json").write_text(json.dumps({str(k): k for k in range(1, 10)}))
+    r = run_tool("dvc", "repro", "validate", cwd=root, check=False)
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert lines and "label_encoding_changed" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (root / "models/model.keras").exists()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import run_cli
+from support import run_cli
 
 COMMANDS = ["ingest", "validate", "train", "evaluate", "lint", "diagnose", "diff", "bisect"]
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from conftest import make_project, run_cli, run_tool
+from support import make_project, run_cli, run_tool
 
 pytestmark = pytest.mark.slow
 EPOCHS = 3
@@ -55,8 +55,17 @@ def test_mlflow_run_records_params_curves_model_and_evaluation(project):
     assert run.data.tags["git.dirty"] in ("true", "false") and len(run.data.tags["git.commit"]) == 40
     assert any(k.startswith("dvc.dep.") for k in run.data.tags)
     artifacts = {a.path for a in c.list_artifacts(run_id)}
-    assert {"model", "losstrace", "evaluate"} <= artifacts
-    assert "MLmodel" in {a.path.split("/")[-1] for a in c.list_artifacts(run_id, "model")}
+    assert {"losstrace", "evaluate"} <= artifacts
+    # MLflow 3 stores models as LoggedModels linked to the run, with the Keras flavour.
+    models = c.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    assert len(models) == 1
+    files = {a.path for a in c.list_logged_model_artifacts(models[0].model_id)}
+    assert "MLmodel" in files
+    import mlflow.keras
+
+    mlflow.set_tracking_uri(tracking.tracking_uri(project))
+    model = mlflow.keras.load_model(models[0].model_uri)
+    assert model.output_shape == (None, 9)
 
 
 def test_second_repro_runs_no_stage(project):
@@ -70,8 +79,11 @@ def test_dvc_metrics_and_plots_render(project):
     metrics = run_tool("dvc", "metrics", "show", "--json", cwd=project)
     assert "accuracy" in metrics.stdout
     plots = run_tool("dvc", "plots", "show", "--json", cwd=project)
-    shown = json.loads(plots.stdout)
-    assert any("history.csv" in k for k in shown) and any("confusion.csv" in k for k in shown)
+    shown = json.loads(plots.stdout)["data"]
+    assert {"Loss per epoch", "True per-batch loss", "Test confusion matrix", "reports/train/curves.png"} <= set(shown)
+    loss_plot = shown["Loss per epoch"][0]
+    assert loss_plot["type"] == "vega"
+    assert len(loss_plot["content"]["data"]["values"]) == 2 * EPOCHS  # loss and val_loss per epoch
 
 
 def test_diagnose_and_lint_commands_on_the_recorded_run(project):

@@ -52,6 +52,7 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or dest.suffix, dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; outputs are ordinary shared files
     try:
         yield tmp_path
         os.replace(tmp_path, dest)

@@ -343,6 +343,8 @@ def test_run_checks_order_and_json_safe_evidence():
 
 def test_describe_is_one_line_with_threshold():
     f = Finding("train_val_leakage", "error", {"observed": 0.2, "threshold": 0.0}, "", "val")
-    assert checks.describe(f) == "0.2 (threshold 0.0)"
+    assert checks.describe(f) == "share of rows also in train 0.2 (threshold 0.0)"
     f = Finding("label_encoding_changed", "error", {"observed": {"added": ["d"]}}, "", "labels")
     assert checks.describe(f) == "added ['d']"
+    f = Finding("expectation_failed", "error", {"observed": {"unexpected_count": 1}, "name": "x_not_null"}, "", "val")
+    assert checks.describe(f) == "x_not_null: unexpected_count 1"

@@ -171,7 +171,9 @@ def test_main_error_finding_writes_results_then_raises_one_line(tmp_path):
         validate.main(prepared, out, write_params(tmp_path / "params.yaml"), None)
     message = str(exc.value)
     assert exc.value.exit_code == 1 and "\n" not in message
-    assert message.startswith("error: validate: train_val_leakage on val: 0.2 (threshold 0.0)")
+    assert message.startswith(
+        "error: validate: train_val_leakage on val: share of rows also in train 0.2 (threshold 0.0)"
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["success"] is False
     assert [f["code"] for f in results["findings"] if f["severity"] == "error"] == ["train_val_leakage"]

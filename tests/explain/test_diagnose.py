@@ -9,6 +9,7 @@ import math
 import pytest
 
 from losstrace.explain.diagnose import diagnose_curves, merge_findings
+from losstrace.explain.symptoms import curve_features
 from losstrace.findings import Finding
 from losstrace.params import DiagnoseParams
 
@@ -65,9 +66,12 @@ def test_epoch_jitter_at_high_lr_names_the_learning_rate(make_run):
 
 
 def test_mild_batch_noise_is_info_not_warning(make_run):
-    f = only(diagnose_curves(*make_run(batch_size=16, sample_cv=1.55, seed=5)), "noisy_loss")
-    assert 0.35 < f.evidence["batch_noise"] < 0.42
-    assert f.severity == "info"
+    run = make_run(batch_size=8)
+    noise = curve_features(*run)["batch_noise"]
+    just_above = dataclasses.replace(DiagnoseParams(), noise_ratio=noise / 1.1)  # within 20 %: mild
+    well_above = dataclasses.replace(DiagnoseParams(), noise_ratio=noise / 1.3)
+    assert only(diagnose_curves(*run, just_above), "noisy_loss").severity == "info"
+    assert only(diagnose_curves(*run, well_above), "noisy_loss").severity == "warning"
 
 
 def test_plateau_then_drop_at_too_low_lr(make_run):

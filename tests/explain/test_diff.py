@@ -142,6 +142,15 @@ def test_higher_learning_rate_explains_jitter(make_record):
     assert first(d)["symptom"] in ("noisy_loss", "epoch_jitter")
 
 
+def test_recorded_nan_stop_counts_even_when_the_history_was_cut_short(make_record):
+    a = make_record("run-a", lr=0.001, seed=1)
+    b = make_record("run-b", lr=0.01, seed=2, epochs=12)  # TerminateOnNaN: history ends before the NaN
+    b.findings = [{"code": "diverged", "severity": "error", "evidence": {"epoch": 12}, "suggestion": ""}]
+    d = diff_runs(a, b)
+    assert {"feature": "finding.diverged", "a": None, "b": "error", "change": "appeared"} in d["behaviour"]
+    assert first(d)["change"] == "train.learning_rate" and first(d)["symptom"] == "diverged"
+
+
 def test_env_only_change_with_a_different_curve_gets_low_confidence(make_record):
     a = make_record("run-a", seed=1)
     b = make_record("run-b", seed=2, plateau=(0, 12), env={**ENV, "tensorflow": "2.20.0"})

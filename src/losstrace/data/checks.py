@@ -27,7 +27,6 @@ from ..findings import Finding
 from ..params import ValidateParams
 
 SPLITS = ("train", "val", "test")
-EVAL_SPLITS = ("val", "test")
 KEY_BYTES = 16
 _MAX_EXAMPLES = 5
 # The standardisation Keras TextVectorization (and featurize.tokenize) applies by default.
@@ -593,14 +592,31 @@ def detect_input_kind(splits: Mapping[str, pd.DataFrame]) -> str:
     return "numeric"
 
 
+# What `observed` measures, per code, for one-line messages.
+_OBSERVED_AS = {
+    "class_imbalance": "largest/smallest class ratio",
+    "label_order_clustered": "runs-test z",
+    "label_set_mismatch": "labels",
+    "train_val_leakage": "share of rows also in train",
+    "conflicting_labels": "share of rows with conflicting labels",
+    "duplicate_inputs": "share of repeated inputs",
+    "truncation": "share of truncated sequences",
+    "high_oov_rate": "OOV share",
+    "rows_rejected": "rejected rows",
+}
+
+
 def describe(finding: Finding) -> str:
-    """One-line `observed` summary for error messages: the value and, when there is one, the threshold."""
+    """One-line summary of what was observed, and the threshold when there is one."""
     ev = finding.evidence
     observed = ev.get("observed")
     if isinstance(observed, dict):
         text = "; ".join(f"{k} {_short(v)}" for k, v in observed.items())
     else:
         text = _short(observed)
+    label = _OBSERVED_AS.get(finding.code) or (f"{ev['name']}:" if "name" in ev else "")
+    if label:
+        text = f"{label} {text}"
     if "threshold" in ev:
         text += f" (threshold {ev['threshold']})"
     return text

@@ -272,6 +272,11 @@ def _context(gx: Any, datadocs_dir: Path) -> Any:
 
 
 def _checkpoint(gx: Any, context: Any, source: Any, name: str, specs: list[Spec]) -> Any:
+    """Asset → batch → suite → validation definition → checkpoint with the Data Docs action.
+
+    Each expectation's `description` is what Data Docs shows, so it names both our
+    check and the GX expectation with its bounds; `meta.losstrace` maps results back.
+    """
     asset = source.add_dataframe_asset(name)
     batch = asset.add_batch_definition_whole_dataframe(name)
     suite = context.suites.add(gx.ExpectationSuite(name=name))

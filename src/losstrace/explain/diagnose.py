@@ -196,10 +196,7 @@ def rule_noisy_loss(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Find
     lr, opt, lr_ratio = _lr_context(ctx)
     bsize = f["batch_size"] or int(param(ctx, "train.batch_size", 32))
     cv = f["noise_cv_implied"]
-    lr_high = lr_ratio >= t.lr_factor
-    sampling_explains = cv is not None and cv <= t.sampling_cv_max
-    driver = "learning_rate" if (lr_high and (epoch_hit or not sampling_explains)) or \
-        (epoch_hit and not batch_hit and bsize >= 32) or (batch_hit and not sampling_explains) else "batch_size"
+    driver = _noise_driver(batch_hit, epoch_hit, cv, lr_ratio, bsize, t)
     rows = ctx.get("train_rows")
     ev = {"driver": driver, "batch_noise": _r(noise), "noise_ratio": t.noise_ratio,
           "epoch_jitter": _r(jitter), "jitter_ratio": t.jitter_ratio,
@@ -214,6 +211,26 @@ def rule_noisy_loss(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Find
     strong = epoch_hit or (noise is not None and noise >= 1.2 * t.noise_ratio)
     severity = "warning" if strong else "info"
     return Finding("noisy_loss", severity, ev, suggestion)
+
+
+def _noise_driver(batch_hit: bool, epoch_hit: bool, cv: float | None, lr_ratio: float, bsize: int,
+                  t: DiagnoseParams) -> str:
+    """"learning_rate" or "batch_size": which knob the evidence points at.
+
+    Learning rate when: it is high for the optimizer and either the epoch curve bounces or
+    batch sampling cannot explain the scatter (or there is no batch log to tell); or only
+    the epoch curve bounces although batches are not small; or the batch scatter is too
+    large for sampling alone. Otherwise the batch is the likelier knob: noisy batches with
+    a calm epoch curve are sampling noise of small batches.
+    """
+    sampling_explains = cv is not None and cv <= t.sampling_cv_max
+    if lr_ratio >= t.lr_factor and (epoch_hit or not sampling_explains):
+        return "learning_rate"
+    if epoch_hit and not batch_hit and bsize >= 32:
+        return "learning_rate"
+    if batch_hit and not sampling_explains:
+        return "learning_rate"
+    return "batch_size"
 
 
 def _noise_why(driver: str, noise: float | None, jitter: float | None, bsize: int, cv: float | None,

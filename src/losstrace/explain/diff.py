@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..params import DiagnoseParams
-from .diagnose import CURVE_CODES, findings_from_features, head_mismatch
+from .diagnose import findings_from_features, head_mismatch
 from .record import RunRecord
 from .symptoms import DEFAULT_LR, curve_features, parse_value
 
@@ -132,13 +132,13 @@ def run_context(r: RunRecord) -> dict[str, Any]:
 
 
 def finding_codes(r: RunRecord, f: dict[str, Any], ctx: dict[str, Any], t: DiagnoseParams) -> dict[str, str]:
-    """code → severity for warnings/errors: curve rules recomputed (so both runs are judged
-    by today's rules), data/lint findings as recorded."""
+    """code → severity of the curve warnings/errors, recomputed so both runs are judged by
+    the same rules. Data and lint findings are consequences of the data/params diffs
+    (already listed there), not curve behaviour; a recorded NaN stop is kept, since a
+    history cut short by TerminateOnNaN may no longer show it."""
     out = {x.code: x.severity for x in findings_from_features(f, r.history, ctx, t) if x.severity != "info"}
-    for d in r.findings or []:
-        code, sev = d.get("code"), d.get("severity")
-        if code and code not in CURVE_CODES and sev in ("error", "warning"):
-            out.setdefault(code, sev)
+    if any(d.get("code") == "diverged" and d.get("severity") == "error" for d in r.findings or []):
+        out.setdefault("diverged", "error")
     return out
 
 
@@ -311,7 +311,7 @@ _SHARE = ("final_accuracy", "final_val_accuracy", "pred_top_share", "saturated_s
 _CODE_FEATURES = {
     "noisy_loss": ("batch_noise", "epoch_jitter"), "plateau": ("plateau_length", "epochs_to_half"),
     "not_learning": ("best_loss", "best_val_loss", "final_val_accuracy"),
-    "overfitting": ("val_rise", "final_val_loss"), "diverged": ("diverged",),
+    "overfitting": ("val_rise", "final_val_loss"),  # diverged: ungated, a NaN is never seed noise
     "saturated_predictions": ("saturated_share", "final_val_accuracy"),
     "majority_collapse": ("pred_top_share", "final_val_accuracy"),
 }
@@ -340,9 +340,12 @@ def diff_behaviour(fa: dict[str, Any], fb: dict[str, Any], codes_a: dict[str, st
     """Every compared feature as a Delta (material or not); finding flips included."""
     out: list[Delta] = []
     n_epochs = min(fa.get("epochs") or 0, fb.get("epochs") or 0) or 1
-    # batch_noise pools thousands of batches; epoch_jitter only as many epochs as there are,
-    # so its seed spread is wider: exp(4/sqrt(n)) = 1.9x at 40 epochs, 1.5x at 100.
-    ratio_tol = {"batch_noise": RATIO_TOL, "epoch_jitter": max(RATIO_TOL, math.exp(4 / math.sqrt(n_epochs)))}
+    # A spread estimated from n values is uncertain by ~1/sqrt(2n), more on short steep runs:
+    # exp(4/sqrt(n)) = 1.9x from 40 values, 1.5x from 100, the 1.3 floor from ~180 on.
+    # batch_noise pools the learning-phase batches, epoch_jitter only the epochs.
+    n_batches = min(fa.get("batch_noise_steps") or 0, fb.get("batch_noise_steps") or 0) or 1
+    ratio_tol = {"batch_noise": max(RATIO_TOL, math.exp(4 / math.sqrt(n_batches))),
+                 "epoch_jitter": max(RATIO_TOL, math.exp(4 / math.sqrt(n_epochs)))}
     for name in _RATIO:
         out += _ratio_delta(name, fa.get(name), fb.get(name), ratio_tol[name])
     scale = 0.1 * max(fa.get("initial_loss") or 0, fb.get("initial_loss") or 0)

@@ -164,17 +164,16 @@ def steps_per_epoch(batches: pd.DataFrame, context: dict[str, Any]) -> int | Non
     return int(math.ceil(rows / size)) if rows and size else None
 
 
-def batch_noise(batches: pd.DataFrame, floor: float, steps: int | None) -> float | None:
-    """Robust std of the per-batch loss around its own trend, relative to the trend level.
+def noise_residuals(batches: pd.DataFrame, floor: float, steps: int | None) -> np.ndarray | None:
+    """Per-batch loss residuals around their own trend, relative to the trend, while learning.
 
     Trend = centred rolling median over about one epoch of steps (at least 9, at most
-    101), so it follows the descent but not the batch-to-batch scatter. The residual of
-    each batch is divided by max(trend, floor): the floor (a share of the initial loss)
-    keeps a converged loss near 0 from reading as infinitely noisy. The spread is
-    1.4826 * MAD, which a few outlier batches cannot dominate, and it pools all steps,
-    so it does not grow with the number of epochs. The last, smaller batch of an epoch
-    (size < half the usual) is left out: it is noisier by construction.
-    Sampling alone makes this ~ (per-sample loss CV) / sqrt(batch size).
+    101), so it follows the descent but not the batch-to-batch scatter. Only steps whose
+    trend is still above `floor` (a share of the initial loss) count: once a model has
+    converged to ~0 every batch is ~0, and a run that converges sooner (more updates, e.g.
+    a smaller batch) would otherwise look calmer. If fewer than 20 steps are above the
+    floor, all steps count, each measured against max(trend, floor). The last, smaller
+    batch of an epoch (size < half the usual) is left out: it is noisier by construction.
     """
     b = _sorted(batches, "step")
     if b.empty:
@@ -189,8 +188,27 @@ def batch_noise(batches: pd.DataFrame, floor: float, steps: int | None) -> float
         return None
     window = int(min(max(steps or 9, 9), 101)) | 1  # odd, centred
     trend = pd.Series(loss).rolling(window, center=True, min_periods=1).median().to_numpy()
-    rel = (loss - trend) / np.maximum(trend, floor)
-    return float(_MAD_TO_STD * np.median(np.abs(rel - np.median(rel))))
+    learning = trend >= floor
+    if learning.sum() >= 20:
+        return (loss[learning] - trend[learning]) / trend[learning]
+    return (loss - trend) / np.maximum(trend, floor)
+
+
+def batch_noise(batches: pd.DataFrame, floor: float, steps: int | None) -> float | None:
+    """Std of the relative per-batch residuals (see noise_residuals), as the eye sees it.
+
+    Spikes count, but residuals beyond 5 robust sigmas are clipped so one wild batch
+    cannot dominate. Sampling alone makes this ~ (per-sample loss CV) / sqrt(batch size).
+    """
+    rel = noise_residuals(batches, floor, steps)
+    return None if rel is None else _clipped_std(rel)
+
+
+def _clipped_std(rel: np.ndarray) -> float:
+    centre = np.median(rel)
+    sigma = _MAD_TO_STD * np.median(np.abs(rel - centre))
+    clipped = np.clip(rel - centre, -5 * sigma, 5 * sigma) if sigma > 0 else rel - centre
+    return float(np.sqrt(np.mean(clipped**2)))
 
 
 # ---------------------------------------------------------------- epoch-level shape
@@ -396,7 +414,8 @@ def curve_features(history: pd.DataFrame, batches: pd.DataFrame | None, context:
       final_loss, best_loss, best_epoch, final_val_loss, best_val_loss, best_val_epoch
       loss_drop          1 - best_loss / initial_loss: the share of the start the model removed
       val_vs_prior       best_val_loss / prior_loss: ~1 or more = nothing generalises
-      batch_noise        robust residual std of batch loss around its trend, / level
+      batch_noise        std of batch loss around its trend, / trend, while still learning
+      batch_noise_steps  how many batches that estimate used (its precision ~ 1/sqrt(n))
       noise_cv_implied   batch_noise * sqrt(batch_size): per-sample spread sampling would need
       epoch_jitter       RMS departure of epoch loss from a never-increasing fit, / level
       epoch_up_share     share of epochs whose train loss rose by > plateau_rel_change
@@ -429,7 +448,9 @@ def curve_features(history: pd.DataFrame, batches: pd.DataFrame | None, context:
         "chance_loss": chance, "prior_loss": prior, "level_floor": floor,
     }
     f.update(_levels(loss, val, h, init, prior))
-    f["batch_noise"] = batch_noise(b, floor, steps)
+    rel = noise_residuals(b, floor, steps)
+    f["batch_noise"] = None if rel is None else _clipped_std(rel)
+    f["batch_noise_steps"] = None if rel is None else int(rel.size)
     f["noise_cv_implied"] = f["batch_noise"] * math.sqrt(bsize) if f["batch_noise"] is not None and bsize else None
     f["epoch_jitter"] = epoch_jitter(loss, floor)
     f["epoch_up_share"], f["epoch_mean_abs_change"] = epoch_moves(loss, floor, t.plateau_rel_change)

@@ -1,0 +1,1 @@
+"""Tests of losstrace.explain (a package so its conftest does not shadow tests/conftest.py)."""

@@ -3,7 +3,8 @@ builds and trains one epoch through the real path (ingest → featurize → zoo 
 small data. Plus the zoo features the examples need: no recurrent layer (`rnn.layers: 0`),
 a real best-epoch checkpoint, masked pooling, and metrics that need one-hot labels.
 
-Small data: the bundled sources as they are (nrc_emotion, basic_motions); the files the
+Small data (the whole file must stay near a minute on 2 cores): basic_motions as it is;
+nrc_emotion as a sampled TSV of its words (all of them take 3-5x longer); the files the
 examples expect from the user (token traces, GloVe vectors) are written here at the
 paths the examples name; UCI sentiment is 300 lines of the workplace's copy when it
 exists, else a synthetic stand-in.

@@ -191,6 +191,7 @@ class TrainParams:
     callbacks: CallbackParams = field(default_factory=CallbackParams)
     device: str = "auto"  # auto|cpu|gpu
     probe_batches: bool = True  # record true per-batch loss
+    on_lint_error: str = "stop"  # stop|continue; continue reproduces a known mistake on purpose
 
     def __post_init__(self) -> None:
         _choice("train.optimizer", self.optimizer, ("adam", "rmsprop", "sgd", "adamw"))
@@ -203,6 +204,7 @@ class TrainParams:
         )
         _choice("train.class_weight", self.class_weight, ("none", "balanced"))
         _choice("train.device", self.device, ("auto", "cpu", "gpu"))
+        _choice("train.on_lint_error", self.on_lint_error, ("stop", "continue"))
         if self.batch_size < 1 or self.epochs < 1:
             raise LosstraceError("params.yaml", "train.batch_size and train.epochs must be >= 1", "set a positive value")
         if not self.learning_rate > 0:
@@ -362,3 +364,67 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     key = prefix.rstrip(".")
     out[key] = ",".join(map(str, obj)) if isinstance(obj, tuple) else obj
     return out
+
+
+def to_nested(obj: Any) -> Any:
+    """Params → plain nested dicts/lists, as params.yaml holds them."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_nested(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_nested(v) for v in obj]
+    return obj
+
+
+def from_flat(flat: dict[str, str]) -> Params:
+    """Rebuild typed Params from MLflow's flat string params (keys this version does not know are ignored).
+
+    Used to replay a recorded run's configuration (bisect).
+    """
+    nested: dict[str, Any] = {}
+    dense: dict[int, dict[str, Any]] = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        if parts[:3] == ["train", "model", "dense"]:
+            if len(parts) == 5 and parts[3].isdigit():
+                tp = _field_type(DenseParams, [parts[4]])
+                if tp is not None:
+                    dense.setdefault(int(parts[3]), {})[parts[4]] = _typed(tp, value)
+            continue
+        tp = _field_type(Params, parts)
+        if tp is None:
+            continue
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _typed(tp, value)
+    if dense:
+        nested.setdefault("train", {}).setdefault("model", {})["dense"] = [dense[i] for i in sorted(dense)]
+    return from_dict(Params, nested, "")
+
+
+def _field_type(cls: type, parts: list[str]) -> Any:
+    """The annotated type at a dotted path inside a params dataclass, or None if unknown."""
+    for i, part in enumerate(parts):
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            return None
+        tp = hints[part]
+        if i == len(parts) - 1:
+            return None if dataclasses.is_dataclass(tp) else tp
+        if not dataclasses.is_dataclass(tp):
+            return None
+        cls = tp
+    return None
+
+
+def _typed(tp: Any, value: str) -> Any:
+    """Cast a string recorded by MLflow back to the field's type."""
+    if tp is bool:
+        return value.strip().lower() == "true"
+    if tp is int:
+        return int(float(value))
+    if tp is float:
+        return float(value)
+    if typing.get_origin(tp) is tuple:
+        return [v for v in value.split(",") if v]
+    return value

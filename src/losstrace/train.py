@@ -188,7 +188,7 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
     lint_findings = lint.run(p, info, labels)
     lint_errors = [f for f in lint_findings if f.severity == "error"]
     (reports).mkdir(parents=True, exist_ok=True)
-    if lint_errors:
+    if lint_errors and p.train.on_lint_error == "stop":
         first = lint_errors[0]
         raise LosstraceError("lint", f"{first.code}: {first.evidence.get('message', first.evidence)}",
                              first.suggestion or "fix params.yaml", exit_code=1)
@@ -198,7 +198,10 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
     ds = load_dataset(p, prepared)
     data_findings = _data_findings(validate_dir)
 
-    tags = {tracking.KIND_TAG: "train", "device": device, "determinism": "op-determinism",
+    # bisect runs each trial through this stage as a child of its parent run.
+    kind = os.environ.get("LOSSTRACE_RUN_KIND", "train")
+    parent = os.environ.get("LOSSTRACE_PARENT_RUN_ID") or None
+    tags = {tracking.KIND_TAG: kind, "device": device, "determinism": "op-determinism",
             **environment.env_tags(), **environment.git_tags(root), **environment.dvc_dep_tags(root, "train")}
     run_name = f"{p.train.model.rnn.cell}-bs{p.train.batch_size}-lr{p.train.learning_rate:g}"
     outputs = {
@@ -207,7 +210,7 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
         "curves": reports / "curves.png", "run": reports / "run.json",
         "model": model_dir / "model.keras", "featurizer": model_dir / "featurizer.json",
     }
-    with tracking.start_run(root, run_name, tags) as logger:
+    with tracking.start_run(root, run_name, tags, parent_id=parent) as logger:
         logger.log_params(params_mod.flatten(p))
         fp = validate_dir / "fingerprint.json"
         if fp.exists():
@@ -247,7 +250,8 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
             if (validate_dir / name).exists():
                 logger.log_artifact(validate_dir / name, "losstrace")
         logger.set_tags({f"finding.{f['code']}": f["severity"] for f in diagnosis["findings"]})
-        logger.log_keras_model(model, ds.x["val"][:2])
+        if kind == "train":  # bisect trials are compared by their curves; their models are not kept
+            logger.log_keras_model(model, ds.x["val"][:2])
     return {"run_id": logger.run_id, "epochs": len(history), "diagnosis": diagnosis}
 
 

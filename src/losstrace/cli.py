@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     except LosstraceError as e:
         print(e.line(), file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # `losstrace diff ... | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("error: interrupted (rerun the command)", file=sys.stderr)
         return 130

@@ -191,6 +191,7 @@ class TrainParams:
     callbacks: CallbackParams = field(default_factory=CallbackParams)
     device: str = "auto"  # auto|cpu|gpu
     probe_batches: bool = True  # record true per-batch loss
+    shuffle: bool = True  # reshuffle training rows every epoch (false = file order, as a bare tf.data pipeline)
     on_lint_error: str = "stop"  # stop|continue; continue reproduces a known mistake on purpose
 
     def __post_init__(self) -> None:

@@ -228,3 +228,89 @@ def _redact(uri: str) -> str:
 
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+# --- Reading runs back -------------------------------------------------------------
+# `losstrace diff` must answer in about a second, and importing MLflow alone takes
+# 2-3 s. For the default local store (SQLite + file artifacts) runs are read straight
+# from MLflow's tables with the standard library; any other store, or any surprise in
+# the schema, goes through MlflowClient.
+
+
+class RecordedRun:
+    """One run's identity, params, tags and the files under one artifact folder."""
+
+    def __init__(self, run_id: str, name: str, params: dict[str, str], tags: dict[str, str], files: dict[str, bytes]):
+        self.run_id, self.name, self.params, self.tags, self.files = run_id, name, params, tags, files
+
+
+def read_run(root: Path, ref: str, artifact_dir: str, kind: str = "train") -> RecordedRun:
+    uri = existing_store(root)
+    if uri.startswith("sqlite:///"):
+        try:
+            return _read_run_sqlite(Path(uri[len("sqlite:///"):]), ref, artifact_dir, kind)
+        except _FastPathUnavailable:
+            pass
+    return _read_run_client(root, ref, artifact_dir, kind)
+
+
+class _FastPathUnavailable(Exception):
+    pass
+
+
+def _read_run_sqlite(db: Path, ref: str, artifact_dir: str, kind: str) -> RecordedRun:
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    except sqlite3.Error:
+        raise _FastPathUnavailable
+    try:
+        run_id = _sqlite_resolve(con, ref, kind)
+        row = con.execute("SELECT name, artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+        params = dict(con.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)).fetchall())
+        tags = dict(con.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (run_id,)).fetchall())
+    except sqlite3.Error:
+        raise _FastPathUnavailable
+    finally:
+        con.close()
+    name, artifact_uri = row
+    if not (artifact_uri or "").startswith("file://"):
+        raise _FastPathUnavailable
+    from urllib.parse import unquote, urlparse
+
+    folder = Path(unquote(urlparse(artifact_uri).path)) / artifact_dir
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} if folder.is_dir() else {}
+    return RecordedRun(run_id, name or "", params, tags, files)
+
+
+def _sqlite_resolve(con, ref: str, kind: str) -> str:
+    m = re.fullmatch(r"latest(?:~(\d+))?", ref)
+    if not m:
+        found = con.execute("SELECT run_uuid FROM runs WHERE run_uuid = ? AND lifecycle_stage = 'active'",
+                            (ref,)).fetchone()
+        if not found:
+            raise LosstraceError(f"run {ref}", "no such MLflow run", "pass a run id, latest or latest~N")
+        return found[0]
+    back = int(m.group(1) or 0)
+    rows = con.execute(
+        "SELECT r.run_uuid FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
+        "JOIN tags t ON t.run_uuid = r.run_uuid "
+        "WHERE e.name = ? AND r.lifecycle_stage = 'active' AND t.key = ? AND t.value = ? "
+        "ORDER BY r.start_time DESC LIMIT ?", (experiment_name(), KIND_TAG, kind, back + 1)).fetchall()
+    if not rows and back == 0:
+        raise LosstraceError(experiment_name(), "no losstrace runs recorded", "run `dvc repro` first")
+    if len(rows) <= back:
+        raise LosstraceError(f"run {ref}", f"only {len(rows)} run(s) recorded", "use a smaller N or a run id")
+    return rows[back][0]
+
+
+def _read_run_client(root: Path, ref: str, artifact_dir: str, kind: str) -> RecordedRun:
+    import tempfile
+
+    run_id = resolve_run(ref, root, kind)
+    run = get_run(root, run_id)
+    with tempfile.TemporaryDirectory(prefix="losstrace-run-") as tmp:
+        folder = download_artifacts(root, run_id, artifact_dir, Path(tmp))
+        files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} if folder and folder.is_dir() else {}
+    return RecordedRun(run_id, run.info.run_name or "", dict(run.data.params), dict(run.data.tags), files)

@@ -116,7 +116,7 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
     callbacks += callbacks_extra or []
     weights = class_weights(ds.y["train"], len(ds.labels)) if p.train.class_weight == "balanced" and not ds.info["multilabel"] else None
     model.fit(ds.x["train"], ds.y["train"], validation_data=(ds.x["val"], ds.y["val"]),
-              batch_size=p.train.batch_size, epochs=p.train.epochs, shuffle=True, verbose=0,
+              batch_size=p.train.batch_size, epochs=p.train.epochs, shuffle=p.train.shuffle, verbose=0,
               callbacks=callbacks, class_weight=weights)
     # The epoch whose weights the returned model holds; history (rec.epochs) keeps every epoch.
     last = rec.epochs[-1]["epoch"] if rec.epochs else None

@@ -7,8 +7,8 @@ data fingerprint as artifacts under `losstrace/`; this module turns them back in
 
 from __future__ import annotations
 
+import io
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,31 +35,23 @@ def default_ref(root: Path) -> str:
 
 
 def load_record(ref: str | None, root: Path) -> RunRecord:
-    run_id = tracking.resolve_run(ref or default_ref(root), root)
-    run = tracking.get_run(root, run_id)
-    tags = run.data.tags
-    env = {k[len("env."):]: v for k, v in tags.items() if k.startswith("env.")}
-    env.update({k: tags[k] for k in ENV_TAGS if k in tags})
-    with tempfile.TemporaryDirectory(prefix="losstrace-run-") as tmp:
-        folder = tracking.download_artifacts(root, run_id, ARTIFACT_DIR, Path(tmp))
-        if folder is None:
-            raise LosstraceError(f"run {run_id}", "has no losstrace artifacts (not a losstrace training run?)",
-                                 "pick a run recorded by `dvc repro` / `losstrace train`")
-        history = _csv(folder / "history.csv")
-        batches = _csv(folder / "batches.csv")
-        context = _json(folder / "context.json") or {}
-        fingerprint = _json(folder / "fingerprint.json")
-        diagnosis = _json(folder / "diagnosis.json") or {}
+    run = tracking.read_run(root, ref or default_ref(root), ARTIFACT_DIR)
+    if "history.csv" not in run.files:
+        raise LosstraceError(f"run {run.run_id}", "has no losstrace artifacts (not a losstrace training run?)",
+                             "pick a run recorded by `dvc repro` / `losstrace train`")
+    env = {k[len("env."):]: v for k, v in run.tags.items() if k.startswith("env.")}
+    env.update({k: run.tags[k] for k in ENV_TAGS if k in run.tags})
+    empty = RunRecord(run.run_id)
     return RunRecord(
-        run_id=run_id,
-        name=run.info.run_name or "",
-        params=dict(run.data.params),
+        run_id=run.run_id,
+        name=run.name,
+        params=run.params,
         env=env,
-        fingerprint=fingerprint,
-        history=history if history is not None else RunRecord(run_id).history,
-        batches=batches if batches is not None else RunRecord(run_id).batches,
-        context=context,
-        findings=diagnosis.get("findings", []),
+        fingerprint=_json(run.files.get("fingerprint.json")),
+        history=_csv(run.files.get("history.csv")) if "history.csv" in run.files else empty.history,
+        batches=_csv(run.files["batches.csv"]) if "batches.csv" in run.files else empty.batches,
+        context=_json(run.files.get("context.json")) or {},
+        findings=(_json(run.files.get("diagnosis.json")) or {}).get("findings", []),
     )
 
 
@@ -108,9 +100,9 @@ def _number(value: str) -> Any:
     return value
 
 
-def _csv(path: Path) -> pd.DataFrame | None:
-    return pd.read_csv(path) if path.exists() else None
+def _csv(data: bytes) -> pd.DataFrame:
+    return pd.read_csv(io.BytesIO(data))
 
 
-def _json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.exists() else None
+def _json(data: bytes | None) -> Any:
+    return json.loads(data) if data else None

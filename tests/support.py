@@ -21,10 +21,10 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, check: bool = False)
     return r
 
 
-def run_tool(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run dvc/git with the venv first on PATH (DVC stage commands call `losstrace`)."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    r = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True)
+def run_tool(*args: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run dvc/git with the venv first on PATH (DVC stage commands call `losstrace`); `env` adds variables."""
+    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    r = subprocess.run(list(args), cwd=cwd, env=full_env, capture_output=True, text=True)
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     return r

@@ -44,7 +44,11 @@ def cmd_train(a: argparse.Namespace) -> int:
     from . import train
 
     result = train.main(a.params, a.prepared, a.validate, a.models, a.reports, Path("."))
-    print(f"train: run {result['run_id']}, {result['epochs']} epochs")
+    if result["offline"]:
+        print(f"train: {result['epochs']} epochs recorded offline in {a.reports} ({result['offline']}); "
+              "upload them with `losstrace sync`")
+    else:
+        print(f"train: run {result['run_id']}, {result['epochs']} epochs")
     for f in result["diagnosis"]["findings"]:
         if f["severity"] != "info":
             print(f"  {f['severity']}: {f['code']}: {f.get('suggestion', '')}", file=sys.stderr)
@@ -120,6 +124,47 @@ def cmd_bisect(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gallery(a: argparse.Namespace) -> int:
+    from .explain import gallery
+
+    if a.list:
+        for case in gallery.CASES:
+            print(f"{case.name:<22} {case.title}")
+        return 0
+    results = gallery.main(a.cases, Path("."), a.out, a.epochs)
+    for r in results:
+        top = r.diff["causes"][0]["change"] if r.diff and r.diff["causes"] else "-"
+        codes = ", ".join(sorted({f["code"] for f in r.findings if f["severity"] != "info"})) or "none"
+        print(f"{r.case.name:<22} {'ok ' if r.ok else 'MISS'} B: {codes}; top cause: {top}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def cmd_sync(a: argparse.Namespace) -> int:
+    from . import sync
+
+    result = sync.main(Path("."), a.reports, a.validate, a.evaluate, a.models, a.prepared)
+    if not result["uploaded"]:
+        print(f"sync: nothing recorded offline; {a.reports / 'run.json'} points at run {result['run_id']}")
+        return 0
+    print(f"sync: run {result['run_id']} complete ({result['values']} new metric values); "
+          f"{a.reports / 'run.json'} points at it")
+    if result["lock"] == "stale":
+        print(f"warning: dvc.lock not updated because the pipeline has other changes; once they are intended: "
+              f"dvc commit {' '.join(result['stages'])}", file=sys.stderr)
+    return 0
+
+
+def cmd_ci_report(a: argparse.Namespace) -> int:
+    from . import ci_report
+
+    result = ci_report.main(Path("."), a.params, a.rev, a.run, a.baseline, a.out, a.html)
+    if a.out is None:
+        print(result["markdown"])
+    verdict = f"regression in {', '.join(result['failed'])}" if result["failed"] else "ok"
+    print(f"ci-report: {verdict} (vs {a.rev}){f'; report in {a.out}' if a.out else ''}", file=sys.stderr)
+    return 1 if result["failed"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="losstrace", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -173,6 +218,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=2, help="re-runs of A with other seeds to measure seed spread")
     p.add_argument("--epochs", type=int, default=0, help="shrink every trial to this many epochs (0 = as recorded)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = add("gallery", cmd_gallery, "Reproduce the classic loss problems on bundled data (docs/gallery.md).")
+    p.add_argument("cases", nargs="*", help="case names (default: all, and regenerate docs/gallery.md)")
+    p.add_argument("--list", action="store_true", help="list the cases")
+    p.add_argument("--out", type=Path, default=Path("docs"), help="where gallery.md and gallery/*.png go")
+    p.add_argument("--epochs", type=int, default=0, help="shrink every run to this many epochs (0 = the case's own)")
+
+    p = add("sync", cmd_sync, "Upload a training recorded offline (reports/train/run.json) as one complete MLflow run.")
+    p.add_argument("--reports", type=Path, default=Path("reports/train"), help="the train stage's reports")
+    p.add_argument("--validate", type=Path, default=Path("reports/validate"))
+    p.add_argument("--evaluate", type=Path, default=Path("reports/evaluate"))
+    p.add_argument("--models", type=Path, default=Path("models"))
+    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+
+    p = add("ci-report", cmd_ci_report, "Compare the workspace run with a git rev's: Markdown report, "
+            "exit 1 when a test metric fell past params.yaml's ci thresholds.")
+    p.add_argument("--rev", default="main", help="git rev holding the baseline metrics and run.json (default: main)")
+    p.add_argument("--run", help="current run (default: the one in reports/train/run.json)")
+    p.add_argument("--baseline", help="baseline run (default: the one committed at --rev)")
+    p.add_argument("--out", type=Path, metavar="PATH", help="write the Markdown here (default: stdout)")
+    p.add_argument("--html", type=Path, metavar="PATH", help="also write the run diff as HTML with both curves")
     return parser
 
 

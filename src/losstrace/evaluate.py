@@ -18,6 +18,14 @@ from .data import featurize
 from .io import Staging, read_json, to_json
 
 
+ARTIFACTS = ("metrics.json", "confusion.png")  # logged under evaluate/ in the train run
+
+
+def mlflow_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The headline test metrics as the train run records them (also what `losstrace sync` uploads)."""
+    return {f"test_{k}": metrics["test"][k] for k in ("accuracy", "macro_f1", "loss")}
+
+
 def scores(y_true: np.ndarray, y_pred: np.ndarray, names: list[str]) -> dict[str, Any]:
     """Accuracy, macro-F1 and per-class precision/recall from integer class ids."""
     k = len(names)
@@ -104,8 +112,8 @@ def main(params_path: Path, prepared: Path, model_dir: Path, train_reports: Path
         plot_confusion(cm, names, stage.path(out_dir / "confusion.png"))
 
     run_info = read_json(train_reports / "run.json")
-    with tracking.reopen_run(root, run_info["run_id"]) as logger:
-        logger.log_metrics({f"test_{k}": metrics["test"][k] for k in ("accuracy", "macro_f1", "loss")}, step=0)
-        for name in ("metrics.json", "confusion.png"):
+    with tracking.reopen_run(root, run_info["run_id"], offline=run_info.get("offline", False)) as logger:
+        logger.log_metrics(mlflow_metrics(metrics), step=0)
+        for name in ARTIFACTS:
             logger.log_artifact(out_dir / name, "evaluate")
     return metrics

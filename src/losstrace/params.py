@@ -164,6 +164,14 @@ class CallbackParams:
     checkpoint_monitor: str = ""
 
 
+@dataclass(frozen=True)
+class TrackingParams:
+    # false: an unreachable tracking server fails the train stage before training (nothing
+    # trains unrecorded). true: train anyway, keep every record in reports/train and upload
+    # them later with `losstrace sync` (CI runners, laptops on a train).
+    offline_ok: bool = False
+
+
 # Keras metrics the zoo can build (log names are the same, val_ prefixed on validation).
 METRICS = ("accuracy", "auc", "precision", "recall")
 # Metrics that compare y_true and y_pred element-wise: they need one-hot, multi-hot or
@@ -193,6 +201,7 @@ class TrainParams:
     probe_batches: bool = True  # record true per-batch loss
     shuffle: bool = True  # reshuffle training rows every epoch (false = file order, as a bare tf.data pipeline)
     on_lint_error: str = "stop"  # stop|continue; continue reproduces a known mistake on purpose
+    tracking: TrackingParams = field(default_factory=TrackingParams)
 
     def __post_init__(self) -> None:
         _choice("train.optimizer", self.optimizer, ("adam", "rmsprop", "sgd", "adamw"))
@@ -264,6 +273,19 @@ class DiagnoseParams:
 
 
 @dataclass(frozen=True)
+class CiParams:
+    """How far a test metric may fall below the baseline rev before `losstrace ci-report` fails CI."""
+
+    max_accuracy_drop: float = 0.02
+    max_macro_f1_drop: float = 0.03
+
+    def __post_init__(self) -> None:
+        for key, v in (("ci.max_accuracy_drop", self.max_accuracy_drop), ("ci.max_macro_f1_drop", self.max_macro_f1_drop)):
+            if v < 0:
+                raise LosstraceError("params.yaml", f"{key}={v} must be >= 0", "e.g. 0.02 (an absolute drop)")
+
+
+@dataclass(frozen=True)
 class Params:
     base: BaseParams = field(default_factory=BaseParams)
     data: DataParams = field(default_factory=DataParams)
@@ -271,6 +293,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     diagnose: DiagnoseParams = field(default_factory=DiagnoseParams)
+    ci: CiParams = field(default_factory=CiParams)
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:

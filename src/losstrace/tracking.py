@@ -2,8 +2,8 @@
 
 Nothing happens at import: the tracking URI, telemetry switch and experiment are
 resolved when a run is opened. Default store: `sqlite:///<project>/mlflow.db`
-with artifacts in `<project>/mlruns`; `MLFLOW_TRACKING_URI` overrides both (a
-team server). One experiment per project (`MLFLOW_EXPERIMENT_NAME`, default
+with artifacts in `<project>/mlruns`, where <project> is the DVC repo root even for
+queued experiments; `MLFLOW_TRACKING_URI` overrides both (a team server). One experiment per project (`MLFLOW_EXPERIMENT_NAME`, default
 "losstrace").
 
 Logging is batched: per-epoch metrics go in one call per epoch and per-batch
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,18 @@ def _quiet_env() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+def project_root(root: Path = Path(".")) -> Path:
+    """The project whose default store a command uses.
+
+    `dvc exp run --queue` (and `--temp`) runs stages in a throwaway copy under
+    .dvc/tmp/exps and sets DVC_ROOT to the real repository: a queued run must record
+    into the project's store, not into one deleted with the copy.
+    """
+    return Path(os.environ.get("DVC_ROOT") or root)
+
+
 def tracking_uri(root: Path = Path(".")) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(project_root(root) / 'mlflow.db').resolve()}"
 
 
 def experiment_name() -> str:
@@ -66,29 +77,73 @@ def _experiment_id(c, uri: str, root: Path) -> str:
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    location = (root / "mlruns").resolve().as_uri() if uri.startswith("sqlite:") else None
-    return c.create_experiment(name, artifact_location=location)
+    location = (project_root(root) / "mlruns").resolve().as_uri() if uri.startswith("sqlite:") else None
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except Exception:
+        # Queued experiments start together: another one may have created it a moment ago.
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def is_outage(e: BaseException) -> bool:
+    """True when the store is away (refused, timed out, retries used up, SQLite file locked),
+    false when it answered and rejected the call. MLflow wraps the cause, so walk the chain."""
+    import requests
+
+    away = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.RetryError,
+            ConnectionError, TimeoutError)
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, away) or type(cur).__name__ == "OperationalError":  # sqlite3 / SQLAlchemy
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 class RunLogger:
-    """A handle on one MLflow run; every call names the run explicitly (no global state)."""
+    """A handle on one MLflow run; every call names the run explicitly (no global state).
 
-    def __init__(self, c, run_id: str, uri: str):
+    A `resilient` logger outlives its store: when the store stops answering it goes
+    offline (`offline` holds why) instead of raising, so a half-done training is never
+    thrown away for want of a tracking server. Its caller keeps every record in
+    reports/, and `losstrace sync` uploads what the store missed. A store that answers
+    and rejects a call still raises: that is a bug, not an outage.
+    """
+
+    def __init__(self, c, run_id: str | None, uri: str, resilient: bool = False, offline: str | None = None):
         self.client, self.run_id, self.uri = c, run_id, uri
+        self.resilient, self.offline = resilient, offline
+
+    def _send(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if self.offline:
+            return
+        try:
+            call(*args, **kwargs)
+        except Exception as e:
+            if not (self.resilient and is_outage(e)):
+                raise
+            self.offline = _first_line(e)
+            print(f"warning: MLflow at {_redact(self.uri)} stopped answering ({self.offline}); continuing offline, "
+                  "every record stays in reports/ (run `losstrace sync` when it is back)", file=sys.stderr)
 
     def log_params(self, flat: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
         params = [Param(k, _param_value(v)) for k, v in sorted(flat.items())]
         for i in range(0, len(params), 100):
-            self.client.log_batch(self.run_id, params=params[i : i + 100])
+            self._send(self.client.log_batch, self.run_id, params=params[i : i + 100])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)[:5000]) for k, v in sorted(tags.items())]
         for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, tags=items[i : i + 100])
+            self._send(self.client.log_batch, self.run_id, tags=items[i : i + 100])
 
     def log_metrics(self, values: dict[str, float], step: int) -> None:
         """One call for many metrics at the same step (per-epoch curves use step=epoch)."""
@@ -107,10 +162,24 @@ class RunLogger:
 
     def _log_metrics(self, metrics: list) -> None:
         for i in range(0, len(metrics), _MAX_BATCH):
-            self.client.log_batch(self.run_id, metrics=metrics[i : i + _MAX_BATCH])
+            self._send(self.client.log_batch, self.run_id, metrics=metrics[i : i + _MAX_BATCH])
+
+    def log_missing(self, key: str, steps: Sequence[int], values: Sequence[float]) -> int:
+        """Log only the steps of `key` the run lacks (a resumed or repeated sync duplicates nothing)."""
+        have = {m.step for m in self.client.get_metric_history(self.run_id, key)}
+        todo = [(int(s), float(v)) for s, v in zip(steps, values) if int(s) not in have]
+        self.log_series(key, [s for s, _ in todo], [v for _, v in todo])
+        return len(todo)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self._send(self.client.log_artifact, self.run_id, str(path), artifact_path)
+
+    def has_model(self) -> bool:
+        """Whether a model logged from this run exists (MLflow 3 LoggedModel)."""
+        exp_id = self.client.get_run(self.run_id).info.experiment_id
+        found = self.client.search_logged_models([exp_id], filter_string=f"source_run_id = '{self.run_id}'",
+                                                 max_results=1)
+        return len(found) > 0
 
     def log_keras_model(self, model, input_example) -> None:
         """MLflow's Keras flavour with an inferred signature, so `mlflow.pyfunc.load_model` works."""
@@ -118,18 +187,28 @@ class RunLogger:
         from mlflow.models import infer_signature
 
         signature = infer_signature(input_example, model.predict(input_example, verbose=0))
-        mlflow.set_tracking_uri(self.uri)
-        with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
-            mlflow.keras.log_model(model, name="model", signature=signature)
+
+        def log() -> None:
+            mlflow.set_tracking_uri(self.uri)
+            with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
+                mlflow.keras.log_model(model, name="model", signature=signature)
+
+        self._send(log)
 
     def finish(self, ok: bool) -> None:
-        self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
+        self._send(self.client.set_terminated, self.run_id, "FINISHED" if ok else "FAILED")
 
 
 @contextmanager
 def start_run(root: Path, run_name: str, tags: dict[str, Any], resume_id: str | None = None,
-              parent_id: str | None = None) -> Iterator[RunLogger]:
-    """Open (or resume) a run; it ends FINISHED on success and FAILED on any exception."""
+              parent_id: str | None = None, resilient: bool = False, offline_ok: bool = False) -> Iterator[RunLogger]:
+    """Open (or resume) a run; it ends FINISHED on success and FAILED on any exception.
+
+    resilient: the store going away mid-run turns the logger offline instead of failing
+    the caller (see RunLogger). offline_ok: the same when it is unreachable at the start;
+    without it that is a one-line error naming the URI, raised before any work is done.
+    An offline run stays open (RUNNING, or not created at all) until `losstrace sync`.
+    """
     uri = tracking_uri(root)
     c = client(uri)
     try:
@@ -144,9 +223,14 @@ def start_run(root: Path, run_name: str, tags: dict[str, Any], resume_id: str | 
             run_id = c.create_run(_experiment_id(c, uri, root), run_name=run_name,
                                   tags={k: str(v) for k, v in all_tags.items()}).info.run_id
     except Exception as e:  # unreachable server, locked or corrupt store
-        raise LosstraceError(f"MLflow at {_redact(uri)}", f"cannot open a run: {_first_line(e)}",
-                             "start the tracking server or fix MLFLOW_TRACKING_URI", exit_code=1) from None
-    logger = RunLogger(c, run_id, uri)
+        if not offline_ok:
+            raise LosstraceError(f"MLflow at {_redact(uri)}", f"cannot open a run: {_first_line(e)}",
+                                 "start the tracking server or fix MLFLOW_TRACKING_URI", exit_code=1) from None
+        print(f"warning: MLflow at {_redact(uri)} is unreachable ({_first_line(e)}); training offline "
+              "(train.tracking.offline_ok), records stay in reports/ for `losstrace sync`", file=sys.stderr)
+        run_id = None
+    logger = RunLogger(c, run_id, uri, resilient=resilient or offline_ok,
+                       offline=None if run_id else "unreachable at start")
     try:
         yield logger
     except BaseException:
@@ -156,9 +240,16 @@ def start_run(root: Path, run_name: str, tags: dict[str, Any], resume_id: str | 
 
 
 @contextmanager
-def reopen_run(root: Path, run_id: str) -> Iterator[RunLogger]:
-    """Log more into an existing run (evaluate → the train run) without changing its status."""
+def reopen_run(root: Path, run_id: str | None, offline: bool = False) -> Iterator[RunLogger]:
+    """Log more into an existing run (evaluate → the train run) without changing its status.
+
+    For a run recorded offline (run.json `"offline": true`) nothing is sent: the caller's
+    outputs are the record and `losstrace sync` uploads them with the rest of the run.
+    """
     uri = tracking_uri(root)
+    if offline or run_id is None:
+        yield RunLogger(None, run_id, uri, offline="run recorded offline")
+        return
     c = client(uri)
     try:
         c.get_run(run_id)
@@ -201,6 +292,24 @@ def download_artifacts(root: Path, run_id: str, path: str, dst: Path) -> Path | 
 
 def get_run(root: Path, run_id: str):
     return client(tracking_uri(root)).get_run(run_id)
+
+
+def run_exists(root: Path, run_id: str | None) -> bool:
+    """Whether the store holds `run_id` (an offline record may name a run the store never got)."""
+    if not run_id:
+        return False
+    try:
+        get_run(root, run_id)
+    except Exception as e:
+        if is_outage(e):
+            raise unreachable(tracking_uri(root), e) from None
+        return False
+    return True
+
+
+def unreachable(uri: str, e: BaseException, fix: str = "start the tracking server or fix MLFLOW_TRACKING_URI") -> LosstraceError:
+    """The one-line error for a store that is away, naming the (redacted) URI."""
+    return LosstraceError(f"MLflow at {_redact(uri)}", f"unreachable: {_first_line(e)}", fix, exit_code=1)
 
 
 def _param_value(v: Any) -> str:

@@ -20,10 +20,13 @@ from . import params as params_mod
 from .data import featurize
 from .errors import LosstraceError
 from .findings import Finding
-from .io import Staging, read_json, to_json
+from .io import Staging, read_json, to_json, write_json
 from .params import Params
 
 HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "accuracy", "val_accuracy", "lr"]
+# Outputs the run carries as artifacts under losstrace/ (explain/runs.py reads them back).
+ARTIFACT_KEYS = ("history", "batches", "lint", "diagnosis", "context", "curves", "featurizer")
+VALIDATE_ARTIFACTS = ("fingerprint.json", "results.json")
 
 
 def seed_everything(seed: int) -> None:
@@ -177,6 +180,34 @@ def plot_curves(history: pd.DataFrame, batches: pd.DataFrame, path: Path, title:
     plt.close(fig)
 
 
+def output_paths(reports: Path, model_dir: Path) -> dict[str, Path]:
+    return {
+        "history": reports / "history.csv", "batches": reports / "batches.csv", "lint": reports / "lint.json",
+        "diagnosis": reports / "diagnosis.json", "context": reports / "context.json",
+        "curves": reports / "curves.png", "run": reports / "run.json",
+        "model": model_dir / "model.keras", "featurizer": model_dir / "featurizer.json",
+    }
+
+
+def artifact_files(outputs: dict[str, Path], validate_dir: Path) -> list[Path]:
+    return [outputs[k] for k in ARTIFACT_KEYS] + [validate_dir / n for n in VALIDATE_ARTIFACTS
+                                                  if (validate_dir / n).exists()]
+
+
+def run_json(logger: tracking.RunLogger, record: dict[str, Any]) -> dict[str, Any]:
+    """reports/train/run.json: the MLflow run holding this training.
+
+    Offline (the store unreachable or gone mid-run) it also keeps what only the tracking
+    calls carried, the run's name, params, tags and step-0 metrics, so `losstrace sync`
+    can upload the whole run later from reports/ alone.
+    """
+    out: dict[str, Any] = {"run_id": logger.run_id, "tracking_uri": logger.uri,
+                           "experiment": tracking.experiment_name()}
+    if logger.offline:
+        out.update(offline=True, offline_reason=logger.offline, record=record)
+    return out
+
+
 def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path, reports: Path,
          root: Path = Path(".")) -> dict[str, Any]:
     from .explain.diagnose import diagnose_curves, merge_findings
@@ -204,18 +235,18 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
     tags = {tracking.KIND_TAG: kind, "device": device, "determinism": "op-determinism",
             **environment.env_tags(), **environment.git_tags(root), **environment.dvc_dep_tags(root, "train")}
     run_name = f"{p.train.model.rnn.cell}-bs{p.train.batch_size}-lr{p.train.learning_rate:g}"
-    outputs = {
-        "history": reports / "history.csv", "batches": reports / "batches.csv", "lint": reports / "lint.json",
-        "diagnosis": reports / "diagnosis.json", "context": reports / "context.json",
-        "curves": reports / "curves.png", "run": reports / "run.json",
-        "model": model_dir / "model.keras", "featurizer": model_dir / "featurizer.json",
-    }
-    with tracking.start_run(root, run_name, tags, parent_id=parent) as logger:
-        logger.log_params(params_mod.flatten(p))
-        fp = validate_dir / "fingerprint.json"
-        if fp.exists():
-            logger.log_params(_fingerprint_params(read_json(fp)))
-        logger.log_metrics({f"data.{k}": v for k, v in ds.stats.items()}, step=0)
+    outputs = output_paths(reports, model_dir)
+    params = params_mod.flatten(p)
+    fp = validate_dir / "fingerprint.json"
+    if fp.exists():
+        params.update(_fingerprint_params(read_json(fp)))
+    data_metrics = {f"data.{k}": v for k, v in ds.stats.items()}
+    # A server gone mid-run never costs the training (resilient); one unreachable at the
+    # start fails here, before training, unless train.tracking.offline_ok.
+    with tracking.start_run(root, run_name, tags, parent_id=parent, resilient=True,
+                            offline_ok=p.train.tracking.offline_ok) as logger:
+        logger.log_params(params)
+        logger.log_metrics(data_metrics, step=0)
         model, rec = run(p, ds, logger)
 
         history = history_frame(rec)
@@ -229,6 +260,9 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
                                  f"train.learning_rate: {p.train.learning_rate:g} → {p.train.learning_rate / 10:g}"))
         diagnosis = merge_findings(data_findings, lint_findings, curve)
         diagnosis["run_id"] = logger.run_id
+        finding_tags = {f"finding.{f['code']}": f["severity"] for f in diagnosis["findings"]}
+        record = {"name": run_name, "params": params, "metrics": data_metrics,
+                  "tags": {**tags, **finding_tags, **({"mlflow.parentRunId": parent} if parent else {})}}
 
         # Stage every output, then publish them together: a failure leaves the old ones.
         with Staging(root) as stage:
@@ -241,18 +275,17 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
             plot_curves(history, batches, staged["curves"], run_name)
             model.save(staged["model"])
             staged["featurizer"].write_text(to_json(ds.featurizer.to_dict()), encoding="utf-8")
-            staged["run"].write_text(to_json({"run_id": logger.run_id, "tracking_uri": logger.uri,
-                                              "experiment": tracking.experiment_name()}), encoding="utf-8")
+            staged["run"].write_text(to_json(run_json(logger, record)), encoding="utf-8")
 
-        for key in ("history", "batches", "lint", "diagnosis", "context", "curves", "featurizer"):
-            logger.log_artifact(outputs[key], "losstrace")
-        for name in ("fingerprint.json", "results.json"):
-            if (validate_dir / name).exists():
-                logger.log_artifact(validate_dir / name, "losstrace")
-        logger.set_tags({f"finding.{f['code']}": f["severity"] for f in diagnosis["findings"]})
+        offline_before_uploads = logger.offline
+        for path in artifact_files(outputs, validate_dir):
+            logger.log_artifact(path, "losstrace")
+        logger.set_tags(finding_tags)
         if kind == "train":  # bisect trials are compared by their curves; their models are not kept
             logger.log_keras_model(model, ds.x["val"][:2])
-    return {"run_id": logger.run_id, "epochs": len(history), "diagnosis": diagnosis}
+        if logger.offline and not offline_before_uploads:  # gone during the uploads: let sync finish the run
+            write_json(outputs["run"], run_json(logger, record))
+    return {"run_id": logger.run_id, "offline": logger.offline, "epochs": len(history), "diagnosis": diagnosis}
 
 
 def _context(p: Params, ds: Dataset, preds: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from losstrace.errors import LosstraceError
 from losstrace.params import DataParams
 
 REPO = Path(__file__).resolve().parents[2]
-UCI = REPO.parent / "shared" / "datasets" / "uci-sentiment"
+UCI = Path(__file__).resolve().parents[2] / "data" / "external" / "uci-sentiment"  # a copy of the workplace data
 
 
 def load(root: Path, source: str, **kw) -> Loaded:
@@ -51,7 +51,7 @@ def only_reject(loaded: Loaded) -> Reject:
 # ----------------------------------------------------------------- literal TSV
 
 
-@pytest.mark.skipif(not UCI.is_dir(), reason="../shared/datasets/uci-sentiment is not present")
+@pytest.mark.skipif(not UCI.is_dir(), reason="data/external/uci-sentiment is not present")
 def test_uci_sentiment_three_files_load_literally():
     quoted = next(
         (n, line.split("\t")[0])

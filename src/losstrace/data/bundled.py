@@ -13,7 +13,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-BUNDLED = ("japanese_vowels", "basic_motions", "nrc_emotion")
+BUNDLED = ("japanese_vowels", "japanese_vowels_tokens", "basic_motions", "nrc_emotion")
 
 # The eight basic emotions of the NRC lexicon; the other two affect labels are
 # the sentiments "positive" and "negative" (only used by the multi-label variant).
@@ -24,6 +24,10 @@ def load_bundled(name: str, multilabel: bool, delimiter: str) -> tuple[pd.DataFr
     """Return (train part, official test part or None, input kind)."""
     if name == "japanese_vowels":
         return _aeon("JapaneseVowels", "train"), _aeon("JapaneseVowels", "test"), "numeric"
+    if name == "japanese_vowels_tokens":
+        train, test = _aeon("JapaneseVowels", "train"), _aeon("JapaneseVowels", "test")
+        edges = _token_edges(train)
+        return _tokenize(train, edges), _tokenize(test, edges), "tokens"
     if name == "basic_motions":
         return _aeon("BasicMotions", "train"), _aeon("BasicMotions", "test"), "numeric"
     if name == "nrc_emotion":
@@ -48,6 +52,31 @@ def _aeon(dataset: str, split: str) -> pd.DataFrame:
             "line": np.arange(1, len(rows) + 1, dtype=np.int64),
         }
     )
+
+
+TOKEN_BINS = 8  # per channel; two channels → 64 symbols
+
+
+def _token_edges(train: pd.DataFrame) -> list[np.ndarray]:
+    """Quantile bin edges of the first two LPC channels, from the official train part only."""
+    steps = np.concatenate([np.asarray(x)[:, :2] for x in train["x"]])
+    qs = np.linspace(0, 1, TOKEN_BINS + 1)[1:-1]
+    return [np.quantile(steps[:, c], qs) for c in range(2)]
+
+
+def _tokenize(frame: pd.DataFrame, edges: list[np.ndarray]) -> pd.DataFrame:
+    """Japanese Vowels as token traces: each frame vector-quantised to one of 64 symbols.
+
+    A real, offline stand-in for the integer-id traces (system calls, events) users bring:
+    variable length, a small vocabulary, and order that matters.
+    """
+    def symbols(x) -> list[int]:
+        arr = np.asarray(x)
+        b0, b1 = np.searchsorted(edges[0], arr[:, 0]), np.searchsorted(edges[1], arr[:, 1])
+        return (b0 * TOKEN_BINS + b1 + 1).astype(int).tolist()
+
+    return frame.assign(x=[symbols(x) for x in frame["x"]],
+                        source_file=frame["source_file"].str.replace("aeon:", "aeon-tokens:", regex=False))
 
 
 def _nrc(multilabel: bool, delimiter: str) -> pd.DataFrame:

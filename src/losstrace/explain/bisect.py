@@ -13,26 +13,19 @@ No TensorFlow import here: each trial runs the real stages in a subprocess.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
-import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import yaml
-
 from .. import params as params_mod
 from .. import tracking
 from ..errors import LosstraceError
 from ..params import Params
+from .replay import Workspace
 from .runs import load_record
-from .symptoms import curve_features
 
 # Behaviour features compared between trials: noise, plateau, level, generalisation.
 FEATURES = ("batch_noise", "epoch_jitter", "plateau_length", "loss_drop", "best_val_loss", "final_val_loss",
@@ -101,58 +94,6 @@ def plan(pa: Params, pb: Params, seeds: int, epochs: int) -> list[tuple[Trial, P
     return trials
 
 
-class Workspace:
-    """A temp project dir; prepared data is shared between trials with the same data params."""
-
-    def __init__(self, store_uri: str, parent_id: str):
-        self.dir = Path(tempfile.mkdtemp(prefix="losstrace-bisect-"))
-        self.env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri, "MLFLOW_EXPERIMENT_NAME": tracking.experiment_name(),
-                    "LOSSTRACE_RUN_KIND": "bisect-trial", "LOSSTRACE_PARENT_RUN_ID": parent_id}
-
-    def run(self, p: Params, index: int, trial: Trial) -> None:
-        work = self.dir / f"trial{index}"
-        work.mkdir()
-        (work / "params.yaml").write_text(yaml.safe_dump(params_mod.to_nested(p), sort_keys=False))
-        prepared = self._prepared(p, work)
-        if trial.error:
-            return
-        validate_dir = work / "reports" / "validate"
-        self._stage(trial, work, "validate", "--prepared", str(prepared), "--out", str(validate_dir), ok=(0, 1))
-        self._stage(trial, work, "train", "--prepared", str(prepared), "--validate", str(validate_dir),
-                    "--models", str(work / "models"), "--reports", str(work / "reports" / "train"))
-        if trial.error:
-            return
-        reports = work / "reports" / "train"
-        trial.run_id = json.loads((reports / "run.json").read_text())["run_id"]
-        context = json.loads((reports / "context.json").read_text())
-        diagnosis = json.loads((reports / "diagnosis.json").read_text())
-        features = curve_features(pd.read_csv(reports / "history.csv"), pd.read_csv(reports / "batches.csv"),
-                                  context, p.diagnose)
-        trial.features = {k: features.get(k) for k in FEATURES}
-        trial.codes = sorted({f["code"] for f in diagnosis["findings"] if f["severity"] in ("warning", "error")})
-
-    def _prepared(self, p: Params, work: Path) -> Path:
-        key = hashlib.sha1(json.dumps([p.base.seed, params_mod.to_nested(p.data)], sort_keys=True).encode()).hexdigest()
-        prepared = self.dir / "prepared" / key[:12]
-        if not prepared.exists():
-            trial = Trial("ingest", None)
-            self._stage(trial, work, "ingest", "--out", str(prepared))
-            if trial.error:
-                raise LosstraceError("bisect", f"ingest of A's data failed: {trial.error}",
-                                     "check that A's data.source still exists here")
-        return prepared
-
-    def _stage(self, trial: Trial, work: Path, stage: str, *args: str, ok: tuple[int, ...] = (0,)) -> None:
-        cmd = [sys.executable, "-m", "losstrace", stage, "--params", str(work / "params.yaml"), *args]
-        r = subprocess.run(cmd, cwd=work, env=self.env, capture_output=True, text=True)
-        if r.returncode not in ok:
-            lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")] or r.stderr.splitlines()[-1:]
-            trial.error = f"{stage}: {lines[0] if lines else f'exit {r.returncode}'}"
-
-    def close(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 def judge(trials: list[Trial]) -> tuple[list[str], dict[str, Any]]:
     """Score each change trial by the share of A→B's behaviour change it reproduces."""
     done = [t for t in trials if not t.error]
@@ -210,10 +151,12 @@ def main(ref_a: str, ref_b: str, root: Path, seeds: int = 2, epochs: int = 0) ->
     store = tracking.tracking_uri(root)
     tags = {tracking.KIND_TAG: "bisect", "bisect.a": rec_a.run_id, "bisect.b": rec_b.run_id}
     with tracking.start_run(root, f"bisect {rec_a.run_id[:8]}..{rec_b.run_id[:8]}", tags) as parent:
-        ws = Workspace(store, parent.run_id)
+        ws = Workspace(store, "bisect-trial", parent.run_id)
         try:
-            for i, (trial, p) in enumerate(tqdm(trials, desc="bisect trials", unit="trial", file=sys.stderr)):
-                ws.run(p, i, trial)
+            for trial, p in tqdm(trials, desc="bisect trials", unit="trial", file=sys.stderr):
+                outcome = ws.train(p, source_root=root)
+                trial.run_id, trial.error, trial.codes = outcome.run_id, outcome.error, outcome.codes
+                trial.features = {k: outcome.features.get(k) for k in FEATURES}
         finally:
             ws.close()
         culprits, summary = judge([t for t, _ in trials])

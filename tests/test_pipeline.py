@@ -124,3 +124,21 @@ def test_validate_error_fails_the_pipeline_with_one_line(tmp_path):
     assert lines and "label_encoding_changed" in lines[0], r.stderr
     assert "Traceback" not in r.stderr
     assert not (root / "models/model.keras").exists()
+
+
+def test_user_files_run_through_dvc_with_every_line_accounted_for(tmp_path):
+    """The three UCI sentiment files (headerless TSV with quotes in the text) through real `dvc exp run`."""
+    import shutil
+
+    from support import REPO
+
+    root = make_project(tmp_path / "uci")
+    shutil.copytree(REPO / "data" / "external" / "uci-sentiment", root / "uci")
+    run_tool("dvc", "exp", "run", "-S", "data.source=uci/*.txt", "-S", "data.header=false",
+             "-S", "train.epochs=1", "-S", "train.loss=binary_crossentropy",
+             "-S", "train.output_activation=sigmoid", cwd=root)
+    ingest = json.loads((root / "data/prepared/ingest.json").read_text())
+    assert ingest["rows_read"] == 3000 and ingest["rows_rejected"] == 0
+    assert sum(ingest["splits"].values()) == 3000 and ingest["input"] == "text"
+    metrics = json.loads((root / "reports/evaluate/metrics.json").read_text())
+    assert metrics["test"]["rows"] == ingest["splits"]["test"]

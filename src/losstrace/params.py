@@ -201,6 +201,17 @@ class TrainParams:
     probe_batches: bool = True  # record true per-batch loss
     shuffle: bool = True  # reshuffle training rows every epoch (false = file order, as a bare tf.data pipeline)
     on_lint_error: str = "stop"  # stop|continue; continue reproduces a known mistake on purpose
+    # Per epoch, each layer's gradient norm on a fixed probe batch and weight-update ratio:
+    # vanishing/exploding gradients and a mis-scaled learning rate show there first.
+    dynamics: bool = True
+    # pad_to_max|bucket. bucket batches rows of similar length, each padded only to its own
+    # longest row: recurrent steps over padding are wasted work on varied-length text.
+    batching: str = "pad_to_max"
+    buckets: int = 8  # length buckets (at training-length quantiles) for batching: bucket
+    mixed_precision: bool = False  # mixed_float16 compute; pays off on GPUs with tensor cores
+    distribute: str = "none"  # none|mirrored|multi_worker (tf.distribute)
+    # Back up every epoch outside DVC's outputs: a killed train stage resumes there, same run.
+    resume: bool = True
     tracking: TrackingParams = field(default_factory=TrackingParams)
 
     def __post_init__(self) -> None:
@@ -215,6 +226,15 @@ class TrainParams:
         _choice("train.class_weight", self.class_weight, ("none", "balanced"))
         _choice("train.device", self.device, ("auto", "cpu", "gpu"))
         _choice("train.on_lint_error", self.on_lint_error, ("stop", "continue"))
+        _choice("train.batching", self.batching, ("pad_to_max", "bucket"))
+        _choice("train.distribute", self.distribute, ("none", "mirrored", "multi_worker"))
+        if self.buckets < 1:
+            raise LosstraceError("params.yaml", f"train.buckets={self.buckets} must be >= 1", "e.g. 8")
+        if self.batching == "bucket" and self.model.conv.filters > 0:
+            # The zoo cuts the Conv1D mask at data.max_len, which needs a fixed sequence length.
+            raise LosstraceError("params.yaml", "train.batching=bucket feeds batches shorter than data.max_len, "
+                                 f"which train.model.conv (filters={self.model.conv.filters}) does not support",
+                                 "set train.batching: pad_to_max, or train.model.conv.filters: 0")
         if self.batch_size < 1 or self.epochs < 1:
             raise LosstraceError("params.yaml", "train.batch_size and train.epochs must be >= 1", "set a positive value")
         if not self.learning_rate > 0:
@@ -246,7 +266,7 @@ class EvaluateParams:
 class DiagnoseParams:
     """Thresholds of the curve rules; docs/diagnosis.md explains each."""
 
-    noise_ratio: float = 0.35
+    noise_ratio: float = 0.15
     plateau_min_epochs: int = 5
     plateau_rel_change: float = 0.02
     not_learning_rel_drop: float = 0.05

@@ -119,11 +119,12 @@ class RunLogger:
         self.client, self.run_id, self.uri = c, run_id, uri
         self.resilient, self.offline = resilient, offline
 
-    def _send(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    def _send(self, call: str | Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """`self.client.<call>(...)` (or `call(...)`), skipped once offline; an outage turns a resilient logger offline."""
         if self.offline:
             return
         try:
-            call(*args, **kwargs)
+            (getattr(self.client, call) if isinstance(call, str) else call)(*args, **kwargs)
         except Exception as e:
             if not (self.resilient and is_outage(e)):
                 raise
@@ -136,14 +137,14 @@ class RunLogger:
 
         params = [Param(k, _param_value(v)) for k, v in sorted(flat.items())]
         for i in range(0, len(params), 100):
-            self._send(self.client.log_batch, self.run_id, params=params[i : i + 100])
+            self._send("log_batch", self.run_id, params=params[i : i + 100])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)[:5000]) for k, v in sorted(tags.items())]
         for i in range(0, len(items), 100):
-            self._send(self.client.log_batch, self.run_id, tags=items[i : i + 100])
+            self._send("log_batch", self.run_id, tags=items[i : i + 100])
 
     def log_metrics(self, values: dict[str, float], step: int) -> None:
         """One call for many metrics at the same step (per-epoch curves use step=epoch)."""
@@ -162,7 +163,7 @@ class RunLogger:
 
     def _log_metrics(self, metrics: list) -> None:
         for i in range(0, len(metrics), _MAX_BATCH):
-            self._send(self.client.log_batch, self.run_id, metrics=metrics[i : i + _MAX_BATCH])
+            self._send("log_batch", self.run_id, metrics=metrics[i : i + _MAX_BATCH])
 
     def log_missing(self, key: str, steps: Sequence[int], values: Sequence[float]) -> int:
         """Log only the steps of `key` the run lacks (a resumed or repeated sync duplicates nothing)."""
@@ -172,7 +173,7 @@ class RunLogger:
         return len(todo)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self._send(self.client.log_artifact, self.run_id, str(path), artifact_path)
+        self._send("log_artifact", self.run_id, str(path), artifact_path)
 
     def has_model(self) -> bool:
         """Whether a model logged from this run exists (MLflow 3 LoggedModel)."""
@@ -183,6 +184,8 @@ class RunLogger:
 
     def log_keras_model(self, model, input_example) -> None:
         """MLflow's Keras flavour with an inferred signature, so `mlflow.pyfunc.load_model` works."""
+        if self.offline:
+            return
         import mlflow
         from mlflow.models import infer_signature
 
@@ -191,12 +194,27 @@ class RunLogger:
         def log() -> None:
             mlflow.set_tracking_uri(self.uri)
             with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
-                mlflow.keras.log_model(model, name="model", signature=signature)
+                # Explicit requirements: MLflow would otherwise spawn a subprocess that re-imports
+                # TensorFlow just to infer them (seconds per run).
+                mlflow.keras.log_model(model, name="model", signature=signature,
+                                       pip_requirements=_model_requirements())
 
         self._send(log)
 
     def finish(self, ok: bool) -> None:
-        self._send(self.client.set_terminated, self.run_id, "FINISHED" if ok else "FAILED")
+        self._send("set_terminated", self.run_id, "FINISHED" if ok else "FAILED")
+
+
+def _model_requirements() -> list[str]:
+    from importlib import metadata
+
+    reqs = []
+    for name in ("tensorflow", "tensorflow-cpu", "keras", "numpy"):
+        try:
+            reqs.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return reqs
 
 
 @contextmanager

@@ -8,14 +8,16 @@ once (models/, reports/train/) after training succeeded.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from . import environment, tracking
+from . import distribute, environment, tracking
 from . import params as params_mod
 from .data import featurize
 from .errors import LosstraceError
@@ -23,9 +25,13 @@ from .findings import Finding
 from .io import Staging, read_json, to_json, write_json
 from .params import Params
 
+if TYPE_CHECKING:  # resume imports Keras: only inside the functions that train
+    from . import resume
+
 HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "accuracy", "val_accuracy", "lr"]
+DYNAMICS_COLUMNS = ["epoch", "layer", "grad_norm", "update_ratio"]
 # Outputs the run carries as artifacts under losstrace/ (explain/runs.py reads them back).
-ARTIFACT_KEYS = ("history", "batches", "lint", "diagnosis", "context", "curves", "featurizer")
+ARTIFACT_KEYS = ("history", "batches", "dynamics", "lint", "diagnosis", "context", "curves", "featurizer")
 VALIDATE_ARTIFACTS = ("fingerprint.json", "results.json")
 
 
@@ -88,43 +94,106 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float] | None:
     return {i: float(len(ids) / (n_classes * c)) for i, c in enumerate(counts) if c > 0}
 
 
-def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None):
-    """Build and fit the model. Returns (model, Recorder)."""
+def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None, *, strategy=None,
+        backup=None):
+    """Build and fit the model. Returns (model, Recorder).
+
+    strategy: a `tf.distribute` strategy; None makes one from `train.distribute`.
+    backup: a `resume.Backup` to commit every epoch to and to resume from (`train.resume`);
+    MLflow then hears of an epoch only once it is committed (see resume.py).
+    """
     import keras
 
-    from .callbacks import DynamicsCallback, Recorder
+    from . import distribute, resume
+    from .callbacks import DynamicsCallback, Recorder, log_epoch
     from .model import zoo
 
+    t = p.train
     n_train = len(ds.x["train"])
-    steps = int(np.ceil(n_train / p.train.batch_size))
-    model = zoo.build(p.train, ds.info["input"], ds.featurizer.max_len, ds.featurizer.channels,
-                      ds.featurizer.vocab_size, len(ds.labels), ds.info["multilabel"], steps, ds.featurizer.vocab)
+    if strategy is None and t.distribute != "none":
+        strategy = distribute.make_strategy(t.distribute)
+    plans = _bucket_plans(p, ds)
+    steps = len(plans[0]) if plans else int(np.ceil(n_train / t.batch_size))
+    # Bucketed batches are shorter than data.max_len: the model takes any length.
+    max_len = None if plans else ds.featurizer.max_len
+    with _precision(t.mixed_precision), distribute.scope(strategy):
+        model = zoo.build(t, ds.info["input"], max_len, ds.featurizer.channels, ds.featurizer.vocab_size,
+                          len(ds.labels), ds.info["multilabel"], steps, ds.featurizer.vocab)
     rec = Recorder()
-    callbacks = [DynamicsCallback(rec, n_train, p.train.batch_size, logger)]
-    cb = p.train.callbacks
-    if p.train.lr_schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(cb.patience // 2, 1)))
+    probe = (ds.x["train"][: t.batch_size], ds.y["train"][: t.batch_size]) if t.dynamics else None
+    dynamics = DynamicsCallback(rec, n_train, t.batch_size, logger, probe=probe, defer_logging=backup is not None,
+                                exact_epoch_loss=distribute.replicas(strategy) > 1)
+    callbacks, stateful = [dynamics], []
+    cb = t.callbacks
+    if t.lr_schedule == "plateau":
+        stateful.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(cb.patience // 2, 1)))
     if cb.early_stopping:
         # Only stops training. Which weights are kept is checkpoint_monitor's job, so an
         # early-stopping monitor and a checkpoint monitor never fight over the final model.
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=cb.monitor, patience=cb.patience))
+        stateful.append(keras.callbacks.EarlyStopping(monitor=cb.monitor, patience=cb.patience))
     keeper = None
     if cb.checkpoint_monitor:
         # The best-checkpoint: Keras' own best-weights tracking, kept in memory (no temp
         # file to clean up), made to never stop (patience > epochs) and restoring at train
-        # end whether early stopping fired or not.
-        keeper = keras.callbacks.EarlyStopping(monitor=cb.checkpoint_monitor, patience=p.train.epochs + 1,
+        # end whether early stopping fired or not. With train.resume its best weights are
+        # committed with each epoch, so a resumed run keeps the best epoch of both parts.
+        keeper = keras.callbacks.EarlyStopping(monitor=cb.checkpoint_monitor, patience=t.epochs + 1,
                                                restore_best_weights=True)
-        callbacks.append(keeper)
-    callbacks += callbacks_extra or []
-    weights = class_weights(ds.y["train"], len(ds.labels)) if p.train.class_weight == "balanced" and not ds.info["multilabel"] else None
-    model.fit(ds.x["train"], ds.y["train"], validation_data=(ds.x["val"], ds.y["val"]),
-              batch_size=p.train.batch_size, epochs=p.train.epochs, shuffle=p.train.shuffle, verbose=0,
-              callbacks=callbacks, class_weight=weights)
+        stateful.append(keeper)
+    callbacks += stateful + (callbacks_extra or [])
+    resumer = None
+    if backup is not None:
+        def committed(epoch: int) -> None:
+            if logger is not None:
+                log_epoch(logger, rec, epoch)
+
+        resumer = resume.ResumeCallback(backup, rec, stateful, on_commit=committed,
+                                        on_restore=lambda r: resume.reconcile(logger, r))
+        callbacks.append(resumer)  # last: commits the epoch as every other callback left it
+    weights = class_weights(ds.y["train"], len(ds.labels)) if t.class_weight == "balanced" and not ds.info["multilabel"] else None
+    if plans:
+        from . import batching
+
+        train_plan, val_plan = plans
+        first = (lambda: resumer.start_epoch) if resumer is not None else (lambda: 0)
+        model.fit(batching.dataset(ds.x["train"], ds.y["train"], train_plan, t.epochs, first),
+                  validation_data=batching.eval_dataset(ds.x["val"], ds.y["val"], val_plan),
+                  steps_per_epoch=steps, epochs=t.epochs, verbose=0, callbacks=callbacks, class_weight=weights)
+    else:
+        model.fit(ds.x["train"], ds.y["train"], validation_data=(ds.x["val"], ds.y["val"]),
+                  batch_size=t.batch_size, epochs=t.epochs, shuffle=t.shuffle, verbose=0,
+                  callbacks=callbacks, class_weight=weights)
     # The epoch whose weights the returned model holds; history (rec.epochs) keeps every epoch.
     last = rec.epochs[-1]["epoch"] if rec.epochs else None
     rec.kept_epoch = keeper.best_epoch if keeper is not None and keeper.best is not None else last
     return model, rec
+
+
+def _bucket_plans(p: Params, ds: Dataset):
+    """(train, val) batch plans for `train.batching: bucket`, None for pad_to_max."""
+    if p.train.batching != "bucket":
+        return None
+    from . import batching
+
+    return batching.plans(ds.x["train"], ds.x["val"], p.train.batch_size, p.train.buckets, p.base.seed,
+                          p.train.shuffle)
+
+
+@contextmanager
+def _precision(mixed: bool) -> Iterator[None]:
+    """mixed_float16 while the model is built (layers keep the policy they were built
+    with; the zoo's output layer is float32), the previous global policy afterwards."""
+    if not mixed:
+        yield
+        return
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def history_frame(rec) -> pd.DataFrame:
@@ -182,7 +251,8 @@ def plot_curves(history: pd.DataFrame, batches: pd.DataFrame, path: Path, title:
 
 def output_paths(reports: Path, model_dir: Path) -> dict[str, Path]:
     return {
-        "history": reports / "history.csv", "batches": reports / "batches.csv", "lint": reports / "lint.json",
+        "history": reports / "history.csv", "batches": reports / "batches.csv", "dynamics": reports / "dynamics.csv",
+        "lint": reports / "lint.json",
         "diagnosis": reports / "diagnosis.json", "context": reports / "context.json",
         "curves": reports / "curves.png", "run": reports / "run.json",
         "model": model_dir / "model.keras", "featurizer": model_dir / "featurizer.json",
@@ -224,15 +294,23 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
         raise LosstraceError("lint", f"{first.code}: {first.evidence.get('message', first.evidence)}",
                              first.suggestion or "fix params.yaml", exit_code=1)
 
+    from . import resume
+
     seed_everything(p.base.seed)
     device = select_device(p.train.device)
+    strategy = distribute.make_strategy(p.train.distribute)  # multi_worker: before TensorFlow runs any op
     ds = load_dataset(p, prepared)
+    if p.train.distribute == "multi_worker" and not distribute.is_chief():
+        return _train_worker(p, ds, strategy, prepared, root)
     data_findings = _data_findings(validate_dir)
+    backup = resume.Backup(resume.backup_dir(root), resume.fingerprint(p, prepared)) if p.train.resume else None
+    resume_id = _resume_target(root, backup) if backup is not None else None
 
     # bisect runs each trial through this stage as a child of its parent run.
     kind = os.environ.get("LOSSTRACE_RUN_KIND", "train")
     parent = os.environ.get("LOSSTRACE_PARENT_RUN_ID") or None
     tags = {tracking.KIND_TAG: kind, "device": device, "determinism": "op-determinism",
+            "distribute": p.train.distribute, "replicas": distribute.replicas(strategy),
             **environment.env_tags(), **environment.git_tags(root), **environment.dvc_dep_tags(root, "train")}
     run_name = f"{p.train.model.rnn.cell}-bs{p.train.batch_size}-lr{p.train.learning_rate:g}"
     outputs = output_paths(reports, model_dir)
@@ -243,17 +321,31 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
     data_metrics = {f"data.{k}": v for k, v in ds.stats.items()}
     # A server gone mid-run never costs the training (resilient); one unreachable at the
     # start fails here, before training, unless train.tracking.offline_ok.
-    with tracking.start_run(root, run_name, tags, parent_id=parent, resilient=True,
+    with tracking.start_run(root, run_name, tags, resume_id=resume_id, parent_id=parent, resilient=True,
                             offline_ok=p.train.tracking.offline_ok) as logger:
-        logger.log_params(params)
-        logger.log_metrics(data_metrics, step=0)
-        model, rec = run(p, ds, logger)
+        logger.log_params(params)  # the same values again when resuming: MLflow accepts that
+        if resume_id:
+            for key, value in data_metrics.items():
+                logger.log_missing(key, [0], [value])
+        else:
+            logger.log_metrics(data_metrics, step=0)
+            if backup is not None:
+                backup.begin(logger.run_id)
+        model, rec = run(p, ds, logger, strategy=strategy, backup=backup)
+        if rec.resumed_from is not None:
+            logger.set_tags({"losstrace.resumed_from_epoch": rec.resumed_from})
+        if distribute.is_multi_worker(strategy):
+            model = distribute.undistributed(model, root / ".losstrace")
 
         history = history_frame(rec)
         batches = pd.DataFrame(rec.batches, columns=["step", "epoch", "batch", "loss", "size"])
+        dynamics = pd.DataFrame(rec.dynamics, columns=DYNAMICS_COLUMNS)
         preds = prediction_stats(model, ds.x["val"], ds.labels, 256)
         context = _context(p, ds, preds)
-        curve = diagnose_curves(history, batches, context, p.diagnose)
+        # The explain layer takes gradient norms as an optional (epoch, layer, norm) frame;
+        # context.json stays plain JSON (dynamics.csv holds them).
+        grad_norms = dynamics.rename(columns={"grad_norm": "norm"})[["epoch", "layer", "norm"]]
+        curve = diagnose_curves(history, batches, {**context, "grad_norms": grad_norms}, p.diagnose)
         if rec.divergence is not None and not any(f.code == "diverged" for f in curve):
             d = rec.divergence
             curve.append(Finding("diverged", "error", {"epoch": d.epoch, "batch": d.batch, "loss": str(d.loss)},
@@ -269,6 +361,7 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
             staged = {key: stage.path(path) for key, path in outputs.items()}
             history.to_csv(staged["history"], index=False)
             batches.to_csv(staged["batches"], index=False)
+            dynamics.to_csv(staged["dynamics"], index=False)
             staged["lint"].write_text(to_json({"findings": [f.to_dict() for f in lint_findings]}), encoding="utf-8")
             staged["diagnosis"].write_text(to_json(diagnosis), encoding="utf-8")
             staged["context"].write_text(to_json(context), encoding="utf-8")
@@ -285,7 +378,51 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
             logger.log_keras_model(model, ds.x["val"][:2])
         if logger.offline and not offline_before_uploads:  # gone during the uploads: let sync finish the run
             write_json(outputs["run"], run_json(logger, record))
+        if backup is not None:
+            backup.clear()  # outputs published and recorded: nothing left to resume
     return {"run_id": logger.run_id, "offline": logger.offline, "epochs": len(history), "diagnosis": diagnosis}
+
+
+def _resume_target(root: Path, backup: resume.Backup) -> str | None:
+    """The MLflow run a backup made under these exact params, data and code belongs to.
+
+    Any other backup is discarded; its run, killed without a chance to say so, still
+    reads RUNNING and is marked FAILED.
+    """
+    state = backup.state()
+    run_id = (state or {}).get("run_id")
+    try:
+        exists = tracking.run_exists(root, run_id)
+    except LosstraceError:  # store away: start_run reports it (or trains offline)
+        exists = False
+    if exists and backup.matches(state):
+        return run_id
+    if exists:
+        c = tracking.client(tracking.tracking_uri(root))
+        if c.get_run(run_id).info.status == "RUNNING":
+            c.set_terminated(run_id, "FAILED")
+    backup.clear()
+    return None
+
+
+def _train_worker(p: Params, ds: Dataset, strategy, prepared: Path, root: Path) -> dict[str, Any]:
+    """A non-chief multi_worker process: trains in lockstep with the chief, records nothing
+    and writes its model copy to a temp dir (only the chief's outputs are published)."""
+    import tempfile
+
+    from . import resume
+
+    backup = None
+    if p.train.resume:
+        backup = resume.Backup(resume.backup_dir(root, distribute.worker_id()), resume.fingerprint(p, prepared))
+        if not backup.matches(backup.state()):
+            backup.begin(None)
+    model, rec = run(p, ds, None, strategy=strategy, backup=backup)
+    with tempfile.TemporaryDirectory(prefix="losstrace-worker-") as tmp:
+        model.save(Path(tmp) / "model.keras")
+    if backup is not None:
+        backup.clear()
+    return {"run_id": None, "offline": None, "epochs": len(rec.epochs), "diagnosis": {"findings": []}}
 
 
 def _context(p: Params, ds: Dataset, preds: dict[str, Any]) -> dict[str, Any]:

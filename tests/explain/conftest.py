@@ -2,7 +2,7 @@
 
 A run is simulated per batch, like Keras records it: an exponential decay from the
 chance level ln K towards a final loss, optionally time-warped by a plateau, with
-per-batch sampling noise of std `sample_cv / sqrt(batch_size)` (relative), optional
+per-batch sampling noise of std `sample_cv / sqrt(batch_size)` (relative; 0.6 is what real runs show: Japanese Vowels 0.37, NRC words 0.72), optional
 epoch-level optimizer jitter, and a val curve that tracks train (or turns up, or
 stays at chance). Epoch loss is the mean of its batches, as Keras reports it.
 """
@@ -21,7 +21,7 @@ from losstrace.explain.record import RunRecord
 
 def simulate(*, epochs: int = 40, batch_size: int = 32, train_rows: int = 2048, n_classes: int = 5,
              lr: float = 0.001, optimizer: str = "adam", final_share: float = 0.15, tau: float = 6.0,
-             sample_cv: float = 1.2, epoch_jitter: float = 0.0, plateau: tuple[int, int] | None = None,
+             sample_cv: float = 0.6, epoch_jitter: float = 0.0, plateau: tuple[int, int] | None = None,
              stuck: bool = False, stuck_level: float | None = None, val_gap: float = 0.08,
              val_noise: float = 0.015, overfit_at: int | None = None, overfit_rate: float = 0.04,
              val_stuck: bool = False, nan_at: int | None = None, explode_at: int | None = None,

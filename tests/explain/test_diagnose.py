@@ -43,15 +43,15 @@ def test_clean_runs_fire_nothing(make_run, kwargs, seed):
 
 
 def test_small_batches_make_noisy_loss_with_batch_size_as_driver(make_run):
-    f = only(diagnose_curves(*make_run(batch_size=4, train_rows=1024, sample_cv=1.4)), "noisy_loss")
+    f = only(diagnose_curves(*make_run(batch_size=4, train_rows=1024)), "noisy_loss")
     assert f.severity == "warning"
     assert f.evidence["driver"] == "batch_size"
-    assert f.evidence["batch_noise"] > f.evidence["noise_ratio"] == 0.35
+    assert f.evidence["batch_noise"] > f.evidence["noise_ratio"] == DiagnoseParams().noise_ratio
     assert f.evidence["noise_cv_implied"] <= f.evidence["sampling_cv_max"]
     assert f.suggestion.startswith("train.batch_size: 4 → ")
     new = int(f.suggestion.split("→ ")[1].split()[0])
     # Enough to bring noise under the threshold if noise ∝ 1/sqrt(batch) ...
-    assert f.evidence["batch_noise"] * math.sqrt(4 / new) < 0.35
+    assert f.evidence["batch_noise"] * math.sqrt(4 / new) < DiagnoseParams().noise_ratio
     # ... without dropping below 8 steps per epoch.
     assert new <= 1024 / 8
 
@@ -68,7 +68,7 @@ def test_epoch_jitter_at_high_lr_names_the_learning_rate(make_run):
 def test_mild_batch_noise_is_info_not_warning(make_run):
     run = make_run(batch_size=8)
     noise = curve_features(*run)["batch_noise"]
-    just_above = dataclasses.replace(DiagnoseParams(), noise_ratio=noise / 1.1)  # within 20 %: mild
+    just_above = dataclasses.replace(DiagnoseParams(), noise_ratio=noise / 1.05)  # within 10 %: mild
     well_above = dataclasses.replace(DiagnoseParams(), noise_ratio=noise / 1.3)
     assert only(diagnose_curves(*run, just_above), "noisy_loss").severity == "info"
     assert only(diagnose_curves(*run, well_above), "noisy_loss").severity == "warning"
@@ -101,12 +101,20 @@ def test_loss_flat_at_chance_is_not_learning(make_run):
 
 
 def test_rows_sorted_by_class_not_learning_suggests_shuffling(make_run):
-    findings = diagnose_curves(*make_run(val_stuck=True, params={"data.shuffle": False}))
+    findings = diagnose_curves(*make_run(val_stuck=True, params={"data.shuffle": False, "train.shuffle": False}))
     f = only(findings, "not_learning")
     assert "val loss never gets below" in f.evidence["pattern"]
     assert f.evidence["best_val_loss"] >= f.evidence["prior_loss"] * 0.95
     assert "data.shuffle: false → true" in f.suggestion
     assert "overfitting" not in codes(findings)
+
+
+def test_val_stuck_with_epoch_reshuffling_points_at_generalisation_not_order(make_run):
+    # Keras reshuffles every epoch, so grouped source rows cannot be the cause here.
+    f = only(diagnose_curves(*make_run(val_stuck=True, params={"data.shuffle": False, "train.shuffle": True})),
+             "not_learning")
+    assert "data.shuffle" not in f.suggestion
+    assert "memorises" in f.suggestion and "train.model.dropout" in f.suggestion
 
 
 def test_sigmoid_with_categorical_ce_stuck_loss_suggests_softmax(make_run):

@@ -161,12 +161,15 @@ def _not_learning_fix(f: Features, ctx: dict[str, Any], t: DiagnoseParams, train
     head = head_mismatch(ctx)
     if head:
         fixes.append(head)
-    if val_stuck and not train_stuck or param(ctx, "data.shuffle", True) is False:
-        if param(ctx, "data.shuffle", True) is False:
-            fixes.append(change("data.shuffle", False, True))
-        else:
-            fixes.append("check label order: rows grouped by label (label_order_clustered) teach one class per block; "
-                         "shuffle the source rows")
+    grouped_feed = param(ctx, "data.shuffle", True) is False and param(ctx, "train.shuffle", True) is False
+    if grouped_feed:
+        # Rows grouped by label and fed in file order: each block teaches "predict this class".
+        fixes.append(change("data.shuffle", False, True))
+    elif val_stuck and not train_stuck:
+        # Keras reshuffles every epoch, so order is not it: what the model fits does not transfer.
+        fixes.append("the model memorises training inputs that val does not share: check high_oov_rate "
+                     "and train_val_leakage in the data findings, try data.text_level: char or pretrained "
+                     "embeddings, and " + change("train.model.dropout", param(ctx, "train.model.dropout", 0.0), 0.3))
     if param(ctx, "train.model.embedding.mask_zero", True) is False:
         fixes.append(change("train.model.embedding.mask_zero", False, True))
     lr, opt, ratio = _lr_context(ctx)
@@ -207,8 +210,8 @@ def rule_noisy_loss(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Find
           "lr_vs_default": _r(lr_ratio), "lr_factor": t.lr_factor}
     ev["why"] = _noise_why(driver, noise, jitter, bsize, cv, lr, opt, lr_ratio, t)
     suggestion = _noise_fix(driver, f, ctx, bsize, noise, lr, opt, t)
-    # Mild = batch-level only and within 20% of the threshold: worth knowing, not a warning.
-    strong = epoch_hit or (noise is not None and noise >= 1.2 * t.noise_ratio)
+    # Mild = batch-level only and within 10% of the threshold: worth knowing, not a warning.
+    strong = epoch_hit or (noise is not None and noise >= 1.1 * t.noise_ratio)
     severity = "warning" if strong else "info"
     return Finding("noisy_loss", severity, ev, suggestion)
 

@@ -42,9 +42,12 @@ class Outcome:
 class Workspace:
     """A temp project dir; prepared data is shared between runs with the same data params."""
 
-    def __init__(self, store_uri: str, kind: str, parent_id: str | None = None, keep: bool = False):
+    def __init__(self, store_uri: str, kind: str, parent_id: str | None = None, keep: bool = False,
+                 inprocess: bool = False):
         self.dir = Path(tempfile.mkdtemp(prefix=f"losstrace-{kind}-"))
         self.keep = keep
+        # In-process runs share one TensorFlow import (tests); subprocesses isolate each run (CLI).
+        self.inprocess = inprocess
         self.env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri,
                     "MLFLOW_EXPERIMENT_NAME": tracking.experiment_name(), "LOSSTRACE_RUN_KIND": kind}
         if parent_id:
@@ -89,11 +92,35 @@ class Workspace:
                params: bool = True) -> None:
         if out.error:
             return
-        cmd = [sys.executable, "-m", "losstrace", stage, *(("--params", str(cwd / "params.yaml")) if params else ()), *args]
-        r = subprocess.run(cmd, cwd=cwd, env=self.env, capture_output=True, text=True)
-        if r.returncode not in ok:
-            lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")] or r.stderr.splitlines()[-1:]
-            out.error = f"{stage}: {lines[0] if lines else f'exit {r.returncode}'}"
+        argv = [stage, *(("--params", str(cwd / "params.yaml")) if params else ()), *args]
+        code, stderr = self._inprocess(argv, cwd) if self.inprocess else self._subprocess(argv, cwd)
+        if code not in ok:
+            lines = [ln for ln in stderr.splitlines() if ln.startswith("error:")] or stderr.splitlines()[-1:]
+            out.error = f"{stage}: {lines[0] if lines else f'exit {code}'}"
+
+    def _subprocess(self, argv: list[str], cwd: Path) -> tuple[int, str]:
+        r = subprocess.run([sys.executable, "-m", "losstrace", *argv], cwd=cwd, env=self.env,
+                           capture_output=True, text=True)
+        return r.returncode, r.stderr
+
+    def _inprocess(self, argv: list[str], cwd: Path) -> tuple[int, str]:
+        import contextlib
+        import io
+
+        from ..cli import main
+
+        saved_env, saved_cwd = dict(os.environ), os.getcwd()
+        err = io.StringIO()
+        try:
+            os.environ.update(self.env)
+            os.chdir(cwd)
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                code = main(argv)
+        finally:
+            os.chdir(saved_cwd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+        return code, err.getvalue()
 
     def close(self) -> None:
         if not self.keep:

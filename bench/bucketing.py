@@ -1,0 +1,144 @@
+"""Length bucketing vs pad-to-max on the UCI sentiment sentences.
+
+UCI sentences are 12 words on average and 71 at most, so padding every batch to
+the longest sentence makes most recurrent steps run over padding. The arms differ
+only in `train.batching`; speed is training samples per second over the epochs after
+the first (the first also pays graph tracing, and bucketing traces one graph per
+batch width), with the end-to-end figure reported beside it. Accuracy must stay
+equal (±1 point), so both arms report val and test accuracy of the same seed.
+
+Until `train.batching` exists in params.py the bucket arm records that it was
+skipped; it runs by itself once the key lands.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .common import UCI_GLOB, build_params, has_param, interleave, median, paired_ratio, prepare, skipped, timed
+
+ARMS = ("pad_to_max", "bucket")
+
+# A GRU(32) sentiment model (examples/sentiment_gru.yaml) with Adam at a rate that
+# learns in a few epochs; the example's RMSprop at 1e-3 sits on a plateau for ~17.
+MODEL = {
+    "data.source": UCI_GLOB,
+    "data.header": False,
+    "train.model.embedding.dim": 32,
+    "train.model.rnn.cell": "gru",
+    "train.model.rnn.units": 32,
+    "train.model.dropout": 0.2,
+    "train.loss": "binary_crossentropy",
+    "train.output_activation": "sigmoid",
+    "train.optimizer": "adam",
+    "train.learning_rate": 0.005,
+    "train.batch_size": 32,
+}
+
+
+def _epoch_timer():
+    """A callback measuring each epoch's training steps only (begin → validation start)."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.train_seconds: list[float] = []
+            self._t0: float | None = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_test_begin(self, logs=None):
+            if self._t0 is not None:  # the first evaluation of the epoch ends its training steps
+                self.train_seconds.append(time.perf_counter() - self._t0)
+                self._t0 = None
+
+    return EpochTimer()
+
+
+def _test_split(ds, prepared: Path, loss: str):
+    from losstrace.data import featurize
+
+    frame = pd.read_parquet(prepared / "test.parquet")
+    x, _ = ds.featurizer.transform(frame["x"])
+    y = featurize.encode_labels(frame["label"], ds.labels, ds.info["multilabel"], ds.info["label_delimiter"], loss)
+    return x, y
+
+
+def _train_once(p, ds, test) -> dict[str, Any]:
+    """One seeded training: samples/s (steady and end to end) and accuracies."""
+    import keras
+
+    from losstrace import train
+
+    keras.backend.clear_session()
+    train.seed_everything(p.base.seed)
+    timer = _epoch_timer()
+    seconds, (model, rec) = timed(lambda: train.run(p, ds, None, callbacks_extra=[timer]))
+    n = len(ds.x["train"])
+    steady = timer.train_seconds[1:] or timer.train_seconds
+    scores = model.evaluate(test[0], test[1], batch_size=256, verbose=0, return_dict=True)
+    return {
+        "samples_per_s": n / median(steady),
+        "end_to_end_samples_per_s": n * len(rec.epochs) / seconds,
+        "val_accuracy": float(rec.epochs[-1]["val_accuracy"]),
+        "test_accuracy": float(scores["accuracy"]),
+    }
+
+
+def measure(work: Path, epochs: int, reps: int) -> dict[str, Any]:
+    available = has_param("train.batching")
+    base = {**MODEL, "train.epochs": epochs}
+    if available:
+        base["train.batching"] = "pad_to_max"
+    p, ds, prepared = prepare(work, base)
+    test = _test_split(ds, prepared, p.train.loss)
+    params = {"pad_to_max": p}
+    if available:
+        params["bucket"] = build_params({**base, "train.batching": "bucket"})
+    runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in params}
+
+    def arm(name: str):
+        def go() -> float:
+            runs[name].append(_train_once(params[name], ds, test))
+            return runs[name][-1]["samples_per_s"]
+        return go
+
+    interleave({name: arm(name) for name in params}, reps)
+    arms = {name: _summarise(rs) for name, rs in runs.items()}
+    if not available:
+        arms["bucket"] = skipped("train.batching not available")
+    return {
+        "bucketing_speedup": _speedup(runs, "samples_per_s", available),
+        "bucketing_accuracy": {name: _accuracy(a) for name, a in arms.items()},
+        "bucketing": {"data": "UCI sentiment sentences (3 files, 3000 rows)", "model": "GRU(32), word level",
+                      "epochs": epochs, "reps": reps, "train_rows": int(len(ds.x["train"])),
+                      "max_len": int(ds.featurizer.max_len), "arms": arms,
+                      "end_to_end_speedup": _speedup(runs, "end_to_end_samples_per_s", available)},
+    }
+
+
+def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median speed over repetitions; accuracies of the first (the seed fixes them)."""
+    return {"samples_per_s": median([r["samples_per_s"] for r in runs]),
+            "end_to_end_samples_per_s": median([r["end_to_end_samples_per_s"] for r in runs]),
+            "val_accuracy": runs[0]["val_accuracy"], "test_accuracy": runs[0]["test_accuracy"],
+            "accuracy_spread_across_reps": max(r["test_accuracy"] for r in runs) - min(r["test_accuracy"] for r in runs)}
+
+
+def _speedup(runs: dict[str, list[dict[str, Any]]], key: str, available: bool) -> float | dict[str, str]:
+    """bucket / pad_to_max, the median of per-repetition ratios (each pair ran back to back)."""
+    if not available:
+        return skipped("train.batching not available")
+    return paired_ratio([r[key] for r in runs["bucket"]], [r[key] for r in runs["pad_to_max"]])
+
+
+def _accuracy(arm: dict[str, Any]) -> dict[str, Any]:
+    if "skipped" in arm:
+        return arm
+    return {"val": arm["val_accuracy"], "test": arm["test_accuracy"]}

@@ -1,0 +1,126 @@
+"""results.json → table rows, for the terminal while the run goes and for the README.
+
+One function per benchmark turns its keys into (figure, value, target, met) rows,
+so the printed table and the README table can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Row = tuple[str, str, str, str]  # figure, measured, target, met
+
+
+def _skip(value: Any) -> str | None:
+    if isinstance(value, dict) and "skipped" in value:
+        return f"skipped: {value['skipped']}"
+    if isinstance(value, dict) and "error" in value:
+        return f"failed: {value['error']}"
+    return None
+
+
+def _met(ok: bool | None) -> str:
+    return "–" if ok is None else ("yes" if ok else "no")
+
+
+def tracking_rows(r: dict[str, Any]) -> list[Row]:
+    t = r["tracking_overhead"]
+    ratios, main = t["ratios"], t["train_main"]
+    ratio = r["tracking_overhead_ratio"]
+    rows: list[Row] = [
+        ("Tracking overhead: `train.run` + MLflow / bare `model.fit`", f"{ratio:.3f}×", "≤ 1.05", _met(ratio <= 1.05)),
+        ("  our callback alone (true batch loss, NaN stop, dynamics) vs fit", f"{ratios['callback_vs_fit']:.3f}×", "", "–"),
+    ]
+    if "dynamics_vs_callback_without" in ratios:
+        rows.append(("  the per-epoch dynamics probe (train.dynamics) vs callback without it",
+                     f"{ratios['dynamics_vs_callback_without']:.3f}×", "", "–"))
+    rows += [
+        ("  MLflow logging on top of the callback", f"{ratios['mlflow_vs_callback']:.3f}×", "", "–"),
+        ("`train.main` time outside fit (not training cost)",
+         f"{main['outside_fit_seconds']:.1f} s of {main['seconds']:.1f} s ({main['outside_fit_share']:.0%}): "
+         f"MLflow model {main['log_keras_model_seconds']:.1f} s, artifacts {main['log_artifacts_seconds']:.1f} s, "
+         f"rest {main['other_seconds']:.1f} s", "reported", "–"),
+    ]
+    return rows
+
+
+def bucketing_rows(r: dict[str, Any]) -> list[Row]:
+    speed, acc = r["bucketing_speedup"], r["bucketing_accuracy"]
+    skip = _skip(speed)
+    rows: list[Row] = [("Bucketing speedup: samples/s, bucket / pad-to-max (UCI, GRU 32)",
+                        skip or f"{speed:.2f}×", "≥ 1.5×", _met(None if skip else speed >= 1.5))]
+    pad = acc["pad_to_max"]
+    for arm in ("pad_to_max", "bucket"):
+        a = acc[arm]
+        if _skip(a):
+            rows.append((f"  accuracy {arm} (val / test)", _skip(a), "±1 point", "–"))
+            continue
+        gap = abs(a["test"] - pad["test"]) * 100
+        rows.append((f"  accuracy {arm} (val / test)", f"{a['val']:.3f} / {a['test']:.3f}", "±1 point",
+                     "–" if arm == "pad_to_max" else _met(gap <= 1.0)))
+    return rows
+
+
+def ingest_rows(r: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for n, m in sorted(r["ingest_validate"].items(), key=lambda kv: int(kv[0])):
+        big = int(n) >= 1_000_000
+        rows.append((f"Ingest + validate, {int(n):,} rows", f"{m['seconds']:.1f} s, {m['peak_mb']:.0f} MB peak",
+                     "< 2 GB" if big else "linear", _met(m["peak_mb"] < 2048) if big else "–"))
+    exp = r.get("ingest_validate_scaling_exponent")
+    if isinstance(exp, float):
+        rows.append(("  time exponent between the two largest sizes", f"{exp:.2f}", "≤ 1 (linear)", _met(exp <= 1.1)))
+    return rows
+
+
+def repro_rows(r: dict[str, Any]) -> list[Row]:
+    n = r["noop_repro"]
+    ratio = r["noop_repro_ratio"]
+    return [("No-op `dvc repro` / `dvc status`",
+             f"{ratio:.2f}× ({n['repro_seconds']:.2f} s vs {n['status_seconds']:.2f} s)", "≈ 1 (adds nothing)",
+             _met(ratio <= 1.2))]
+
+
+def cli_rows(r: dict[str, Any]) -> list[Row]:
+    h, d = r["cli_help_seconds"], r["diff_seconds"]
+    return [("`losstrace --help`", f"{h:.2f} s", "< 0.5 s", _met(h < 0.5)),
+            ("`losstrace diff A B` (two recorded runs)", f"{d:.2f} s", "< 2 s", _met(d < 2.0))]
+
+
+def gpu_rows(r: dict[str, Any]) -> list[Row]:
+    g = r["gpu"]
+    if _skip(g):
+        return [("GPU: cuDNN vs recurrent_dropout (default LSTM)", _skip(g), "reported", "–")]
+    return [(f"GPU ({g['device']}): cuDNN / no cuDNN samples/s",
+             f"{g['cudnn_speedup']:.2f}× ({g['cudnn_samples_per_s']:.0f} vs {g['no_cudnn_samples_per_s']:.0f})",
+             "reported", "–")]
+
+
+ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "tracking": tracking_rows, "bucketing": bucketing_rows, "ingest": ingest_rows,
+    "repro": repro_rows, "cli": cli_rows, "gpu": gpu_rows,
+}
+
+
+def rows(name: str, results: dict[str, Any]) -> list[Row]:
+    """The rows of one benchmark, or one row saying it failed or has not run."""
+    failed = results.get("errors", {}).get(name)
+    if failed:
+        return [(name, f"failed: {failed}", "", "–")]
+    try:
+        return ROWS[name](results)
+    except KeyError:
+        return [(name, "not run", "", "–")]
+
+
+def terminal(rows_: list[Row]) -> str:
+    return "\n".join(f"{fig:<64} {val:<40} {target:<20} {met}" for fig, val, target, met in rows_)
+
+
+def markdown(rows_: list[Row]) -> str:
+    lines = ["| Figure | Measured | Target | Met |", "|---|---|---|---|"]
+    for fig, val, target, met in rows_:
+        shown = f"↳ {fig.strip()}" if fig.startswith("  ") else fig
+        lines.append(f"| {shown} | {val} | {target} | {met} |")
+    return "\n".join(lines)

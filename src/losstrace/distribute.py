@@ -1,0 +1,97 @@
+"""Scale-out on TensorFlow's own engine (`train.distribute`), nothing else.
+
+- `mirrored`: one process, one model replica per local device (every GPU, or every
+  logical CPU when there is no GPU), gradients all-reduced each step.
+- `multi_worker`: one process per machine (or per test process), described by the
+  standard `TF_CONFIG` environment variable; gradients all-reduced across workers.
+  Only the chief (task `chief`, or `worker` 0 when the cluster has no chief) records:
+  MLflow and the stage outputs. The other workers train in lockstep and write their
+  copies to a temp dir, as TensorFlow's multi-worker guide prescribes.
+
+`batch_size` stays the *global* batch size: each step consumes batch_size rows split
+across the replicas, so curves and the true per-batch losses mean the same thing with
+and without distribution.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import LosstraceError
+
+
+def make_strategy(kind: str):
+    """The `tf.distribute` strategy for `train.distribute`, or None for `none`.
+
+    multi_worker must be created before TensorFlow runs any op (it sets up the
+    collective runtime), so the train stage builds it right after choosing the device.
+    """
+    import tensorflow as tf
+
+    if kind == "none":
+        return None
+    if kind == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if not os.environ.get("TF_CONFIG"):
+        raise LosstraceError("params.yaml", "train.distribute=multi_worker but TF_CONFIG is not set",
+                             "set TF_CONFIG on every worker (cluster and task), or use train.distribute: mirrored")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def scope(strategy):
+    """`strategy.scope()`, or a no-op context without a strategy."""
+    import contextlib
+
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def replicas(strategy) -> int:
+    return strategy.num_replicas_in_sync if strategy is not None else 1
+
+
+def task() -> tuple[str, int]:
+    """(task type, index) from TF_CONFIG; ("worker", 0) when it is not set."""
+    cfg: dict[str, Any] = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    t = cfg.get("task") or {}
+    return str(t.get("type", "worker")), int(t.get("index", 0))
+
+
+def is_chief() -> bool:
+    kind, index = task()
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+
+
+def worker_id() -> int:
+    """0 for the chief, 1.. for the others (names each worker's own resume backup)."""
+    if is_chief():
+        return 0
+    kind, index = task()
+    return index + 1 if kind == "worker" else index + 1000
+
+
+def is_multi_worker(strategy) -> bool:
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def undistributed(model, workdir: Path):
+    """The trained model as an ordinary one (same weights, compile state and optimizer),
+    for everything after `fit` that only the chief does. Under multi_worker a distributed
+    `predict` is a collective op: the chief alone calling it would wait forever for the
+    others. A save/load round trip outside the strategy's scope leaves no distribution."""
+    import keras
+
+    path = Path(tempfile.mkdtemp(prefix="losstrace-model-", dir=workdir)) / "model.keras"
+    model.save(path)
+    plain = keras.models.load_model(path)
+    path.unlink()
+    path.parent.rmdir()
+    return plain

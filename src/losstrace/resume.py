@@ -1,0 +1,239 @@
+"""Resumable training: a train stage killed mid-epoch (SIGKILL, OOM killer, preempted
+runner) resumes from its last completed epoch on the next run, in the same MLflow run,
+and records every epoch exactly once.
+
+The backup lives in `<project>/.losstrace/train-backup/`, outside every DVC output:
+DVC deletes a stage's outputs before running it again, so a backup under models/
+would be gone exactly when it is needed. It is removed once the stage's outputs are
+published.
+
+Keras' own `BackupAndRestore` overwrites one weights file and then a metadata file, so
+a kill between (or during) the two leaves weights and epoch out of step. Here each
+epoch's files get new names and a single `state.json`, replaced atomically, commits
+them: a kill at any instant leaves either the old epoch or the new one, never a mix.
+What is committed per epoch:
+- model and optimizer weights (`weights-<E>.weights.h5`; Keras saves the optimizer too),
+- that epoch's records (`epoch-<e>.json`: its history row, true batch losses, dynamics),
+- the state of the stateful callbacks (early stopping, ReduceLROnPlateau, and the best-
+  checkpoint keeper with its best weights, `best-<e>.npz`), so patience counters and the
+  best epoch survive a restart instead of starting over,
+- the MLflow run id and a fingerprint of params, prepared data and the code that shapes
+  model and batches: a backup made under anything else is discarded, not resumed.
+
+MLflow is written only after an epoch is committed; on resume, committed epochs that
+MLflow lacks (killed between commit and log) are logged then, and nothing else is:
+each epoch appears once in the metric history.
+
+Not restored: the random state of dropout masks and of Keras' own shuffling of
+in-memory arrays (`batching: pad_to_max`), so a resumed run is a valid run of the same
+config but not bit-identical to an uninterrupted one. With `batching: bucket` the batch
+order of every epoch is a function of (seed, epoch) and is the same either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from .callbacks import Divergence, Recorder, log_epoch
+from .io import atomic_path, read_json, to_json, write_json
+from .params import Params, flatten
+
+STATE = "state.json"
+# Callback attributes that carry training progress (EarlyStopping, ReduceLROnPlateau).
+CALLBACK_STATE = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
+# Source files whose change alters the model, the features or the batches.
+_CODE = ("model/zoo.py", "data/featurize.py", "train.py", "callbacks.py", "batching.py")
+
+
+def backup_dir(root: Path, worker: int = 0) -> Path:
+    """One backup per worker: under multi_worker each worker restores its own replica."""
+    name = "train-backup" if worker == 0 else f"train-backup-worker{worker}"
+    return root / ".losstrace" / name
+
+
+def fingerprint(p: Params, prepared: Path) -> str:
+    """What a backup must match to be resumed: every param (the run records them all, and
+    MLflow refuses a changed value), the prepared data the stage reads, and the code that
+    shapes the model and the batches."""
+    h = hashlib.sha256()
+    h.update(json.dumps(flatten(p), sort_keys=True, default=str).encode())
+    for name in ("train.parquet", "val.parquet", "labels.json", "ingest.json"):
+        path = prepared / name
+        h.update(name.encode() + (path.read_bytes() if path.exists() else b"-"))
+    package = Path(__file__).resolve().parent
+    for rel in _CODE:
+        h.update(rel.encode() + (package / rel).read_bytes())
+    return h.hexdigest()
+
+
+class Backup:
+    """The backup directory: which run it belongs to and which epoch it holds."""
+
+    def __init__(self, directory: Path, fp: str):
+        self.dir, self.fingerprint = Path(directory), fp
+
+    def state(self) -> dict[str, Any] | None:
+        """The committed state, or None when there is none (or it is unreadable)."""
+        try:
+            return json.loads((self.dir / STATE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def matches(self, state: dict[str, Any] | None) -> bool:
+        return bool(state) and state.get("fingerprint") == self.fingerprint
+
+    def begin(self, run_id: str | None) -> None:
+        """Start a fresh backup for `run_id` (epoch 0: nothing trained yet), so even a kill
+        in the first epoch continues the same run."""
+        self.clear()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.dir / STATE, {"run_id": run_id, "fingerprint": self.fingerprint, "epoch": 0,
+                                      "finished": False})
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            self.dir.parent.rmdir()  # .losstrace/ itself, once no backup is left in it
+        except OSError:
+            pass
+
+
+class ResumeCallback(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` with an atomic per-epoch commit of weights, records and callback
+    state. Place it last in the callback list: its `on_epoch_end` must see the epoch as
+    every other callback left it, and its `on_train_begin` must restore their state after
+    they have reset themselves."""
+
+    def __init__(self, backup: Backup, recorder: Recorder, stateful: list[keras.callbacks.Callback],
+                 on_commit: Callable[[int], None] | None = None,
+                 on_restore: Callable[[Recorder], None] | None = None):
+        super().__init__(backup_dir=str(backup.dir), save_freq="epoch", delete_checkpoint=False)
+        self.backup, self.rec, self.stateful = backup, recorder, stateful
+        self.on_commit, self.on_restore = on_commit, on_restore
+        self.start_epoch = 0  # where fit starts: the committed epoch count (epochs when finished)
+        self._best_files: dict[int, str] = {}  # stateful index → its saved best weights
+
+    # ------------------------------------------------------------------ restore
+
+    def on_train_begin(self, logs=None):
+        self._load_model()
+
+    def _load_model(self):
+        state = self.backup.state()
+        if not self.backup.matches(state) or not state.get("weights"):
+            return  # nothing trained yet (or not ours): start at epoch 0
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(self.backup.dir / state["weights"])
+        epoch = int(state["epoch"])
+        self._restore_records(state, epoch)
+        self._restore_callbacks(state.get("callbacks", []))
+        # A finished fit (all epochs, early stop or divergence) that died before its outputs
+        # were published runs no epoch again: on_train_end still restores the best weights.
+        self.start_epoch = self.params["epochs"] if state.get("finished") else epoch
+        self.model._initial_epoch = self.start_epoch  # what BackupAndRestore tells fit
+        self.rec.resumed_from = epoch
+        if self.on_restore is not None:
+            self.on_restore(self.rec)
+
+    def _restore_records(self, state: dict[str, Any], epoch: int) -> None:
+        merged: dict[str, list] = {"epochs": [], "batches": [], "dynamics": []}
+        for e in range(epoch):
+            part = read_json(self.backup.dir / f"epoch-{e}.json")
+            for key in merged:
+                merged[key] += part.get(key, [])
+        restored = Recorder.from_state({**merged, "seconds": state.get("seconds", 0.0),
+                                        "divergence": state.get("divergence")}, epoch)
+        self.rec.epochs[:], self.rec.batches[:], self.rec.dynamics[:] = restored.epochs, restored.batches, restored.dynamics
+        self.rec.seconds, self.rec.divergence = restored.seconds, restored.divergence
+
+    def _restore_callbacks(self, saved: list[dict[str, Any]]) -> None:
+        for index, (cb, values) in enumerate(zip(self.stateful, saved)):
+            for key, value in values.items():
+                if key == "best_weights_file":
+                    with np.load(self.backup.dir / value) as npz:
+                        cb.best_weights = [npz[f"w{i}"] for i in range(len(npz.files))]
+                    self._best_files[index] = value
+                else:
+                    setattr(cb, key, value)
+
+    # ------------------------------------------------------------------ commit
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._current_epoch = epoch + 1
+        self._save_model()
+        if self.on_commit is not None:
+            self.on_commit(epoch)
+
+    def on_train_end(self, logs=None):
+        state = self.backup.state()
+        if self.backup.matches(state):
+            write_json(self.backup.dir / STATE, {**state, "finished": True})
+
+    def _save_model(self):
+        """Write the epoch's files under new names, then switch state.json to them."""
+        d, epoch = self.backup.dir, self._current_epoch
+        d.mkdir(parents=True, exist_ok=True)
+        done = epoch - 1
+        write_json(d / f"epoch-{done}.json", {key: [r for r in getattr(self.rec, key) if r["epoch"] == done]
+                                              for key in ("epochs", "batches", "dynamics")})
+        weights = f"weights-{epoch}.weights.h5"
+        with atomic_path(d / weights, suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp)
+        old = self.backup.state() or {}
+        div = self.rec.divergence
+        state = {"run_id": old.get("run_id"), "fingerprint": self.backup.fingerprint, "epoch": epoch,
+                 "finished": False, "weights": weights, "seconds": self.rec.seconds,
+                 "divergence": div.__dict__ if isinstance(div, Divergence) else None,
+                 "callbacks": [self._callback_state(i, cb) for i, cb in enumerate(self.stateful)]}
+        with atomic_path(d / STATE) as tmp:
+            tmp.write_text(to_json(state), encoding="utf-8")
+        self._prune(state)
+
+    def _callback_state(self, index: int, cb) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for key in CALLBACK_STATE:
+            v = getattr(cb, key, None)
+            if v is not None:
+                values[key] = float(v) if key == "best" else int(v)
+        if getattr(cb, "restore_best_weights", False) and getattr(cb, "best_weights", None) is not None:
+            name = f"best-{index}-{values.get('best_epoch', 0)}.npz"
+            if self._best_files.get(index) != name:  # the best epoch changed: save its weights once
+                with atomic_path(self.backup.dir / name, suffix=".npz") as tmp:
+                    with open(tmp, "wb") as fh:
+                        np.savez(fh, **{f"w{i}": w for i, w in enumerate(cb.best_weights)})
+                self._best_files[index] = name
+            values["best_weights_file"] = name
+        return values
+
+    def _prune(self, state: dict[str, Any]) -> None:
+        """Drop weight files the committed state no longer names (epoch records stay)."""
+        keep = {state["weights"], *(c.get("best_weights_file") for c in state["callbacks"])}
+        for path in self.backup.dir.iterdir():
+            if path.suffix in (".h5", ".npz") and path.name not in keep:
+                path.unlink(missing_ok=True)
+
+
+def reconcile(logger, rec: Recorder) -> int:
+    """Log restored epochs MLflow does not have yet (killed after commit, before logging).
+
+    Returns how many were logged. `loss` at step e means the whole epoch was logged
+    (it is written last); batch losses already there are not written twice.
+    """
+    if logger is None or not rec.epochs:
+        return 0
+    history = logger.client.get_metric_history
+    have = {m.step for m in history(logger.run_id, "loss")}
+    have_batches = frozenset(m.step for m in history(logger.run_id, "batch_loss"))
+    missing = [r["epoch"] for r in rec.epochs if r["epoch"] not in have]
+    for epoch in missing:
+        log_epoch(logger, rec, epoch, have_batches)
+    return len(missing)

@@ -168,15 +168,21 @@ def markdown(results: list[Result]) -> str:
         lines += [f"## {c.title}", "", f"`losstrace gallery {c.name}` — user report {c.report}; B = A + {change}.", ""]
         if c.note:
             lines += [c.note, ""]
-        lines += [f"![{c.name}](gallery/{c.name}.png)", "", "**Diagnosis of B** (warnings and errors):", ""]
-        shown = [f for f in r.findings if f["severity"] in ("error", "warning")]
-        lines += [f"- `{f['code']}` ({f['severity']}): {f.get('suggestion', '')}" for f in shown] or ["- none"]
+        lines += [f"![{c.name}](gallery/{c.name}.png)", "", "**Diagnosis of B** (warnings, errors and the expected finding):", ""]
+        shown = [f for f in r.findings if f["severity"] in ("error", "warning") or f["code"] == c.finding]
+        lines += [_finding_line(f) for f in shown] or ["- none"]
         lines += ["", "**`losstrace diff A B` — causes:**", ""]
         for cause in (r.diff or {}).get("causes", [])[:3]:
             lines.append(f"- `{cause['change']}` → {cause['symptom']} (confidence {cause['confidence']}): {cause['why']}")
         verdict = "reproduced" if r.ok else f"NOT reproduced (expected `{c.finding}` and top cause `{c.cause}`)"
         lines += ["", f"Expected `{c.finding}` in B and `{c.cause}` ranked first: **{verdict}**.", ""]
     return "\n".join(lines)
+
+
+def _finding_line(f: dict[str, Any]) -> str:
+    where = f" on {f['where']}" if f.get("where") else ""
+    secondary = f", secondary to `{f['evidence']['secondary_to']}`" if f.get("evidence", {}).get("secondary_to") else ""
+    return f"- `{f['code']}` ({f['severity']}{where}{secondary}): {f.get('suggestion', '')}"
 
 
 def main(names: list[str], root: Path, out: Path, epochs: int = 0) -> list[Result]:

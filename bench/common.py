@@ -7,6 +7,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -91,18 +92,18 @@ def measure(cmd: Sequence[str], cwd: Path) -> Measured:
     """Wall time and peak RSS of a command, from the kernel's own accounting (wait4).
 
     ru_maxrss of the reaped child is its high-water mark, so no polling can miss a
-    short peak; it covers the process and any children it waited for.
+    short peak; it covers the process and any children it waited for. Output goes to
+    anonymous temp files (no pipe to fill, nothing left in the project).
     """
-    out_path, err_path = cwd / ".bench-stdout", cwd / ".bench-stderr"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(list(cmd), cwd=cwd, env=tool_env(), stdout=out, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    stdout, stderr = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
-    out_path.unlink()
-    err_path.unlink()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     return Measured(seconds, usage.ru_maxrss / 1024, proc.returncode, stdout, stderr)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .common import BIN, REPO, interleave, median, paired_ratio, wall, measure
+from .common import BIN, REPO, interleave, measure, median, paired_ratio, wall
 
 
 class Project:

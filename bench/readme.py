@@ -16,24 +16,76 @@ HEADING = "## Benchmarks"
 ORDER = ("tracking", "bucketing", "ingest", "repro", "cli", "gpu")
 
 METHOD = """\
-How each figure is measured (bench/*.py say why in their docstrings):
-- **Tracking**: the default params (LSTM 64 on Japanese Vowels, 30 epochs) trained three ways from the same
-  seed, interleaved and rotated each repetition: plain `model.fit`; `train.run(logger=None)` (our callback);
-  `train.run` with a real `RunLogger` on a temp SQLite store. The ratio is the median of per-repetition ratios.
-  `train.main` (the whole stage) is timed separately: saving and logging the model and uploading artifacts
-  happen after training, so they add wall time to the stage but do not slow training down.
-- **Bucketing**: GRU(32) on the 3000 UCI sentences, `train.batching: pad_to_max` vs `bucket`, same seed;
-  samples/s over the epochs after the first (the first also traces the graphs), paired per repetition.
+How each figure is measured (the docstrings in bench/*.py say why):
+- **Tracking**: the default params (LSTM 64 on Japanese Vowels, 30 epochs) trained from the same seed in arms
+  that each add one layer of the stage, interleaved and rotated each repetition: plain `model.fit`;
+  `train.run(logger=None)` with `train.dynamics: false`; with dynamics; with a real `RunLogger` on a temp
+  SQLite store; with the per-epoch resume backup too (the stage's fit as `dvc repro` runs it). Ratios are
+  medians of per-repetition ratios. `train.main` (the whole stage) is timed separately: saving and logging
+  the model and uploading artifacts come after training, so they add wall time to the stage, not to training.
+- **Bucketing**: GRU(32) on the 3000 UCI sentences, `train.batching: pad_to_max` vs `bucket`; repetition k
+  uses seed 42+k in both arms; samples/s over the epochs after the first (the first also traces the graphs),
+  paired per repetition; accuracies are means over the seeds (one seed alone moves them by a point or two).
 - **Ingest + validate**: generated TSVs (3–25 words from the NRC lexicon, three labels) through
   `losstrace ingest` and `losstrace validate` as subprocesses; peak memory is the kernel's `ru_maxrss`
   of each process (the larger of the two stages); about 10 s of each size is start-up (imports).
 - **No-op repro**: on an up-to-date temp copy of the project, `dvc repro` and `dvc status` interleaved;
-  ratio of median wall times.
+  ratio of median wall times. The bench fails if `dvc repro` runs any stage, so no losstrace code runs:
+  any difference from `dvc status` is DVC's own (repo lock, run-cache lookups).
 - **CLI**: median of 5 wall times after one warm-up; `diff` compares two runs recorded by `dvc repro`
   (the second with half the batch size)."""
 
 
-def section(results: dict[str, Any], notes: str = "") -> str:
+def notes(results: dict[str, Any]) -> list[str]:
+    """Verdicts that need more than a table cell: a missed target gets its measured cause."""
+    return [n for n in (_tracking_note(results), _bucketing_note(results)) if n]
+
+
+def _tracking_note(results: dict[str, Any]) -> str:
+    ms = results.get("tracking_overhead_per_epoch_ms")
+    if not ms or results.get("tracking_overhead_ratio", 0) <= 1.05:
+        return ""
+    t = results["tracking_overhead"]
+    costs = ", ".join(f"{report.LAYER_LABELS.get(layer['arm'], layer['arm']).lstrip('+ ')} "
+                      f"{layer['ms_per_epoch']:.0f} ms" for layer in t["layers"])
+    total = sum(layer["ms_per_epoch"] for layer in t["layers"])
+    batches = -(-t["train_rows"] // t["batch_size"])
+    return (f"**Tracking misses its 5 % target on the default data** because its costs come per epoch and "
+            f"Japanese Vowels' epochs are tiny ({t['train_rows']} rows in {batches} batches: "
+            f"{ms['fit_epoch']:.0f} ms of plain fit). "
+            f"Per epoch: {costs}. Apart from the callback's per-batch bookkeeping these are one-off costs per "
+            "epoch (a probe pass, two MLflow calls, a weights backup), not per sample, so their share falls as "
+            f"epochs grow: {total:.0f} ms is 5 % of a {total / 0.05 / 1000:.1f} s epoch.")
+
+
+def _bucketing_note(results: dict[str, Any]) -> str:
+    speed = results.get("bucketing_speedup")
+    if isinstance(speed, dict):
+        return ("**Bucketing** was not measured: `train.batching` is not in this checkout's params yet; "
+                "`python bench/run.py --only bucketing --readme` measures it once it is.")
+    if speed is None:
+        return ""
+    b = results["bucketing"]
+    pad, bucket = b["arms"]["pad_to_max"], b["arms"]["bucket"]
+    gap = (bucket["test_accuracy"] - pad["test_accuracy"]) * 100
+    val_gap = (bucket["val_accuracy"] - pad["val_accuracy"]) * 100
+    text = (f"**Bucketing** trains {speed:.2f}× as many samples per second after the first epoch and "
+            f"{b['end_to_end_speedup']:.2f}× end to end over {b['epochs']} epochs: the first epoch, which traces "
+            f"the graphs, costs both arms alike ({bucket['first_epoch_train_seconds']:.1f} s bucketed, "
+            f"{pad['first_epoch_train_seconds']:.1f} s padded) and weighs less in longer trainings. ")
+    if abs(gap) <= 1 and abs(val_gap) <= 1:
+        return text + f"Accuracy is equal within a point (test {gap:+.1f}, val {val_gap:+.1f} points)."
+    by_seed = {name: ", ".join(f"{a:.3f}" for a in arm["test_accuracy_by_seed"])
+               for name, arm in (("bucket", bucket), ("pad-to-max", pad))}
+    return text + (
+        f"Accuracy, mean over seeds {b['seeds'][0]}–{b['seeds'][-1]}: val {val_gap:+.1f} points, test "
+        f"{gap:+.1f} points (test by seed: bucket {by_seed['bucket']}; pad-to-max {by_seed['pad-to-max']}; "
+        "600 test sentences, so a point is 6 of them), so the ±1 point target is missed where the gap says so. "
+        "A plausible cause, not verified here: batches of similar-length sentences make each gradient step "
+        "follow one length range, where padded batches mix them.")
+
+
+def section(results: dict[str, Any]) -> str:
     """The whole section: where and when, the table, how it was measured, notes."""
     m = results["machine"]
     rows = [row for name in ORDER for row in report.rows(name, results)]
@@ -59,8 +111,8 @@ def section(results: dict[str, Any], notes: str = "") -> str:
         "`python bench/run.py --only gpu`: it times the default LSTM's samples/s on the cuDNN kernel against "
         "the same model forced off it (`recurrent_dropout: 0.1`) and records the device.",
     ]
-    if notes:
-        parts += ["", notes]
+    for note in notes(results):
+        parts += ["", note]
     return "\n".join(parts) + "\n"
 
 
@@ -85,5 +137,5 @@ def replace_section(text: str, new: str) -> str:
     return "".join(lines[:start]) + new + ("\n" if tail else "") + "".join(tail)
 
 
-def update(readme: Path, results: dict[str, Any], notes: str = "") -> None:
-    readme.write_text(replace_section(readme.read_text(encoding="utf-8"), section(results, notes)), encoding="utf-8")
+def update(readme: Path, results: dict[str, Any]) -> None:
+    readme.write_text(replace_section(readme.read_text(encoding="utf-8"), section(results)), encoding="utf-8")

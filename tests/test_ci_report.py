@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from losstrace import ci_report
 from losstrace.params import CiParams
 
-from support import run_tool
+from support import run_cli, run_tool
 
 METRICS = {  # the shape `dvc metrics diff --json` gives, merged over files
     "test.accuracy": {"old": 0.9, "new": 0.85, "diff": -0.05},
@@ -55,3 +57,11 @@ def test_baseline_run_comes_from_the_rev_and_offline_runs_are_skipped(tmp_path):
     assert ci_report.workspace_run_id(tmp_path) is None  # offline: nothing to diff until `losstrace sync`
     note, result = ci_report.explain(tmp_path, "aaa", None)
     assert result is None and "losstrace sync" in note
+
+
+def test_new_commands_have_help_and_ci_report_stays_light(tmp_path):
+    for command in ("ci-report", "sync"):
+        r = run_cli(command, "--help", cwd=tmp_path)
+        assert r.returncode == 0 and r.stdout.startswith(f"usage: losstrace {command}")
+    code = "import sys; from losstrace import ci_report, sync; print('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -15,9 +15,11 @@ and without distribution.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +48,6 @@ def make_strategy(kind: str):
 
 def scope(strategy):
     """`strategy.scope()`, or a no-op context without a strategy."""
-    import contextlib
-
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
@@ -95,3 +95,39 @@ def undistributed(model, workdir: Path):
     path.unlink()
     path.parent.rmdir()
     return plain
+
+
+@contextlib.contextmanager
+def fit_guard(model, strategy, x_sample, y_sample) -> Iterator[None]:
+    """Make Keras 3's `fit` work under MultiWorkerMirroredStrategy (no-op otherwise).
+
+    Keras 3.15 `fit` fails under it in two places (keras-team/keras#20585, open):
+    - before training it reduces a distributed sample batch with `strategy.reduce`, which
+      the collective strategy cannot do on a PerReplica of inputs;
+    - every step it averages each scalar metric with `strategy.reduce("MEAN", v, axis=0)`,
+      and a scalar has no axis 0.
+    So: build the compiled metrics from a plain local sample instead (the model itself is
+    built already), and, for the length of this fit only, average scalars with axis=None.
+    Every worker then sees the same logs, so early stopping and LR decisions agree.
+    """
+    if not is_multi_worker(strategy):
+        yield
+        return
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    with strategy.scope():
+        model._symbolic_build(data_batch=(x_sample, y_sample))
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    original = tf_trainer.reduce_per_replica
+
+    def reduce(values, strat, reduction):
+        if reduction in ("auto", "mean") and is_multi_worker(strat):
+            return tf.nest.map_structure(lambda v: strat.reduce("MEAN", v, axis=None), values)
+        return original(values, strat, reduction)
+
+    tf_trainer.reduce_per_replica = reduce
+    try:
+        yield
+    finally:
+        tf_trainer.reduce_per_replica = original

@@ -112,9 +112,10 @@ class Staging:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.publish()
-        else:
+        try:
+            if exc_type is None:
+                self.publish()
+        finally:  # a publish that failed (read-only target, full disk) leaves no temp dir behind
             self.discard()
 
 

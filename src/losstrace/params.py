@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -321,10 +322,23 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
         raise LosstraceError("params.yaml", f"{key}={value!r} is not one of {', '.join(allowed)}", f"set {key} to one of them")
 
 
+class _Yaml12Floats(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where `1e-05` is a string; DVC writes params.yaml as YAML 1.2
+    (`dvc exp run -S train.learning_rate=0.00001` leaves `learning_rate: 1e-05`), where it
+    is a float. Read floats the 1.2 way so both mean the same number."""
+
+
+_Yaml12Floats.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def load(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Floats) or {}  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise LosstraceError(str(path), "file not found", "run from the project root or pass --params")
     except yaml.YAMLError as e:

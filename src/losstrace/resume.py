@@ -12,7 +12,8 @@ a kill between (or during) the two leaves weights and epoch out of step. Here ea
 epoch's files get new names and a single `state.json`, replaced atomically, commits
 them: a kill at any instant leaves either the old epoch or the new one, never a mix.
 What is committed per epoch:
-- model and optimizer weights (`weights-<E>.weights.h5`; Keras saves the optimizer too),
+- model and optimizer variables (`weights-<E>.npz`: weights, dropout seed state, Adam
+  moments, step count, learning rate),
 - that epoch's records (`epoch-<e>.json`: its history row, true batch losses, dynamics),
 - the state of the stateful callbacks (early stopping, ReduceLROnPlateau, and the best-
   checkpoint keeper with its best weights, `best-<e>.npz`), so patience counters and the
@@ -24,10 +25,11 @@ MLflow is written only after an epoch is committed; on resume, committed epochs 
 MLflow lacks (killed between commit and log) are logged then, and nothing else is:
 each epoch appears once in the metric history.
 
-Not restored: the random state of dropout masks and of Keras' own shuffling of
-in-memory arrays (`batching: pad_to_max`), so a resumed run is a valid run of the same
-config but not bit-identical to an uninterrupted one. With `batching: bucket` the batch
-order of every epoch is a function of (seed, epoch) and is the same either way.
+Not restored: the state of Keras' own shuffling of in-memory arrays (`batching:
+pad_to_max`), so there a resumed run is a valid run of the same config but sees other
+batches than an uninterrupted one. With `batching: bucket` the batches of every epoch
+are a function of (seed, epoch), and with the dropout seed state restored too, a resumed
+run continues exactly as the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import keras
 import numpy as np
 
 from .callbacks import Divergence, Recorder, log_epoch
-from .io import atomic_path, read_json, to_json, write_json
+from .io import atomic_path, read_json, to_json, write_json, write_text
 from .params import Params, flatten
 
 STATE = "state.json"
@@ -132,7 +134,7 @@ class ResumeCallback(keras.callbacks.BackupAndRestore):
             return  # nothing trained yet (or not ours): start at epoch 0
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(self.backup.dir / state["weights"])
+        _load_state(self.model, self.backup.dir / state["weights"])
         epoch = int(state["epoch"])
         self._restore_records(state, epoch)
         self._restore_callbacks(state.get("callbacks", []))
@@ -183,11 +185,10 @@ class ResumeCallback(keras.callbacks.BackupAndRestore):
         d, epoch = self.backup.dir, self._current_epoch
         d.mkdir(parents=True, exist_ok=True)
         done = epoch - 1
-        write_json(d / f"epoch-{done}.json", {key: [r for r in getattr(self.rec, key) if r["epoch"] == done]
-                                              for key in ("epochs", "batches", "dynamics")})
-        weights = f"weights-{epoch}.weights.h5"
-        with atomic_path(d / weights, suffix=".weights.h5") as tmp:
-            self.model.save_weights(tmp)
+        rows = {key: [r for r in getattr(self.rec, key) if r["epoch"] == done] for key in ("epochs", "batches", "dynamics")}
+        write_text(d / f"epoch-{done}.json", json.dumps(rows))  # key order kept: it is the csv column order
+        weights = f"weights-{epoch}.npz"
+        _save_state(self.model, d / weights)
         old = self.backup.state() or {}
         div = self.rec.divergence
         state = {"run_id": old.get("run_id"), "fingerprint": self.backup.fingerprint, "epoch": epoch,
@@ -207,9 +208,7 @@ class ResumeCallback(keras.callbacks.BackupAndRestore):
         if getattr(cb, "restore_best_weights", False) and getattr(cb, "best_weights", None) is not None:
             name = f"best-{index}-{values.get('best_epoch', 0)}.npz"
             if self._best_files.get(index) != name:  # the best epoch changed: save its weights once
-                with atomic_path(self.backup.dir / name, suffix=".npz") as tmp:
-                    with open(tmp, "wb") as fh:
-                        np.savez(fh, **{f"w{i}": w for i, w in enumerate(cb.best_weights)})
+                _savez(self.backup.dir / name, {f"w{i}": w for i, w in enumerate(cb.best_weights)})
                 self._best_files[index] = name
             values["best_weights_file"] = name
         return values
@@ -218,8 +217,34 @@ class ResumeCallback(keras.callbacks.BackupAndRestore):
         """Drop weight files the committed state no longer names (epoch records stay)."""
         keep = {state["weights"], *(c.get("best_weights_file") for c in state["callbacks"])}
         for path in self.backup.dir.iterdir():
-            if path.suffix in (".h5", ".npz") and path.name not in keep:
+            if path.suffix == ".npz" and path.name not in keep:
                 path.unlink(missing_ok=True)
+
+
+def _save_state(model, path: Path) -> None:
+    """Model variables (weights and the dropout seed state) and optimizer variables (moments,
+    step count, learning rate), in their fixed order: a plain npz is ~25x faster to write
+    than Keras' `save_weights`, which walks every attribute of every layer; per epoch that
+    difference was 15% of a Japanese Vowels training."""
+    arrays = {f"m{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(model.variables)}
+    if model.optimizer is not None:
+        arrays.update({f"o{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(model.optimizer.variables)})
+    _savez(path, arrays)
+
+
+def _load_state(model, path: Path) -> None:
+    with np.load(path) as npz:
+        for i, v in enumerate(model.variables):
+            v.assign(npz[f"m{i}"])
+        if model.optimizer is not None:
+            for i, v in enumerate(model.optimizer.variables):
+                v.assign(npz[f"o{i}"])
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
 
 
 def reconcile(logger, rec: Recorder) -> int:

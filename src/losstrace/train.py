@@ -151,18 +151,20 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
                                         on_restore=lambda r: resume.reconcile(logger, r))
         callbacks.append(resumer)  # last: commits the epoch as every other callback left it
     weights = class_weights(ds.y["train"], len(ds.labels)) if t.class_weight == "balanced" and not ds.info["multilabel"] else None
-    if plans:
-        from . import batching
+    with distribute.fit_guard(model, strategy, ds.x["train"][:2], ds.y["train"][:2]):
+        if plans:
+            from . import batching
 
-        train_plan, val_plan = plans
-        first = (lambda: resumer.start_epoch) if resumer is not None else (lambda: 0)
-        model.fit(batching.dataset(ds.x["train"], ds.y["train"], train_plan, t.epochs, first),
-                  validation_data=batching.eval_dataset(ds.x["val"], ds.y["val"], val_plan),
-                  steps_per_epoch=steps, epochs=t.epochs, verbose=0, callbacks=callbacks, class_weight=weights)
-    else:
-        model.fit(ds.x["train"], ds.y["train"], validation_data=(ds.x["val"], ds.y["val"]),
-                  batch_size=t.batch_size, epochs=t.epochs, shuffle=t.shuffle, verbose=0,
-                  callbacks=callbacks, class_weight=weights)
+            train_plan, val_plan = plans
+            first = (lambda: resumer.start_epoch) if resumer is not None else (lambda: 0)
+            model.fit(batching.dataset(ds.x["train"], ds.y["train"], train_plan, t.epochs, first),
+                      validation_data=batching.eval_dataset(ds.x["val"], ds.y["val"], val_plan),
+                      steps_per_epoch=steps, epochs=t.epochs, shuffle=False,  # the plan shuffles
+                      verbose=0, callbacks=callbacks, class_weight=weights)
+        else:
+            model.fit(ds.x["train"], ds.y["train"], validation_data=(ds.x["val"], ds.y["val"]),
+                      batch_size=t.batch_size, epochs=t.epochs, shuffle=t.shuffle, verbose=0,
+                      callbacks=callbacks, class_weight=weights)
     # The epoch whose weights the returned model holds; history (rec.epochs) keeps every epoch.
     last = rec.epochs[-1]["epoch"] if rec.epochs else None
     rec.kept_epoch = keeper.best_epoch if keeper is not None and keeper.best is not None else last

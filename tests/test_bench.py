@@ -1,0 +1,97 @@
+"""bench/: the results file holds every promised key with a number (or says why not).
+
+Timings are printed by the bench and never asserted here: the machine is shared and
+noisy. The fast test runs a cheap subset; the slow one runs the whole suite at its
+--quick sizes, so a change to train.run, the stages or the CLI that breaks a
+benchmark is caught before `make bench`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from support import REPO
+
+MACHINE_KEYS = ("cpu", "cores", "ram_gb", "python", "tensorflow", "date")
+
+
+def _bench(tmp_path, *args: str) -> tuple[dict, str]:
+    out = tmp_path / "results.json"
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--out", str(out),
+                        "--work", str(tmp_path / "work"), *args], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(out.read_text()), r.stdout
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number_or_skipped(value) -> bool:
+    return _number(value) or (isinstance(value, dict) and set(value) == {"skipped"})
+
+
+def _check_machine(results: dict) -> None:
+    machine = results["machine"]
+    assert all(machine.get(k) for k in MACHINE_KEYS), machine
+    assert _number(machine["cores"]) and _number(machine["ram_gb"])
+
+
+def test_cheap_subset_writes_numeric_figures_and_leaves_the_readme(tmp_path):
+    results, stdout = _bench(tmp_path, "--only", "ingest", "--only", "gpu")
+    _check_machine(results)
+    sizes = results["ingest_validate"]
+    assert set(sizes) == {"1000", "5000"}
+    for figures in sizes.values():
+        assert _number(figures["seconds"]) and _number(figures["peak_mb"]), figures
+    assert _number(results["ingest_validate_scaling_exponent"])
+    gpu = results["gpu"]
+    assert gpu == {"skipped": "no GPU"} or _number(gpu["cudnn_speedup"])
+    assert "errors" not in results
+    assert "Ingest + validate, 1,000 rows" in stdout  # the table is printed as the run goes
+    assert "section rewritten" not in stdout  # partial and quick runs never rewrite the README
+
+
+@pytest.mark.slow
+def test_quick_suite_writes_every_key(tmp_path):
+    results, _ = _bench(tmp_path)
+    assert "errors" not in results, results.get("errors")
+    _check_machine(results)
+    for key in ("tracking_overhead_ratio", "noop_repro_ratio", "cli_help_seconds", "diff_seconds"):
+        assert _number(results[key]), (key, results[key])
+    assert _number_or_skipped(results["bucketing_speedup"])
+    for arm in ("pad_to_max", "bucket"):
+        acc = results["bucketing_accuracy"][arm]
+        assert acc == {"skipped": "train.batching not available"} or (_number(acc["val"]) and _number(acc["test"]))
+    assert all(_number(m["seconds"]) and _number(m["peak_mb"]) for m in results["ingest_validate"].values())
+    assert _number_or_skipped(results["gpu"]) or _number(results["gpu"]["cudnn_speedup"])
+
+
+def _import_bench() -> None:
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+
+
+def test_readme_section_is_replaced_alone():
+    _import_bench()
+    from bench.readme import replace_section
+
+    text = "# t\n\n## A\na\n\n## Benchmarks\nold\n```\n## not a heading\n```\n\n## GPU\ng\n"
+    new = replace_section(text, "## Benchmarks\nnew\n")
+    assert new == "# t\n\n## A\na\n\n## Benchmarks\nnew\n\n## GPU\ng\n"
+    assert replace_section("# t\n\n## GPU\ng\n", "## Benchmarks\nnew\n") == "# t\n\n## GPU\ng\n\n## Benchmarks\nnew\n"
+
+
+def test_interleave_rotates_the_order():
+    _import_bench()
+    from bench.common import interleave
+
+    order: list[str] = []
+    arms = {name: (lambda n=name: order.append(n) or 1.0) for name in "abc"}
+    times = interleave(arms, 3)
+    assert order == list("abcbcacab") and all(len(t) == 3 for t in times.values())

@@ -167,6 +167,35 @@ def test_a_crashed_training_resumes_in_the_same_run_with_its_best_epoch(vowels, 
     assert not (root / ".losstrace").exists()
 
 
+def test_a_bucketed_training_resumes_exactly_where_it_would_have_been(vowels, tmp_path, monkeypatch):
+    """With bucketing the batches are a function of (seed, epoch), and the backup holds the
+    dropout seed state and the optimizer moments: resuming changes nothing at all."""
+    from losstrace import resume
+
+    p = shrunk(epochs=4, batching="bucket")
+    _, uninterrupted, _ = fit(p, vowels)
+    backup = resume.Backup(tmp_path / "backup", "fingerprint")
+    backup.begin("run")
+    train.seed_everything(p.base.seed)
+    ds = train.load_dataset(p, vowels)
+    original = callbacks.DynamicsCallback.on_epoch_begin
+
+    def dying(self, e, logs=None):
+        if e == 2:
+            raise RuntimeError("simulated crash")
+        return original(self, e, logs)
+
+    with monkeypatch.context() as m, pytest.raises(RuntimeError):
+        m.setattr(callbacks.DynamicsCallback, "on_epoch_begin", dying)
+        train.run(p, ds, backup=backup)
+    train.seed_everything(p.base.seed)
+    _, resumed = train.run(p, train.load_dataset(p, vowels), backup=backup)
+    assert resumed.resumed_from == 2
+    assert train.history_frame(resumed).to_csv() == train.history_frame(uninterrupted).to_csv()
+    assert pd.DataFrame(resumed.batches).to_csv() == pd.DataFrame(uninterrupted.batches).to_csv()
+    assert pd.DataFrame(resumed.dynamics).to_csv() == pd.DataFrame(uninterrupted.dynamics).to_csv()
+
+
 def test_a_backup_from_other_params_is_discarded_and_its_run_failed(vowels, tmp_path, monkeypatch):
     root = project(tmp_path, vowels, epochs=3)
     crash_at(monkeypatch, root, 2)

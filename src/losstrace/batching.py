@@ -100,7 +100,7 @@ def plans(x_train: np.ndarray, x_val: np.ndarray, batch_size: int, buckets: int,
 
 
 def dataset(x: np.ndarray, y: np.ndarray, batch_plan: BatchPlan, epochs: int,
-            first_epoch: Callable[[], int] = lambda: 0, min_width: int = 1):
+            first_epoch: Callable[[], int] = lambda: 0):
     """A `tf.data.Dataset` of the planned batches of epochs first_epoch() .. epochs-1, in turn.
 
     Each element is (x[rows][:, :width], y[rows]) with width = the batch's longest row, so
@@ -115,17 +115,16 @@ def dataset(x: np.ndarray, y: np.ndarray, batch_plan: BatchPlan, epochs: int,
             yield from (b.astype(np.int64) for b in batch_plan.epoch(e))
 
     ds = tf.data.Dataset.from_generator(rows, output_signature=tf.TensorSpec([None], tf.int64))
-    return _gather(ds, x, y, batch_plan.lengths, min_width)
+    return _gather(ds, x, y, batch_plan.lengths)
 
 
-def _gather(index_ds, x: np.ndarray, y: np.ndarray, lengths: np.ndarray, min_width: int):
+def _gather(index_ds, x: np.ndarray, y: np.ndarray, lengths: np.ndarray):
     import tensorflow as tf
 
     xs, ys, ls = tf.constant(x), tf.constant(y), tf.constant(lengths, tf.int64)
-    floor = tf.constant(min_width, tf.int64)
 
     def take(idx):
-        width = tf.maximum(tf.reduce_max(tf.gather(ls, idx)), floor)
+        width = tf.maximum(tf.reduce_max(tf.gather(ls, idx)), 1)  # an all-empty batch keeps one step
         return tf.gather(xs, idx)[:, :width], tf.gather(ys, idx)
 
     options = tf.data.Options()
@@ -137,7 +136,7 @@ def _gather(index_ds, x: np.ndarray, y: np.ndarray, lengths: np.ndarray, min_wid
         .prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def eval_dataset(x: np.ndarray, y: np.ndarray, batch_plan: BatchPlan, min_width: int = 1):
+def eval_dataset(x: np.ndarray, y: np.ndarray, batch_plan: BatchPlan):
     """Validation through the same bucketing (one fixed, unshuffled plan), re-iterable."""
     import tensorflow as tf
 
@@ -147,4 +146,4 @@ def eval_dataset(x: np.ndarray, y: np.ndarray, batch_plan: BatchPlan, min_width:
     starts = ends - np.asarray([len(b) for b in batches], dtype=np.int64)
     flat_t = tf.constant(flat)
     index_ds = tf.data.Dataset.from_tensor_slices((starts, ends)).map(lambda s, e: flat_t[s:e])
-    return _gather(index_ds, x, y, batch_plan.lengths, min_width)
+    return _gather(index_ds, x, y, batch_plan.lengths)

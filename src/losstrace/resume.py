@@ -45,7 +45,7 @@ import keras
 import numpy as np
 
 from .callbacks import Divergence, Recorder, log_epoch
-from .io import atomic_path, read_json, to_json, write_json, write_text
+from .io import atomic_path, read_json, write_json, write_text
 from .params import Params, flatten
 
 STATE = "state.json"
@@ -195,8 +195,7 @@ class ResumeCallback(keras.callbacks.BackupAndRestore):
                  "finished": False, "weights": weights, "seconds": self.rec.seconds,
                  "divergence": div.__dict__ if isinstance(div, Divergence) else None,
                  "callbacks": [self._callback_state(i, cb) for i, cb in enumerate(self.stateful)]}
-        with atomic_path(d / STATE) as tmp:
-            tmp.write_text(to_json(state), encoding="utf-8")
+        write_json(d / STATE, state)  # the commit: atomic (temp file, then rename)
         self._prune(state)
 
     def _callback_state(self, index: int, cb) -> dict[str, Any]:

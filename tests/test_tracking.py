@@ -56,3 +56,13 @@ def test_unreachable_server_is_a_one_line_error(tmp_path, monkeypatch):
         with tracking.start_run(tmp_path, "x", {}):
             pass
     assert e.value.line().startswith("error: MLflow at http://127.0.0.1:9: cannot open a run")
+
+
+def test_background_metric_writes_land_before_the_run_ends(tmp_path):
+    with tracking.start_run(tmp_path, "bg", {tracking.KIND_TAG: "train"}) as run:
+        for epoch in range(20):
+            run.log_metrics({"loss": float(epoch)}, step=epoch)
+        run.set_tags({"after": "metrics"})  # a synchronous call waits for the queue first
+        c = tracking.client(tracking.tracking_uri(tmp_path))
+        assert len(c.get_metric_history(run.run_id, "loss")) == 20
+    assert c.get_run(run.run_id).info.status == "FINISHED"

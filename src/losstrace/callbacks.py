@@ -103,7 +103,8 @@ class DynamicsCallback(keras.callbacks.Callback):
         self.rec, self.n_train, self.batch_size, self.logger = recorder, n_train, batch_size, logger
         self.probe, self.defer_logging = probe, defer_logging
         # Under tf.distribute Keras' epoch `loss` is a mean of per-replica means; replace it
-        # with the tracker's exact global mean so batch losses average back to it.
+        # (and val_loss) with the tracker's exact global mean, so batch losses average back
+        # to it. Other metrics stay Keras' own (exact when replicas get equal shares).
         self.exact_epoch_loss = exact_epoch_loss
         self._epoch = first_epoch
         self._tracker = None

@@ -10,7 +10,11 @@
 
 `batch_size` stays the *global* batch size: each step consumes batch_size rows split
 across the replicas, so curves and the true per-batch losses mean the same thing with
-and without distribution.
+and without distribution. The recovered batch losses and the recorded epoch `loss` and
+`val_loss` are exact global means (see callbacks.py). Two Keras behaviours remain: a
+batch that does not split evenly (the last one, or bucketed ones) gets each replica's
+mean loss weighted equally, so its gradient weighs rows slightly unequally; and other
+metrics (accuracy, ...) are the mean of the replicas' own values, exact on even splits.
 """
 
 from __future__ import annotations
@@ -82,19 +86,16 @@ def is_multi_worker(strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
-def undistributed(model, workdir: Path):
+def undistributed(model):
     """The trained model as an ordinary one (same weights, compile state and optimizer),
     for everything after `fit` that only the chief does. Under multi_worker a distributed
     `predict` is a collective op: the chief alone calling it would wait forever for the
     others. A save/load round trip outside the strategy's scope leaves no distribution."""
     import keras
 
-    path = Path(tempfile.mkdtemp(prefix="losstrace-model-", dir=workdir)) / "model.keras"
-    model.save(path)
-    plain = keras.models.load_model(path)
-    path.unlink()
-    path.parent.rmdir()
-    return plain
+    with tempfile.TemporaryDirectory(prefix="losstrace-model-") as tmp:
+        model.save(Path(tmp) / "model.keras")
+        return keras.models.load_model(Path(tmp) / "model.keras")
 
 
 @contextlib.contextmanager

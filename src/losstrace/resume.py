@@ -252,11 +252,18 @@ def reconcile(logger, rec: Recorder) -> int:
     Returns how many were logged. `loss` at step e means the whole epoch was logged
     (it is written last); batch losses already there are not written twice.
     """
-    if logger is None or not rec.epochs:
-        return 0
+    if logger is None or logger.offline or not rec.epochs:
+        return 0  # offline: reports/ keeps every epoch and `losstrace sync` uploads what is missing
     history = logger.client.get_metric_history
-    have = {m.step for m in history(logger.run_id, "loss")}
-    have_batches = frozenset(m.step for m in history(logger.run_id, "batch_loss"))
+    try:
+        have = {m.step for m in history(logger.run_id, "loss")}
+        have_batches = frozenset(m.step for m in history(logger.run_id, "batch_loss"))
+    except Exception as e:
+        from .tracking import is_outage
+
+        if is_outage(e):
+            return 0
+        raise
     missing = [r["epoch"] for r in rec.epochs if r["epoch"] not in have]
     for epoch in missing:
         log_epoch(logger, rec, epoch, have_batches)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -118,9 +119,44 @@ class RunLogger:
     def __init__(self, c, run_id: str | None, uri: str, resilient: bool = False, offline: str | None = None):
         self.client, self.run_id, self.uri = c, run_id, uri
         self.resilient, self.offline = resilient, offline
+        # Metric batches are written by one background thread, in order, so the store's
+        # write (tens of ms on SQLite) overlaps the next epoch instead of stalling it.
+        self._queue: Any = None
+        self._writer: Any = None
+        self._failure: BaseException | None = None
+
+    def _in_background(self, *args: Any, **kwargs: Any) -> None:
+        import queue
+
+        if self._queue is None:
+            self._queue = queue.Queue()
+            self._writer = threading.Thread(target=self._drain, name="losstrace-mlflow", daemon=True)
+            self._writer.start()
+        self._queue.put((args, kwargs))
+
+    def _drain(self) -> None:
+        while True:
+            args, kwargs = self._queue.get()
+            try:
+                if self._failure is None:
+                    self._send(*args, **kwargs)
+            except BaseException as e:  # re-raised on the caller's thread at the next flush
+                self._failure = e
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        """Wait for queued metric writes; raise what the background writer hit."""
+        if self._queue is not None:
+            self._queue.join()
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
 
     def _send(self, call: str | Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """`self.client.<call>(...)` (or `call(...)`), skipped once offline; an outage turns a resilient logger offline."""
+        if self._writer is not None and threading.get_ident() != self._writer.ident:
+            self.flush()  # keep order: queued metrics land before anything logged after them
         if self.offline:
             return
         try:
@@ -163,7 +199,7 @@ class RunLogger:
 
     def _log_metrics(self, metrics: list) -> None:
         for i in range(0, len(metrics), _MAX_BATCH):
-            self._send("log_batch", self.run_id, metrics=metrics[i : i + _MAX_BATCH])
+            self._in_background("log_batch", self.run_id, metrics=metrics[i : i + _MAX_BATCH])
 
     def log_missing(self, key: str, steps: Sequence[int], values: Sequence[float]) -> int:
         """Log only the steps of `key` the run lacks (a resumed or repeated sync duplicates nothing)."""

@@ -337,7 +337,7 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
         if rec.resumed_from is not None:
             logger.set_tags({"losstrace.resumed_from_epoch": rec.resumed_from})
         if distribute.is_multi_worker(strategy):
-            model = distribute.undistributed(model, root / ".losstrace")
+            model = distribute.undistributed(model)
 
         history = history_frame(rec)
         batches = pd.DataFrame(rec.batches, columns=["step", "epoch", "batch", "loss", "size"])
@@ -395,8 +395,8 @@ def _resume_target(root: Path, backup: resume.Backup) -> str | None:
     run_id = (state or {}).get("run_id")
     try:
         exists = tracking.run_exists(root, run_id)
-    except LosstraceError:  # store away: start_run reports it (or trains offline)
-        exists = False
+    except LosstraceError:  # store away: keep the backup for when it is back; start_run reports it
+        return None
     if exists and backup.matches(state):
         return run_id
     if exists:

@@ -6,7 +6,7 @@ a real best-epoch checkpoint, masked pooling, and metrics that need one-hot labe
 Small data (the whole file must stay near a minute on 2 cores): basic_motions as it is;
 nrc_emotion as a sampled TSV of its words (all of them take 3-5x longer); the files the
 examples expect from the user (token traces, GloVe vectors) are written here at the
-paths the examples name; UCI sentiment is 300 lines of the workplace's copy when it
+paths the examples name; UCI sentiment is 300 lines of the copy in data/external when it
 exists, else a synthetic stand-in.
 """
 
@@ -33,7 +33,7 @@ from losstrace.model import lint, zoo
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-UCI = Path("/work/shared/datasets/uci-sentiment")
+UCI = Path(__file__).resolve().parents[1] / "data" / "external" / "uci-sentiment"
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def write_glove(path: Path, dim: int = 16, seed: int = 0) -> None:
 
 
 def write_sentiment(path: Path, seed: int = 0) -> None:
-    """300 sentence<TAB>label lines: 100 from each UCI file, or synthetic without /work/shared."""
+    """300 sentence<TAB>label lines: 100 from each UCI file, or synthetic when the copy is absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if UCI.is_dir():
         lines = [ln for f in sorted(UCI.glob("*.txt")) for ln in f.read_text(encoding="utf-8").splitlines()[:100]]

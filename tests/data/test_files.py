@@ -58,13 +58,13 @@ def test_uci_sentiment_three_files_load_literally():
         for n, line in enumerate((UCI / "amazon_cells_labelled.txt").read_text(encoding="utf-8").splitlines(), 1)
         if '"' in line
     )
-    loaded = load(REPO, "../shared/datasets/uci-sentiment/*.txt", header=False)
+    loaded = load(REPO, "data/external/uci-sentiment/*.txt", header=False)
     frame = loaded.frame
     assert len(frame) == 3000 and loaded.rejects == [] and loaded.lines_read == 3000
     assert loaded.input_kind == "text"
     assert sorted(frame["label"].unique()) == ["0", "1"]
     counts = frame["source_file"].value_counts()
-    assert sorted(counts.index) == [f"../shared/datasets/uci-sentiment/{n}_labelled.txt" for n in ("amazon_cells", "imdb", "yelp")]
+    assert sorted(counts.index) == [f"data/external/uci-sentiment/{n}_labelled.txt" for n in ("amazon_cells", "imdb", "yelp")]
     assert (counts == 1000).all()
     # Files are read in sorted order, each numbered from line 1.
     assert frame["source_file"].iloc[0].endswith("amazon_cells_labelled.txt")

@@ -78,7 +78,9 @@ def _experiment_id(c, uri: str, root: Path) -> str:
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    location = (project_root(root) / "mlruns").resolve().as_uri() if uri.startswith("sqlite:") else None
+    # Artifacts live next to the SQLite file, wherever the run was started from (a bisect
+    # or gallery workspace is temporary; the store is not).
+    location = (Path(uri[len("sqlite:///"):]).parent / "mlruns").resolve().as_uri() if uri.startswith("sqlite:///") else None
     try:
         return c.create_experiment(name, artifact_location=location)
     except Exception:

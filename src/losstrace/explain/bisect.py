@@ -139,7 +139,8 @@ def _beyond(x: Any, y: Any, spread: float) -> bool:
     return abs(y - x) > max(2 * spread, 0.05 * abs(x), 1e-9)
 
 
-def main(ref_a: str, ref_b: str, root: Path, seeds: int = 2, epochs: int = 0) -> dict[str, Any]:
+def main(ref_a: str, ref_b: str, root: Path, seeds: int = 2, epochs: int = 0,
+         inprocess: bool = False) -> dict[str, Any]:
     from tqdm import tqdm
 
     rec_a, rec_b = load_record(ref_a, root), load_record(ref_b, root)
@@ -151,7 +152,7 @@ def main(ref_a: str, ref_b: str, root: Path, seeds: int = 2, epochs: int = 0) ->
     store = tracking.tracking_uri(root)
     tags = {tracking.KIND_TAG: "bisect", "bisect.a": rec_a.run_id, "bisect.b": rec_b.run_id}
     with tracking.start_run(root, f"bisect {rec_a.run_id[:8]}..{rec_b.run_id[:8]}", tags) as parent:
-        ws = Workspace(store, "bisect-trial", parent.run_id)
+        ws = Workspace(store, "bisect-trial", parent.run_id, inprocess=inprocess)
         try:
             for trial, p in tqdm(trials, desc="bisect trials", unit="trial", file=sys.stderr):
                 outcome = ws.train(p, source_root=root)

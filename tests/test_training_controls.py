@@ -257,13 +257,15 @@ print(json.dumps({"run_id": out["run_id"]}))
 """
 
 
-def non_distributed_batches(prepared: Path) -> np.ndarray:
-    _, rec, _ = fit(shrunk(), prepared)
+@pytest.fixture(scope="module")
+def undistributed_losses(vowels) -> np.ndarray:
+    """True batch losses of the same 2-epoch fit without distribution, the reference."""
+    _, rec, _ = fit(shrunk(), vowels)
     return pd.DataFrame(rec.batches)["loss"].to_numpy()
 
 
 @pytest.mark.slow
-def test_mirrored_on_two_logical_cpus_is_a_tracked_run_with_the_same_curve(vowels, tmp_path):
+def test_mirrored_on_two_logical_cpus_is_a_tracked_run_with_the_same_curve(vowels, undistributed_losses, tmp_path):
     root = project(tmp_path, vowels, epochs=2, distribute="mirrored")
     r = subprocess.run([sys.executable, "-c", MIRRORED, str(root)], env=env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -275,7 +277,7 @@ def test_mirrored_on_two_logical_cpus_is_a_tracked_run_with_the_same_curve(vowel
     assert batches["size"].tolist() == [32] * 6 + [24] + [32] * 6 + [24]  # the global batch is batch_size
     # Same seed, same global batches: the true batch losses match an undistributed fit (up
     # to float summation order), the uneven last batch included.
-    assert np.allclose(batches["loss"].to_numpy(), non_distributed_batches(vowels), rtol=1e-4)
+    assert np.allclose(batches["loss"].to_numpy(), undistributed_losses, rtol=1e-4)
     history = pd.read_csv(root / "reports/history.csv")
     weighted = batches.groupby("epoch").apply(lambda d: np.average(d["loss"], weights=d["size"]))
     assert np.allclose(weighted.to_numpy(), history["loss"].to_numpy(), rtol=1e-5)
@@ -288,7 +290,7 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_multi_worker_two_processes_train_one_tracked_run(vowels, tmp_path):
+def test_multi_worker_two_processes_train_one_tracked_run(vowels, undistributed_losses, tmp_path):
     root = project(tmp_path, vowels, epochs=2, distribute="multi_worker")
     cluster = {"worker": [f"127.0.0.1:{free_port()}" for _ in range(2)]}
     procs = []
@@ -313,7 +315,7 @@ def test_multi_worker_two_processes_train_one_tracked_run(vowels, tmp_path):
     assert steps(root, run_id, "val_loss") == [0, 1]
     assert not any(root.glob("reports_w1/*")) and not any(root.glob("models_w1/*"))  # worker 1 wrote to a temp dir
     batches = pd.read_csv(root / "reports/batches.csv")
-    assert np.allclose(batches["loss"].to_numpy(), non_distributed_batches(vowels), rtol=1e-4)
+    assert np.allclose(batches["loss"].to_numpy(), undistributed_losses, rtol=1e-4)
     assert not (root / ".losstrace").exists()
 
 

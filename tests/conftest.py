@@ -19,3 +19,14 @@ def _isolated_tracking(monkeypatch, tmp_path):
     """Each test gets its own MLflow store unless it sets one itself."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """Japanese Vowels ingested once with default params: the real data most train tests use."""
+    from losstrace.data import ingest
+
+    tmp = tmp_path_factory.mktemp("prep")
+    (tmp / "params.yaml").write_text("")
+    ingest.main(tmp / "params.yaml", tmp / "prepared", tmp)
+    return tmp / "prepared"

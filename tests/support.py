@@ -54,3 +54,13 @@ def make_project(dest: Path, params_overrides: dict[str, object] | None = None) 
     run_tool("git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A", cwd=dest)
     run_tool("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init", cwd=dest)
     return dest
+
+
+def shrunk(**train_kw):
+    """Default params with train.* overrides and 2 epochs unless given: real code, small cost."""
+    import dataclasses
+
+    from losstrace import params
+
+    p = params.Params()
+    return dataclasses.replace(p, train=dataclasses.replace(p.train, **{"epochs": 2, **train_kw}))

@@ -3,15 +3,14 @@ fit on Japanese Vowels (7-29 steps per utterance, so bucketing has lengths to gr
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from losstrace import batching, params, train
-from losstrace.data import ingest
 from losstrace.errors import LosstraceError
+from support import shrunk
 
 
 def ragged_ids(n: int = 300, max_len: int = 40, seed: int = 0) -> np.ndarray:
@@ -77,19 +76,6 @@ def test_bucketing_with_conv_is_refused_when_params_load():
 
 
 # ------------------------------------------------------------------ a real fit
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("prep")
-    (tmp / "params.yaml").write_text("")
-    ingest.main(tmp / "params.yaml", tmp / "prepared", tmp)
-    return tmp / "prepared"
-
-
-def shrunk(**train_kw) -> params.Params:
-    p = params.Params()
-    return dataclasses.replace(p, train=dataclasses.replace(p.train, **{"epochs": 2, **train_kw}))
 
 
 def fit(p, prepared):

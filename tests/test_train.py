@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from losstrace import params, train
-from losstrace.data import ingest
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("prep")
-    (tmp / "params.yaml").write_text("")
-    ingest.main(tmp / "params.yaml", tmp / "prepared", tmp)
-    return tmp / "prepared"
-
-
-def shrunk(**train_kw) -> params.Params:
-    p = params.Params()
-    return dataclasses.replace(p, train=dataclasses.replace(p.train, **{"epochs": 2, **train_kw}))
+from losstrace import train
+from support import shrunk
 
 
 def fit(p, prepared):

@@ -4,7 +4,6 @@ dynamics, mixed precision, resume after a crash or SIGKILL, and tf.distribute
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -20,24 +19,15 @@ import pytest
 import yaml
 
 from losstrace import callbacks, distribute, params, tracking, train
-from losstrace.data import ingest
 from losstrace.errors import LosstraceError
-from support import BIN
+from support import BIN, shrunk
 
 STAGE_ARGS = ["--prepared", "prepared", "--validate", "validate", "--models", "models", "--reports", "reports"]
 
 
 @pytest.fixture(scope="module")
-def vowels(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("vowels")
-    (tmp / "params.yaml").write_text("")
-    ingest.main(tmp / "params.yaml", tmp / "prepared", tmp)
-    return tmp / "prepared"
-
-
-def shrunk(**train_kw) -> params.Params:
-    p = params.Params()
-    return dataclasses.replace(p, train=dataclasses.replace(p.train, **{"epochs": 2, **train_kw}))
+def vowels(prepared) -> Path:
+    return prepared
 
 
 def fit(p: params.Params, prepared: Path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -100,6 +101,23 @@ def test_datadocs_index_and_pages_show_every_expectation(clean_run):
         assert e["name"] in page and e["expectation"] in page
 
 
+def offline_index_links(docs: Path) -> dict[str, tuple[str, str]]:
+    """The index as a browser without network shows it: scripts dropped, links of the plain list."""
+    index = re.sub(r"<script.*?</script>", "", (docs / "index.html").read_text(), flags=re.S)
+    section = re.search(r'<section id="losstrace-offline-index".*?</section>', index, flags=re.S).group(0)
+    rows = re.findall(r'<tr><td><a href="([^"]+)">([^<]+)</a></td><td>(\w+)</td>', section)
+    return {name: (href, status) for href, name, status in rows}
+
+
+def test_datadocs_index_lists_every_validation_without_scripts(clean_run):
+    _, docs, _ = clean_run
+    links = offline_index_links(docs)
+    assert set(links) == {*SIZES, *(f"{s}_classes" for s in SIZES)}
+    for name, (href, status) in links.items():
+        assert status == "passed" and (docs / href).is_file() and href.startswith(f"validations/{name}/")
+        assert (docs / "expectations" / f"{name}.html").is_file()
+
+
 def test_grouped_and_leaky_data_fail_the_right_checks(tmp_path):
     splits = leaky_splits()
     splits["train"] = splits["train"].sort_values("label", kind="stable").reset_index(drop=True)
@@ -112,6 +130,7 @@ def test_grouped_and_leaky_data_fail_the_right_checks(tmp_path):
     order = next(e for e in result["expectations"] if e["split"] == "train" and e["name"] == "label_order_random")
     assert order["success"] is False and order["observed"] > 0.9  # same_as_prev mean of sorted rows
     assert all(e["success"] for e in result["expectations"] if e["split"] != "train")
+    assert offline_index_links(tmp_path / "datadocs")["train"][1] == "FAILED"
 
 
 def test_null_inputs_and_empty_sequences_are_errors(tmp_path):

@@ -14,11 +14,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
+LEAK_SENSITIVE = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "DVC_ROOT", "TF_CONFIG")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_tracking(monkeypatch, tmp_path):
-    """Each test gets its own MLflow store unless it sets one itself."""
+    """Each test gets its own MLflow store unless it sets one itself (through monkeypatch
+    or a subprocess env). A variable left behind in this process would send every later
+    subprocess (DVC stages, queued experiments) to another test's store: fail loudly."""
+    before = {k: os.environ.get(k) for k in LEAK_SENSITIVE}
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    yield
+    monkeypatch.undo()  # what the test set through monkeypatch is not a leak
+    leaked = {k: os.environ.get(k) for k in LEAK_SENSITIVE if os.environ.get(k) != before[k]}
+    for k in leaked:
+        os.environ.pop(k, None) if before[k] is None else os.environ.__setitem__(k, before[k])
+    assert not leaked, f"the test left {leaked} in os.environ"
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from losstrace import ci_report
 from losstrace.params import CiParams
 
@@ -65,3 +67,18 @@ def test_new_commands_have_help_and_ci_report_stays_light(tmp_path):
         assert r.returncode == 0 and r.stdout.startswith(f"usage: losstrace {command}")
     code = "import sys; from losstrace import ci_report, sync; print('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_the_workspace_run_is_never_replaced_by_another_one(tmp_path):
+    from losstrace.errors import LosstraceError
+    from losstrace.explain import runs
+
+    assert runs.default_ref(tmp_path) == "latest"  # nothing trained here yet
+    run_json = tmp_path / "reports/train/run.json"
+    run_json.parent.mkdir(parents=True)
+    run_json.write_text(json.dumps({"run_id": "abc", "tracking_uri": "sqlite:///x.db"}))
+    assert runs.default_ref(tmp_path) == "abc"
+    # Recorded offline: "latest" would silently describe some other training.
+    run_json.write_text(json.dumps({"run_id": None, "offline": True, "tracking_uri": "http://team:5000"}))
+    with pytest.raises(LosstraceError, match="recorded offline.*losstrace sync"):
+        runs.default_ref(tmp_path)

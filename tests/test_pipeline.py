@@ -63,8 +63,8 @@ def test_mlflow_run_records_params_curves_model_and_evaluation(project):
     assert "MLmodel" in files
     import mlflow.keras
 
-    mlflow.set_tracking_uri(tracking.tracking_uri(project))
-    model = mlflow.keras.load_model(models[0].model_uri)
+    with tracking.scoped_tracking_uri(tracking.tracking_uri(project)):
+        model = mlflow.keras.load_model(models[0].model_uri)
     assert model.output_shape == (None, 9)
 
 

@@ -60,9 +60,6 @@ def _store(root: Path):
 # ---------------------------------------------------------------- ci-report
 
 
-@pytest.mark.xfail(reason="passes in the development checkout but failed twice on fresh clones of main "
-                          "(the queued runs' MLflow store is not found at the project root); under investigation",
-                   strict=False)
 def test_ci_report_fails_on_a_regression_and_explains_it(project, tmp_path):
     root, summary = project["root"], tmp_path / "summary.md"
     summary.write_text("earlier step\n")
@@ -80,9 +77,6 @@ def test_ci_report_fails_on_a_regression_and_explains_it(project, tmp_path):
     assert "<svg" in (tmp_path / "d.html").read_text()
 
 
-@pytest.mark.xfail(reason="passes in the development checkout but failed twice on fresh clones of main "
-                          "(the queued runs' MLflow store is not found at the project root); under investigation",
-                   strict=False)
 def test_ci_report_passes_within_the_params_thresholds(project, tmp_path):
     # ci-report reads only the ci section; every other section keeps its defaults.
     (tmp_path / "params.yaml").write_text("ci:\n  max_accuracy_drop: 1.0\n  max_macro_f1_drop: 1.0\n")
@@ -122,9 +116,6 @@ def _md5(path: Path) -> str:
 # ---------------------------------------------------------------- queued experiments
 
 
-@pytest.mark.xfail(reason="passes in the development checkout but failed twice on fresh clones of main "
-                          "(the queued runs' MLflow store is not found at the project root); under investigation",
-                   strict=False)
 def test_queued_experiments_ran_in_parallel_into_the_project_store(project):
     root, status = project["root"], project["queue_status"]
     rows = {ln.split()[1]: ln.split()[-1] for ln in status.splitlines() if len(ln.split()) >= 4}  # task name ... status

@@ -66,3 +66,25 @@ def test_background_metric_writes_land_before_the_run_ends(tmp_path):
         c = tracking.client(tracking.tracking_uri(tmp_path))
         assert len(c.get_metric_history(run.run_id, "loss")) == 20
     assert c.get_run(run.run_id).info.status == "FINISHED"
+
+
+def test_logging_a_model_leaves_the_process_tracking_uri_alone(tmp_path, monkeypatch):
+    """MLflow's fluent API exports MLFLOW_TRACKING_URI process-wide; every later DVC stage
+    or queued experiment started from this process would then record into this store."""
+    import os
+
+    import keras
+    import numpy as np
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'team.db'}")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    with tracking.start_run(tmp_path / "elsewhere", "m", {tracking.KIND_TAG: "train"}) as run:
+        run.log_keras_model(model, np.zeros((2, 3), dtype="float32"))
+    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'team.db'}"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    with tracking.start_run(tmp_path, "n", {tracking.KIND_TAG: "train"}) as run:
+        run.log_keras_model(model, np.zeros((2, 3), dtype="float32"))
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    c = tracking.client(tracking.tracking_uri(tmp_path))
+    exp = c.get_experiment(c.get_run(run.run_id).info.experiment_id)
+    assert len(c.search_logged_models([exp.experiment_id])) == 1

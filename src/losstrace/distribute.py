@@ -86,6 +86,25 @@ def is_multi_worker(strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
+def barrier(strategy) -> None:
+    """Under multi_worker, wait until every worker gets here (no-op otherwise).
+
+    The chief records for a while after `fit` (predictions, outputs, the MLflow model);
+    a worker that exits meanwhile stops the heartbeats TensorFlow's coordination service
+    expects, and the service then aborts the whole cluster, the chief included. So every
+    worker ends with one tiny all-reduce that the chief joins only when it is done.
+    """
+    if not is_multi_worker(strategy):
+        return
+    import tensorflow as tf
+
+    @tf.function
+    def one() -> tf.Tensor:
+        return strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+    one()
+
+
 def undistributed(model):
     """The trained model as an ordinary one (same weights, compile state and optimizer),
     for everything after `fit` that only the chief does. Under multi_worker a distributed

@@ -49,6 +49,30 @@ def tracking_uri(root: Path = Path(".")) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(project_root(root) / 'mlflow.db').resolve()}"
 
 
+@contextmanager
+def scoped_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (the Keras flavour has no client form) pointed at `uri` for one block.
+
+    `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI to the whole process, so
+    every later subprocess (a DVC stage, a queued experiment) would record into this
+    store. Put both the module setting and the environment back afterwards.
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    before_env = os.environ.get("MLFLOW_TRACKING_URI")
+    before = tracking_utils._tracking_uri  # None: "not set", which get_tracking_uri() hides
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if before_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before_env
+
+
 def experiment_name() -> str:
     return os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
 
@@ -230,8 +254,8 @@ class RunLogger:
         signature = infer_signature(input_example, model.predict(input_example, verbose=0))
 
         def log() -> None:
-            mlflow.set_tracking_uri(self.uri)
-            with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
+            with scoped_tracking_uri(self.uri), mlflow.start_run(run_id=self.run_id,
+                                                                 nested=mlflow.active_run() is not None):
                 # Explicit requirements: MLflow would otherwise spawn a subprocess that re-imports
                 # TensorFlow just to infer them (seconds per run).
                 mlflow.keras.log_model(model, name="model", signature=signature,

@@ -382,6 +382,7 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
             write_json(outputs["run"], run_json(logger, record))
         if backup is not None:
             backup.clear()  # outputs published and recorded: nothing left to resume
+    distribute.barrier(strategy)  # multi_worker: release the workers waiting for the chief to finish
     return {"run_id": logger.run_id, "offline": logger.offline, "epochs": len(history), "diagnosis": diagnosis}
 
 
@@ -424,6 +425,7 @@ def _train_worker(p: Params, ds: Dataset, strategy, prepared: Path, root: Path) 
         model.save(Path(tmp) / "model.keras")
     if backup is not None:
         backup.clear()
+    distribute.barrier(strategy)  # stay in the cluster until the chief has recorded everything
     return {"run_id": None, "offline": None, "epochs": len(rec.epochs), "diagnosis": {"findings": []}}
 
 

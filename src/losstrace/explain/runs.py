@@ -24,13 +24,22 @@ ENV_TAGS = ("device", "determinism")
 
 
 def default_ref(root: Path) -> str:
-    """The run behind the outputs in the workspace (a DVC run-cache restore keeps its id), else the latest."""
+    """The run behind the outputs in the workspace (a DVC run-cache restore keeps its id), else the latest.
+
+    A training recorded offline is not (completely) in MLflow yet: answering with the
+    latest run instead would silently describe some other training.
+    """
     run_json = root / "reports" / "train" / "run.json"
     if run_json.exists():
         try:
-            return json.loads(run_json.read_text())["run_id"]
-        except (ValueError, KeyError):
-            pass
+            info = json.loads(run_json.read_text())
+        except ValueError:
+            return "latest"
+        if info.get("offline"):
+            raise LosstraceError(str(run_json), "the workspace's training was recorded offline and is not in MLflow yet",
+                                 "run `losstrace sync` first, or name a run (e.g. latest)")
+        if info.get("run_id"):
+            return info["run_id"]
     return "latest"
 
 

@@ -225,3 +225,14 @@ def test_merge_orders_by_severity_then_source_and_keeps_the_contract_shape():
 def test_findings_are_json_serialisable(make_run):
     for kwargs in ({"batch_size": 4}, {"plateau": (0, 10)}, {"nan_at": 3}, {"overfit_at": 10, "epochs": 50}):
         json.dumps(merge_findings([], [], diagnose_curves(*make_run(**kwargs))))
+
+
+def test_batch_noise_of_a_tiny_training_set_is_info_when_the_batch_cannot_grow(make_run):
+    # Japanese Vowels: 216 rows at batch 32 scatter ~0.2 from per-sample spread alone; a
+    # bigger batch would leave fewer than 8 steps per epoch, and the epoch curve is calm.
+    tiny = only(diagnose_curves(*make_run(batch_size=32, train_rows=216, sample_cv=1.2)), "noisy_loss")
+    assert tiny.severity == "info" and tiny.evidence["driver"] == "batch_size"
+    assert tiny.suggestion.startswith("nothing to change") and "8 steps per epoch" in tiny.suggestion
+    # The same scatter on a training set with room to grow the batch is a warning with a batch fix.
+    roomy = only(diagnose_curves(*make_run(batch_size=32, train_rows=4096, sample_cv=1.2)), "noisy_loss")
+    assert roomy.severity == "warning" and roomy.suggestion.startswith("train.batch_size: 32 → ")

@@ -25,12 +25,11 @@ import pandas as pd
 
 from ..findings import Finding
 from ..params import ValidateParams
+from . import featurize
 
 SPLITS = ("train", "val", "test")
 KEY_BYTES = 16
 _MAX_EXAMPLES = 5
-# The standardisation Keras TextVectorization (and featurize.tokenize) applies by default.
-_PUNCTUATION = str.maketrans("", "", "!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~'")
 
 
 # ---------------------------------------------------------------- input keys
@@ -510,7 +509,12 @@ def check_oov(
 
 
 def token_counts(xs: pd.Series, input_kind: str, text_level: str = "word", chunk: int = 20000) -> Counter:
-    """Token occurrences, standardised like featurize.tokenize, counted in chunks (bounded memory)."""
+    """Token occurrences as the train featurizer's TextVectorization sees them, counted in chunks.
+
+    Text goes through featurize's pure-Python copy of the layer's standardisation and
+    split (ASCII-only lower-casing, ASCII punctuation removed, ASCII whitespace as the
+    separator and, at char level, dropped), so no TensorFlow is imported here.
+    """
     if input_kind == "tokens":
         arrays = [np.asarray(x, dtype=np.int64).ravel() for x in xs]
         flat = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
@@ -519,16 +523,8 @@ def token_counts(xs: pd.Series, input_kind: str, text_level: str = "word", chunk
     texts = xs.dropna()
     total: Counter = Counter()
     for start in range(0, len(texts), chunk):
-        part = [str(t) for t in texts.iloc[start : start + chunk]]
-        # "\n" separates rows: a word boundary for word level, removed again for char level.
-        joined = "\n".join(part).lower().translate(_PUNCTUATION)
-        if text_level == "char":
-            total.update(joined)
-            total["\n"] -= len(part) - 1
-            total.pop(" ", None)
-        else:
-            total.update(joined.split())
-    return +total  # drops zero counts
+        total.update(featurize.token_counts([str(t) for t in texts.iloc[start : start + chunk]], text_level))
+    return total
 
 
 def check_rows_rejected(ingest_info: Mapping[str, Any]) -> list[Finding]:

@@ -2,15 +2,27 @@
 
 - numeric: per-channel standardisation, post-padding with 0.0 after scaling; the
   model's Masking layer treats an all-zero step as padding.
-- tokens: a vocabulary of train ids; 0 = padding, 1 = out-of-vocabulary.
-- text: Keras TextVectorization adapted on train (word or char level); 0 = padding, 1 = OOV.
+- tokens: a vocabulary of train ids (most frequent first, ties in ascending string
+  order); 0 = padding, 1 = out-of-vocabulary.
+- text: a `keras.layers.TextVectorization` (standardize="lower_and_strip_punctuation",
+  output_mode="int") adapted on the train split only; split="whitespace" at word level,
+  at char level one token per Unicode character with ASCII whitespace dropped. The
+  learned vocabulary (most frequent first, ties in descending byte order, capped at
+  data.max_tokens including the two reserved ids) is saved, and transform rebuilds the
+  same layer from it; 0 = padding, 1 = OOV ("[UNK]"), longer texts are cut after max_len
+  tokens. TensorFlow is imported only on this path.
 
 The fitted state is a small JSON document (`models/featurizer.json`) so evaluate and
-later inference featurize exactly as training did.
+later inference featurize exactly as training did. `tokenize` is a pure-Python copy of
+the layer's standardisation and splitting for the data checks, which must not import
+TensorFlow.
 """
 
 from __future__ import annotations
 
+import string
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +30,18 @@ import numpy as np
 import pandas as pd
 
 PAD, OOV = 0, 1
+OOV_TOKEN = "[UNK]"
+# Strings go through the TextVectorization layer in batches of this many.
+TEXT_CHUNK = 10_000
+
+# TextVectorization's "lower_and_strip_punctuation" is tf.strings.lower, which lower-cases
+# ASCII letters only ("CAFÉ" → "cafÉ"), then a regex deleting the ASCII punctuation in
+# string.punctuation. Its "whitespace" split is tf.strings.split: ASCII whitespace only
+# (a no-break space stays inside a token), empty tokens dropped. On UTF-8 bytes the same
+# operations are bytes.translate / bytes.lower / bytes.split, which touch ASCII only.
+_PUNCTUATION = string.punctuation.encode("ascii")
+ASCII_WHITESPACE = " \t\n\x0b\x0c\r"
+_WHITESPACE_RE2 = r"[ \t\n\x0b\x0c\r]"  # the same set, for tf.strings.regex_replace
 
 
 @dataclass
@@ -47,7 +71,24 @@ class Featurizer:
             return self._numeric(xs)
         if self.kind == "tokens":
             return self._ids([[str(t) for t in seq] for seq in xs])
-        return self._ids(tokenize(xs, self.text_level))
+        return self._text(xs)
+
+    def _text(self, xs: pd.Series) -> tuple[np.ndarray, dict[str, float]]:
+        """Strings → ids through a TextVectorization layer holding the saved vocabulary."""
+        import tensorflow as tf
+
+        layer = _text_layer(self.text_level, vocabulary=self.vocab)
+        texts = _strings(xs)
+        out = np.zeros((len(texts), self.max_len), dtype=np.int32)
+        truncated = oov = total = 0
+        for start, chunk in _chunks(texts):
+            ids = layer(tf.constant(chunk, dtype=tf.string))  # ragged: one row of ids per text
+            truncated += int(tf.math.count_nonzero(ids.row_lengths() > self.max_len))
+            kept = ids[:, : self.max_len]
+            oov += int(tf.math.count_nonzero(tf.equal(kept.flat_values, OOV)))
+            total += int(tf.size(kept.flat_values))
+            out[start : start + len(chunk)] = kept.to_tensor(default_value=PAD, shape=[len(chunk), self.max_len]).numpy()
+        return out, {"truncation_rate": truncated / max(len(texts), 1), "oov_rate": oov / max(total, 1)}
 
     def _numeric(self, xs: pd.Series) -> tuple[np.ndarray, dict[str, float]]:
         out = np.zeros((len(xs), self.max_len, self.channels), dtype=np.float32)
@@ -65,6 +106,7 @@ class Featurizer:
         return out, {"truncation_rate": truncated / max(len(xs), 1)}
 
     def _ids(self, seqs: list[list[str]]) -> tuple[np.ndarray, dict[str, float]]:
+        """Token-id sequences (as strings) → ids through the saved vocabulary."""
         index = {tok: i + 2 for i, tok in enumerate(self.vocab)}
         out = np.zeros((len(seqs), self.max_len), dtype=np.int32)
         truncated = oov = total = 0
@@ -82,12 +124,92 @@ def _as_steps(seq: Any) -> np.ndarray:
     return arr.reshape(len(arr), -1)
 
 
-def tokenize(texts: pd.Series, level: str) -> list[list[str]]:
-    """Lower-case, punctuation stripped — the same standardisation TextVectorization uses by default."""
-    cleaned = texts.str.lower().str.replace(r"[!\"#$%&()\*\+,\-\./:;<=>?@\[\\\]\^_`{|}~']", "", regex=True)
+def _standardized(text: str) -> bytes:
+    return text.encode("utf-8").translate(None, _PUNCTUATION).lower()
+
+
+def standardize(text: str) -> str:
+    """TextVectorization's "lower_and_strip_punctuation", in pure Python."""
+    return _standardized(text).decode("utf-8")
+
+
+def split(text: str, level: str) -> list[str]:
+    """The layer's split of a standardised text: ASCII-whitespace words, or non-whitespace characters."""
     if level == "char":
-        return [list(t.replace(" ", "")) for t in cleaned]
-    return [t.split() for t in cleaned]
+        return [c for c in text if c not in ASCII_WHITESPACE]
+    return [w.decode("utf-8") for w in text.encode("utf-8").split()]
+
+
+def tokenize(texts: Iterable[Any], level: str) -> list[list[str]]:
+    """The tokens the fitted TextVectorization layer sees, without TensorFlow (for the data checks).
+
+    A test keeps this equal to the layer on punctuation, case, accents and Unicode whitespace.
+    """
+    return [split(standardize(str(t)), level) for t in texts]
+
+
+def token_counts(texts: Iterable[str], level: str) -> Counter:
+    """Occurrences of `tokenize`'s tokens over many texts, without a list per text."""
+    data = _standardized("\n".join(texts))  # "\n": a word boundary, and dropped at char level
+    if level == "char":
+        counts = Counter(data.decode("utf-8"))
+        for space in ASCII_WHITESPACE:
+            counts.pop(space, None)
+        return counts
+    return Counter({w.decode("utf-8"): n for w, n in Counter(data.split()).items()})
+
+
+def _strings(xs: Iterable[Any]) -> list[str]:
+    return [str(t) for t in xs]
+
+
+def _chunks(texts: list[str]) -> Iterator[tuple[int, list[str]]]:
+    for start in range(0, len(texts), TEXT_CHUNK):
+        yield start, texts[start : start + TEXT_CHUNK]
+
+
+def _split_chars(inputs: Any) -> Any:
+    """split= for char level: one token per Unicode character, ASCII whitespace dropped."""
+    import tensorflow as tf
+
+    return tf.strings.unicode_split(tf.strings.regex_replace(inputs, _WHITESPACE_RE2, ""), "UTF-8")
+
+
+def _text_layer(level: str, *, max_tokens: int | None = None, vocabulary: list[str] | None = None) -> Any:
+    """The TextVectorization layer fit adapts and transform rebuilds from the saved vocabulary.
+
+    Ragged int output (one row of ids per text); transform truncates and pads to max_len
+    itself so it can count truncated texts and OOV ids on the same pass.
+    """
+    import keras
+
+    if vocabulary is not None:
+        # "" is id 0 and "[UNK]" id 1, so vocabulary[i] gets id i + 2. Keras cannot build an
+        # empty lookup table: a train split without tokens gets " ", which no split yields,
+        # so every token still maps to OOV.
+        vocabulary = ["", OOV_TOKEN, *(vocabulary or [" "])]
+    return keras.layers.TextVectorization(
+        max_tokens=max_tokens,
+        standardize="lower_and_strip_punctuation",
+        split=_split_chars if level == "char" else "whitespace",
+        output_mode="int",
+        vocabulary=vocabulary,
+        ragged=True,
+    )
+
+
+def _text_vocabulary(texts: pd.Series, level: str, max_tokens: int) -> list[str]:
+    """Adapt a TextVectorization layer on the train texts; its vocabulary without "" and "[UNK]".
+
+    Order is the layer's: by count, ties by descending byte order, so it depends only
+    on the multiset of train tokens, not on row order or the hash seed.
+    """
+    import tensorflow as tf
+
+    layer = _text_layer(level, max_tokens=max(int(max_tokens), 3))
+    layer.adapt(tf.constant(chunk, dtype=tf.string) for _, chunk in _chunks(_strings(texts)))
+    vocab = layer.get_vocabulary(include_special_tokens=False)
+    return [tok.decode("utf-8") if isinstance(tok, bytes) else str(tok) for tok in vocab]  # plain str for JSON
 
 
 def fit(train: pd.DataFrame, kind: str, max_len: int, max_tokens: int, text_level: str) -> Featurizer:
@@ -101,15 +223,12 @@ def fit(train: pd.DataFrame, kind: str, max_len: int, max_tokens: int, text_leve
         return Featurizer(kind, max_len, channels=steps.shape[1], mean=steps.mean(axis=0).tolist(), std=std.tolist())
     if kind == "tokens":
         seqs = [[str(t) for t in seq] for seq in train["x"]]
-        level = "word"
-    else:
-        seqs = tokenize(train["x"], text_level)
-        level = text_level
-    return Featurizer(kind, max_len, vocab=_vocabulary(seqs, max_tokens), text_level=level)
+        return Featurizer(kind, max_len, vocab=_vocabulary(seqs, max_tokens), text_level="word")
+    return Featurizer(kind, max_len, vocab=_text_vocabulary(train["x"], text_level, max_tokens), text_level=text_level)
 
 
 def _vocabulary(seqs: list[list[str]], max_tokens: int) -> list[str]:
-    """Most frequent first, ties broken alphabetically so the vocabulary is deterministic."""
+    """Token ids: most frequent first, ties in ascending string order; max_tokens - 2 entries (at least 1)."""
     counts: dict[str, int] = {}
     for seq in seqs:
         for tok in seq:

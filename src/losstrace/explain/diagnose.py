@@ -212,6 +212,13 @@ def rule_noisy_loss(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Find
     suggestion = _noise_fix(driver, f, ctx, bsize, noise, lr, opt, t)
     # Mild = batch-level only and within 10% of the threshold: worth knowing, not a warning.
     strong = epoch_hit or (noise is not None and noise >= 1.1 * t.noise_ratio)
+    if driver == "batch_size" and not epoch_hit and not suggestion.startswith("train.batch_size"):
+        # Calm epochs, and the batch cannot grow without dropping under 8 steps per epoch:
+        # the scatter is the per-sample spread of a small training set, not a setting to fix.
+        strong = False
+        ev["why"] += "; the batch is already as large as the training set allows (>= 8 steps per epoch)"
+        suggestion = ("nothing to change: the epoch curve is calm and a larger batch would leave fewer than "
+                      "8 steps per epoch; more training rows would smooth it")
     severity = "warning" if strong else "info"
     return Finding("noisy_loss", severity, ev, suggestion)
 

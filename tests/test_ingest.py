@@ -7,7 +7,6 @@ import json
 import pandas as pd
 import pytest
 
-from losstrace import params
 from losstrace.data import ingest
 from losstrace.errors import LosstraceError
 

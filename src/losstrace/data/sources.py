@@ -29,7 +29,7 @@ def load_source(data: DataParams, root: Path) -> Source:
         train, test, kind = load_bundled(data.source, data.multilabel, data.label_delimiter)
         if data.input not in ("auto", kind):
             raise LosstraceError(
-                "params.yaml", f"data.input={data.input} but {data.source} holds {kind} inputs", f"set data.input: auto"
+                "params.yaml", f"data.input={data.input} but {data.source} holds {kind} inputs", "set data.input: auto"
             )
         rows = len(train) + (0 if test is None else len(test))
         return Source(train=train, test=test, input_kind=kind, lines_read=rows)

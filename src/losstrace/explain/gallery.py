@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from .. import params as params_mod
 from .. import tracking
 from ..errors import LosstraceError

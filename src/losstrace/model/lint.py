@@ -55,10 +55,10 @@ def head_checks(p: Params, n_classes: int, multilabel: bool) -> list[Finding]:
     else:
         if act == "sigmoid" and loss in ("categorical_crossentropy", "sparse_categorical_crossentropy") and n_classes > 2:
             bad(f"sigmoid outputs do not sum to 1, so {loss} over {n_classes} exclusive classes gets stuck "
-                "and predictions drift towards 0", f"train.output_activation: sigmoid → softmax")
+                "and predictions drift towards 0", "train.output_activation: sigmoid → softmax")
         if loss == "binary_crossentropy" and n_classes > 2:
             bad(f"binary_crossentropy on {n_classes} exclusive classes scores each class independently",
-                f"train.loss: binary_crossentropy → sparse_categorical_crossentropy (train.output_activation: softmax)")
+                "train.loss: binary_crossentropy → sparse_categorical_crossentropy (train.output_activation: softmax)")
     resolved_units = units or (1 if (loss == "binary_crossentropy" and n_classes == 2 and not multilabel) else n_classes)
     if act == "softmax" and resolved_units == 1:
         bad("softmax over a single unit always outputs 1.0; nothing can be learned",

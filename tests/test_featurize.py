@@ -164,7 +164,8 @@ def test_text_checks_do_not_import_tensorflow():
         "from losstrace.params import ValidateParams; "
         "s = {'train': pd.DataFrame({'x': ['a b', 'c'], 'label': 'a', 'length': 1}), "
         "'val': pd.DataFrame({'x': ['z y', 'a'], 'label': 'a', 'length': 1})}; "
-        "assert checks.check_oov(s, ValidateParams(), 'text', 'word'); featurize.tokenize(['a'], 'char'); "
+        "assert checks.check_oov(s, ValidateParams(), 'text', 'word'); "
+        "featurize.tokenize(['a'], 'char'); "
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -5,17 +5,19 @@
 - tokens: a vocabulary of train ids (most frequent first, ties in ascending string
   order); 0 = padding, 1 = out-of-vocabulary.
 - text: a `keras.layers.TextVectorization` (standardize="lower_and_strip_punctuation",
-  output_mode="int") adapted on the train split only; split="whitespace" at word level,
-  at char level one token per Unicode character with ASCII whitespace dropped. The
-  learned vocabulary (most frequent first, ties in descending byte order, capped at
-  data.max_tokens including the two reserved ids) is saved, and transform rebuilds the
-  same layer from it; 0 = padding, 1 = OOV ("[UNK]"), longer texts are cut after max_len
-  tokens. TensorFlow is imported only on this path.
+  output_mode="int") adapted on the train split only, in batches of 10k strings.
+  Word level uses split="whitespace"; char level splits like split="character" after
+  deleting ASCII whitespace, so spaces are not tokens. The learned vocabulary (most
+  frequent first, ties in descending byte order, at most max(data.max_tokens, 3) ids
+  counting the two reserved ones) is saved; transform rebuilds the same layer
+  from it, so train, evaluate and inference map strings to ids identically. 0 = padding,
+  1 = OOV ("[UNK]"), texts are cut after max_len tokens. TensorFlow and Keras are
+  imported only on this path.
 
 The fitted state is a small JSON document (`models/featurizer.json`) so evaluate and
-later inference featurize exactly as training did. `tokenize` is a pure-Python copy of
-the layer's standardisation and splitting for the data checks, which must not import
-TensorFlow.
+later inference featurize exactly as training did. `tokenize` and `token_counts` are
+pure-Python copies of the layer's standardisation and splitting for the data checks,
+which must not import TensorFlow.
 """
 
 from __future__ import annotations
@@ -66,7 +68,11 @@ class Featurizer:
         return cls(**d)
 
     def transform(self, xs: pd.Series) -> tuple[np.ndarray, dict[str, float]]:
-        """Arrays plus stats (truncation rate, OOV rate) for the record."""
+        """Arrays plus stats for the record.
+
+        truncation_rate: share of rows longer than max_len; oov_rate (tokens, text): share
+        of the kept tokens (after truncation) mapped to OOV.
+        """
         if self.kind == "numeric":
             return self._numeric(xs)
         if self.kind == "tokens":
@@ -87,7 +93,8 @@ class Featurizer:
             kept = ids[:, : self.max_len]
             oov += int(tf.math.count_nonzero(tf.equal(kept.flat_values, OOV)))
             total += int(tf.size(kept.flat_values))
-            out[start : start + len(chunk)] = kept.to_tensor(default_value=PAD, shape=[len(chunk), self.max_len]).numpy()
+            padded = kept.to_tensor(default_value=PAD, shape=[len(chunk), self.max_len])
+            out[start : start + len(chunk)] = padded.numpy()
         return out, {"truncation_rate": truncated / max(len(texts), 1), "oov_rate": oov / max(total, 1)}
 
     def _numeric(self, xs: pd.Series) -> tuple[np.ndarray, dict[str, float]]:
@@ -209,11 +216,16 @@ def _text_vocabulary(texts: pd.Series, level: str, max_tokens: int) -> list[str]
     layer = _text_layer(level, max_tokens=max(int(max_tokens), 3))
     layer.adapt(tf.constant(chunk, dtype=tf.string) for _, chunk in _chunks(_strings(texts)))
     vocab = layer.get_vocabulary(include_special_tokens=False)
-    return [tok.decode("utf-8") if isinstance(tok, bytes) else str(tok) for tok in vocab]  # plain str for JSON
+    # Plain str (Keras returns numpy strings) so the vocabulary serialises as JSON.
+    return [tok.decode("utf-8") if isinstance(tok, bytes) else str(tok) for tok in vocab]
 
 
 def fit(train: pd.DataFrame, kind: str, max_len: int, max_tokens: int, text_level: str) -> Featurizer:
-    """Fit on the training split only (leaking val/test statistics would flatter val loss)."""
+    """Fit on the training split only (leaking val/test statistics would flatter val loss).
+
+    max_len 0 means the longest train row by the prepared `length` column (for text: raw
+    whitespace-separated words or characters, an upper bound on the layer's token count).
+    """
     lengths = train["length"].to_numpy()
     max_len = int(max_len) if max_len > 0 else int(max(lengths.max(initial=1), 1))
     if kind == "numeric":

@@ -52,12 +52,16 @@ def _tracking_note(results: dict[str, Any]) -> str:
                       f"{layer['ms_per_epoch']:.0f} ms" for layer in t["layers"])
     total = sum(layer["ms_per_epoch"] for layer in t["layers"])
     batches = -(-t["train_rows"] // t["batch_size"])
-    return (f"**Tracking misses its 5 % target on the default data** because its costs come per epoch and "
-            f"Japanese Vowels' epochs are tiny ({t['train_rows']} rows in {batches} batches: "
-            f"{ms['fit_epoch']:.0f} ms of plain fit). "
-            f"Per epoch: {costs}. Apart from the callback's per-batch bookkeeping these are one-off costs per "
-            "epoch (a probe pass, two MLflow calls, a weights backup), not per sample, so their share falls as "
-            f"epochs grow: {total:.0f} ms is 5 % of a {total / 0.05 / 1000:.1f} s epoch.")
+    return (f"**Tracking misses its 5 % target on the default data**: the whole training is "
+            f"{t['epochs']} epochs of {ms['fit_epoch']:.0f} ms ({t['train_rows']} rows in {batches} batches), "
+            f"and part of what it records is paid once per run, not per epoch. "
+            f"Spread over the epochs: {costs}, {total:.0f} ms in all. The split between the layers moves from "
+            "run to run on this shared machine; the total does not. Direct profiling puts the once-per-run part "
+            "at ~0.25 s for tracing the probe's gradient function plus MLflow's run open and finish, and the "
+            "per-epoch part at ~5 ms for the probe pass, ~4 ms for the backup and ~3 ms for the batch hooks "
+            "(MLflow writes go to a background thread). Neither grows with the rows, so the share falls as "
+            "epochs and trainings grow; a recording budget that spaces probes and backups out on tiny epochs "
+            "is the planned fix.")
 
 
 def _bucketing_note(results: dict[str, Any]) -> str:

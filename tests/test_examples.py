@@ -371,21 +371,13 @@ def test_auc_precision_recall_with_sparse_labels_are_rejected():
 # ------------------------------------------------------------------ best checkpoint
 
 
-@pytest.fixture(scope="module")
-def vowels(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("vowels")
-    (tmp / "params.yaml").write_text("")
-    ingest.main(tmp / "params.yaml", tmp / "prepared", tmp)
-    return tmp / "prepared"
-
-
 @pytest.mark.parametrize("early_stopping", [False, True])
-def test_best_checkpoint_restores_the_best_epoch(vowels, early_stopping):
+def test_best_checkpoint_restores_the_best_epoch(prepared, early_stopping):
     # A high learning rate makes val_loss bounce, so the best epoch is not the last one.
     p = P(epochs=8, learning_rate=0.05, callbacks={"checkpoint_monitor": "val_loss", "early_stopping": early_stopping,
                                                    "monitor": "val_accuracy", "patience": 20})
     train.seed_everything(p.base.seed)
-    ds = train.load_dataset(p, vowels)
+    ds = train.load_dataset(p, prepared)
     model, rec = train.run(p, ds)
     history = train.history_frame(rec)
     assert history["epoch"].tolist() == list(range(8))  # history still holds every epoch
@@ -396,10 +388,10 @@ def test_best_checkpoint_restores_the_best_epoch(vowels, early_stopping):
     assert restored["loss"] == pytest.approx(history["val_loss"][best], rel=1e-5)
 
 
-def test_without_checkpoint_monitor_the_last_epoch_is_kept(vowels):
+def test_without_checkpoint_monitor_the_last_epoch_is_kept(prepared):
     p = P(epochs=2)
     train.seed_everything(p.base.seed)
-    ds = train.load_dataset(p, vowels)
+    ds = train.load_dataset(p, prepared)
     model, rec = train.run(p, ds)
     history = train.history_frame(rec)
     assert rec.kept_epoch == 1

@@ -1,8 +1,8 @@
 """bench/: the results file holds every promised key with a number (or says why not).
 
 Timings are printed by the bench and never asserted here: the machine is shared and
-noisy. The fast test runs a cheap subset; the slow one runs the whole suite at its
---quick sizes, so a change to train.run, the stages or the CLI that breaks a
+noisy. The fast test runs the cheap benchmarks (ingest, gpu); the slow one the rest at
+their --quick sizes, so a change to train.run, the stages or the CLI that breaks a
 benchmark is caught before `make bench`.
 """
 
@@ -58,8 +58,10 @@ def test_cheap_subset_writes_numeric_figures_and_leaves_the_readme(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_suite_writes_every_key(tmp_path):
-    results, _ = _bench(tmp_path)
+def test_quick_training_benchmarks_write_their_keys(tmp_path):
+    # ingest and gpu: the cheap subset above already runs them.
+    results, _ = _bench(tmp_path, *(arg for name in ("cli", "repro", "tracking", "bucketing")
+                                    for arg in ("--only", name)))
     assert "errors" not in results, results.get("errors")
     _check_machine(results)
     for key in ("tracking_overhead_ratio", "noop_repro_ratio", "cli_help_seconds", "diff_seconds"):
@@ -68,8 +70,6 @@ def test_quick_suite_writes_every_key(tmp_path):
     for arm in ("pad_to_max", "bucket"):
         acc = results["bucketing_accuracy"][arm]
         assert acc == {"skipped": "train.batching not available"} or (_number(acc["val"]) and _number(acc["test"]))
-    assert all(_number(m["seconds"]) and _number(m["peak_mb"]) for m in results["ingest_validate"].values())
-    assert _number_or_skipped(results["gpu"]) or _number(results["gpu"]["cudnn_speedup"])
 
 
 def _import_bench() -> None:

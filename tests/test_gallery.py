@@ -36,3 +36,22 @@ def test_every_case_is_documented_in_the_gallery():
     for case in gallery.CASES:
         assert f"losstrace gallery {case.name}" in text
         assert (REPO / "docs" / "gallery" / f"{case.name}.png").exists()
+
+
+def test_bisect_verdict_needs_the_injected_change_as_first_culprit():
+    case = {c.name: c for c in gallery.CASES}["sensor_tiny_batch"]
+    findings = [{"code": case.finding, "severity": "warning"}]
+    diff = {"causes": [{"change": case.cause}]}
+
+    def result(culprits):
+        trial = {"name": "A + train.batch_size", "change": "train.batch_size", "share": 0.9}
+        bisect = {"culprits": culprits, "trials": [{"name": "A", "change": None}, trial],
+                  "moved_features": {"batch_noise": {}}}
+        return gallery.Result(case, None, None, diff=diff, findings=findings, bisect=bisect)
+
+    proven, wrong, none = result(["train.batch_size"]), result(["train.learning_rate"]), result([])
+    assert proven.ok and proven.bisect_ok
+    assert not wrong.ok and wrong.bisect_ok is False and not none.ok
+    assert gallery.Result(case, None, None, diff=diff, findings=findings).ok  # bisect not run: diff decides
+    line = gallery._bisect_line(proven)
+    assert "`train.batch_size` (names the injected change)" in line and "90%" in line and "batch_noise" in line

@@ -131,11 +131,12 @@ def cmd_gallery(a: argparse.Namespace) -> int:
         for case in gallery.CASES:
             print(f"{case.name:<22} {case.title}")
         return 0
-    results = gallery.main(a.cases, Path("."), a.out, a.epochs)
+    results = gallery.main(a.cases, Path("."), a.out, a.epochs, a.bisect)
     for r in results:
         top = r.diff["causes"][0]["change"] if r.diff and r.diff["causes"] else "-"
         codes = ", ".join(sorted({f["code"] for f in r.findings if f["severity"] != "info"})) or "none"
-        print(f"{r.case.name:<22} {'ok ' if r.ok else 'MISS'} B: {codes}; top cause: {top}")
+        proof = "" if r.bisect is None else f"; bisect culprits: {', '.join(r.bisect.get('culprits') or []) or 'none'}"
+        print(f"{r.case.name:<22} {'ok ' if r.ok else 'MISS'} B: {codes}; top cause: {top}{proof}")
     return 0 if all(r.ok for r in results) else 1
 
 
@@ -223,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the cases")
     p.add_argument("--out", type=Path, default=Path("docs"), help="where gallery.md and gallery/*.png go")
     p.add_argument("--epochs", type=int, default=0, help="shrink every run to this many epochs (0 = the case's own)")
+    p.add_argument("--bisect", action="store_true",
+                   help="also prove each case with `losstrace bisect A B` (four more trainings per case)")
 
     p = add("sync", cmd_sync, "Upload a training recorded offline (reports/train/run.json) as one complete MLflow run.")
     p.add_argument("--reports", type=Path, default=Path("reports/train"), help="the train stage's reports")

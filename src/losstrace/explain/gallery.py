@@ -4,7 +4,8 @@ bundled data with one command, with the diagnosis and the diff it gets.
 `losstrace gallery [CASE ...]` trains a healthy run A and a run B with the one injected
 change, in a throwaway workspace, records both in the project's MLflow store (kind
 `gallery`, so they never shadow `latest`), then writes `docs/gallery/<case>.png` and
-`docs/gallery.md`.
+`docs/gallery.md`. With `--bisect` it also runs `losstrace bisect A B` on each case, so
+the page shows the re-run proof next to diff's ranking.
 """
 
 from __future__ import annotations
@@ -102,11 +103,21 @@ class Result:
     diff: dict[str, Any] | None = None
     findings: list[dict[str, Any]] = field(default_factory=list)
     records: tuple = ()  # (RunRecord A, RunRecord B) as read back from MLflow
+    bisect: dict[str, Any] | None = None  # `bisect.main`'s result, when asked for
+
+    @property
+    def bisect_ok(self) -> bool | None:
+        """Whether bisect's first culprit is the injected change (None: bisect not run)."""
+        if self.bisect is None:
+            return None
+        culprits = self.bisect.get("culprits") or []
+        return bool(culprits) and culprits[0] in self.case.change
 
     @property
     def ok(self) -> bool:
         top = self.diff["causes"][0]["change"] if self.diff and self.diff["causes"] else None
-        return self.case.finding in {f["code"] for f in self.findings} and top == self.case.cause
+        return (self.case.finding in {f["code"] for f in self.findings} and top == self.case.cause
+                and self.bisect_ok is not False)
 
 
 def run_case(case: Case, root: Path, epochs: int = 0, inprocess: bool = False) -> Result:
@@ -172,9 +183,23 @@ def markdown(results: list[Result]) -> str:
         lines += ["", "**`losstrace diff A B` — causes:**", ""]
         for cause in (r.diff or {}).get("causes", [])[:3]:
             lines.append(f"- `{cause['change']}` → {cause['symptom']} (confidence {cause['confidence']}): {cause['why']}")
+        if r.bisect is not None:
+            lines += ["", "**`losstrace bisect A B`** (A re-run with another seed for the spread, then A + each "
+                      "single change of B):", "", _bisect_line(r)]
         verdict = "reproduced" if r.ok else f"NOT reproduced (expected `{c.finding}` and top cause `{c.cause}`)"
         lines += ["", f"Expected `{c.finding}` in B and `{c.cause}` ranked first: **{verdict}**.", ""]
     return "\n".join(lines)
+
+
+def _bisect_line(r: Result) -> str:
+    b = r.bisect or {}
+    culprits = ", ".join(f"`{c}`" for c in b.get("culprits") or []) or "none"
+    trials = [t for t in b.get("trials", []) if t.get("change")]
+    shares = "; ".join(f"`{t['change']}` reproduces {t.get('share') or 0:.0%} of A→B's moved features"
+                       for t in trials)
+    moved = ", ".join(sorted(b.get("moved_features") or {})) or "none"
+    verdict = "names the injected change" if r.bisect_ok else "does NOT name the injected change"
+    return f"- culprits: {culprits} ({verdict}); {shares}. Features moved beyond the seed spread: {moved}."
 
 
 def _finding_line(f: dict[str, Any]) -> str:
@@ -183,7 +208,8 @@ def _finding_line(f: dict[str, Any]) -> str:
     return f"- `{f['code']}` ({f['severity']}{where}{secondary}): {f.get('suggestion', '')}"
 
 
-def main(names: list[str], root: Path, out: Path, epochs: int = 0) -> list[Result]:
+def main(names: list[str], root: Path, out: Path, epochs: int = 0, bisect: bool = False,
+         inprocess: bool = False) -> list[Result]:
     from tqdm import tqdm
 
     by_name = {c.name: c for c in CASES}
@@ -194,7 +220,11 @@ def main(names: list[str], root: Path, out: Path, epochs: int = 0) -> list[Resul
     results = []
     (out / "gallery").mkdir(parents=True, exist_ok=True)
     for case in tqdm(chosen, desc="gallery", unit="case", file=sys.stderr):
-        r = run_case(case, root, epochs)
+        r = run_case(case, root, epochs, inprocess=inprocess)
+        if bisect:
+            from . import bisect as bisect_mod
+
+            r.bisect = bisect_mod.main(r.a.run_id, r.b.run_id, root, seeds=2, epochs=epochs, inprocess=inprocess)
         plot(r, out / "gallery" / f"{case.name}.png")
         results.append(r)
     if not names:

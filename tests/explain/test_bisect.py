@@ -26,6 +26,25 @@ def test_plan_and_changed_keys_skip_inert_sections():
     assert all(p.train.epochs == 3 for _, p in bisect.plan(a, b, seeds=2, epochs=3))
 
 
+def test_a_new_error_finding_names_its_change_even_when_curves_stay_within_seed_spread():
+    # sigmoid + categorical cross-entropy: Keras renormalises the outputs, so the curve may
+    # barely move, yet B is misconfigured and only the activation change reproduces that.
+    same = {f: 0.5 for f in bisect.FEATURES}
+
+    def trials(seed_codes: list[str]) -> list[bisect.Trial]:
+        return [bisect.Trial("A", None, features=same), bisect.Trial("A seed 43", None, features=same, codes=seed_codes),
+                bisect.Trial("B", None, features=same, codes=["activation_loss_mismatch"]),
+                bisect.Trial("A + train.output_activation", "train.output_activation", "sigmoid", features=same,
+                             codes=["activation_loss_mismatch"]),
+                bisect.Trial("A + train.batch_size", "train.batch_size", 16, features=same)]
+
+    culprits, summary = bisect.judge(trials([]))
+    assert culprits == ["train.output_activation"] and summary["moved_features"] == {}
+    assert summary["new_findings_in_b"] == ["activation_loss_mismatch"]
+    # A finding one of A's own seeds already shows is seed noise, not the change's doing.
+    assert bisect.judge(trials(["activation_loss_mismatch"]))[0] == []
+
+
 def test_bisect_names_the_batch_size_not_the_inert_change(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     base = params.Params()

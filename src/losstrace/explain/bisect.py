@@ -4,7 +4,8 @@ Re-runs A's recorded configuration with each single param change from B applied
 (data aspects such as `data.shuffle` or `data.source` are params too), on A's data,
 with A's seed, in a temporary workspace: the user's workspace and dvc.lock are never
 touched. A and B are replayed as well, and A is re-run with other seeds so a change
-counts only if it moves behaviour beyond seed-to-seed spread. Every trial is an MLflow
+counts only if it moves behaviour beyond seed-to-seed spread (at least half of what moved
+from A to B), or gives a warning or error finding B has and no seed of A has. Every trial is an MLflow
 run nested under one parent bisect run.
 
 No TensorFlow import here: each trial runs the real stages in a subprocess.
@@ -104,7 +105,8 @@ def judge(trials: list[Trial]) -> tuple[list[str], dict[str, Any]]:
     seeds = [t for t in done if t.name.startswith("A seed") or t.name == "A"]
     spread = {f: _spread([t.features.get(f) for t in seeds]) for f in FEATURES}
     moved = {f: (a.features[f], b.features[f]) for f in FEATURES if _beyond(a.features.get(f), b.features.get(f), spread[f])}
-    new_codes = sorted(set(b.codes) - set(a.codes))
+    # A finding counts as new only if no re-run of A (any seed) had it.
+    new_codes = sorted(set(b.codes) - {c for t in seeds for c in t.codes})
     culprits = []
     for t in done:
         if t.change is None:
@@ -119,7 +121,10 @@ def judge(trials: list[Trial]) -> tuple[list[str], dict[str, Any]]:
         t.moved = progress
         t.share = round(sum(progress.values()) / len(progress), 3) if progress else 0.0
         reproduces = [c for c in new_codes if c in t.codes]
-        if moved and (t.share >= CULPRIT_SHARE or reproduces):
+        # A change is a culprit when it reproduces most of the curve change, or a warning or
+        # error B has and no seed of A has: a wrong head (sigmoid + categorical loss) may
+        # leave the curve within seed spread while the run is still misconfigured.
+        if (moved and t.share >= CULPRIT_SHARE) or reproduces:
             culprits.append(t)
     culprits.sort(key=lambda t: (-(t.share or 0), t.change))
     summary = {"moved_features": {f: {"a": v[0], "b": v[1], "seed_spread": spread[f]} for f, v in moved.items()},

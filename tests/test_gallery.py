@@ -44,9 +44,10 @@ def test_bisect_verdict_needs_the_injected_change_as_first_culprit():
     diff = {"causes": [{"change": case.cause}]}
 
     def result(culprits):
-        trial = {"name": "A + train.batch_size", "change": "train.batch_size", "share": 0.9}
+        trial = {"name": "A + train.batch_size", "change": "train.batch_size", "share": 0.9,
+                 "codes": ["noisy_loss"]}
         bisect = {"culprits": culprits, "trials": [{"name": "A", "change": None}, trial],
-                  "moved_features": {"batch_noise": {}}}
+                  "moved_features": {"batch_noise": {}}, "new_findings_in_b": ["noisy_loss"]}
         return gallery.Result(case, None, None, diff=diff, findings=findings, bisect=bisect)
 
     proven, wrong, none = result(["train.batch_size"]), result(["train.learning_rate"]), result([])
@@ -55,3 +56,4 @@ def test_bisect_verdict_needs_the_injected_change_as_first_culprit():
     assert gallery.Result(case, None, None, diff=diff, findings=findings).ok  # bisect not run: diff decides
     line = gallery._bisect_line(proven)
     assert "`train.batch_size` (names the injected change)" in line and "90%" in line and "batch_noise" in line
+    assert "and B's new `noisy_loss`" in line

@@ -195,7 +195,13 @@ def _bisect_line(r: Result) -> str:
     b = r.bisect or {}
     culprits = ", ".join(f"`{c}`" for c in b.get("culprits") or []) or "none"
     trials = [t for t in b.get("trials", []) if t.get("change")]
-    shares = "; ".join(f"`{t['change']}` reproduces {t.get('share') or 0:.0%} of A→B's moved features"
+    new = set(b.get("new_findings_in_b") or [])
+
+    def reproduced(t: dict[str, Any]) -> str:
+        codes = sorted(new & set(t.get("codes") or []))
+        return f" and B's new {', '.join(f'`{c}`' for c in codes)}" if codes else ""
+
+    shares = "; ".join(f"`{t['change']}` reproduces {t.get('share') or 0:.0%} of A→B's moved features{reproduced(t)}"
                        for t in trials)
     moved = ", ".join(sorted(b.get("moved_features") or {})) or "none"
     verdict = "names the injected change" if r.bisect_ok else "does NOT name the injected change"

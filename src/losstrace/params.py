@@ -199,10 +199,9 @@ class TrainParams:
     metrics: tuple[str, ...] = ("accuracy",)
     callbacks: CallbackParams = field(default_factory=CallbackParams)
     device: str = "auto"  # auto|cpu|gpu
-    probe_batches: bool = True  # record true per-batch loss
     shuffle: bool = True  # reshuffle training rows every epoch (false = file order, as a bare tf.data pipeline)
     on_lint_error: str = "stop"  # stop|continue; continue reproduces a known mistake on purpose
-    # Per epoch, each layer's gradient norm on a fixed probe batch and weight-update ratio:
+    # Per epoch, each layer's gradient norm over the training steps and weight-update ratio:
     # vanishing/exploding gradients and a mis-scaled learning rate show there first.
     dynamics: bool = True
     # pad_to_max|bucket. bucket batches rows of similar length, each padded only to its own

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # resume imports Keras: only inside the functions that train
     from . import resume
 
 HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "accuracy", "val_accuracy", "lr"]
-DYNAMICS_COLUMNS = ["epoch", "layer", "grad_norm", "update_ratio"]
+DYNAMICS_COLUMNS = ["epoch", "layer", "grad_norm", "grad_norm_max", "update_ratio"]
 # Outputs the run carries as artifacts under losstrace/ (explain/runs.py reads them back).
 ARTIFACT_KEYS = ("history", "batches", "dynamics", "lint", "diagnosis", "context", "curves", "featurizer")
 VALIDATE_ARTIFACTS = ("fingerprint.json", "results.json")
@@ -102,8 +102,6 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
     backup: a `resume.Backup` to commit every epoch to and to resume from (`train.resume`);
     MLflow then hears of an epoch only once it is committed (see resume.py).
     """
-    import keras
-
     from . import distribute, resume
     from .callbacks import DynamicsCallback, Recorder, log_epoch
     from .model import zoo
@@ -120,27 +118,10 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
         model = zoo.build(t, ds.info["input"], max_len, ds.featurizer.channels, ds.featurizer.vocab_size,
                           len(ds.labels), ds.info["multilabel"], steps, ds.featurizer.vocab)
     rec = Recorder()
-    probe = (ds.x["train"][: t.batch_size], ds.y["train"][: t.batch_size]) if t.dynamics else None
-    dynamics = DynamicsCallback(rec, n_train, t.batch_size, logger, probe=probe, defer_logging=backup is not None,
+    dynamics = DynamicsCallback(rec, n_train, t.batch_size, logger, dynamics=t.dynamics, defer_logging=backup is not None,
                                 exact_epoch_loss=distribute.replicas(strategy) > 1)
-    callbacks, stateful = [dynamics], []
-    cb = t.callbacks
-    if t.lr_schedule == "plateau":
-        stateful.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(cb.patience // 2, 1)))
-    if cb.early_stopping:
-        # Only stops training. Which weights are kept is checkpoint_monitor's job, so an
-        # early-stopping monitor and a checkpoint monitor never fight over the final model.
-        stateful.append(keras.callbacks.EarlyStopping(monitor=cb.monitor, patience=cb.patience))
-    keeper = None
-    if cb.checkpoint_monitor:
-        # The best-checkpoint: Keras' own best-weights tracking, kept in memory (no temp
-        # file to clean up), made to never stop (patience > epochs) and restoring at train
-        # end whether early stopping fired or not. With train.resume its best weights are
-        # committed with each epoch, so a resumed run keeps the best epoch of both parts.
-        keeper = keras.callbacks.EarlyStopping(monitor=cb.checkpoint_monitor, patience=t.epochs + 1,
-                                               restore_best_weights=True)
-        stateful.append(keeper)
-    callbacks += stateful + (callbacks_extra or [])
+    stateful, keeper = training_controls(t)
+    callbacks = [dynamics, *stateful, *(callbacks_extra or [])]
     resumer = None
     if backup is not None:
         def committed(epoch: int) -> None:
@@ -169,6 +150,32 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
     last = rec.epochs[-1]["epoch"] if rec.epochs else None
     rec.kept_epoch = keeper.best_epoch if keeper is not None and keeper.best is not None else last
     return model, rec
+
+
+def training_controls(t) -> tuple[list, Any]:
+    """The Keras callbacks that shape the training itself (learning-rate schedule, early
+    stopping, best-epoch keeper), as opposed to recording it. Their state is what a resumed
+    training must restore. Returns (callbacks, the keeper or None)."""
+    import keras
+
+    cb = t.callbacks
+    stateful: list = []
+    if t.lr_schedule == "plateau":
+        stateful.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(cb.patience // 2, 1)))
+    if cb.early_stopping:
+        # Only stops training. Which weights are kept is checkpoint_monitor's job, so an
+        # early-stopping monitor and a checkpoint monitor never fight over the final model.
+        stateful.append(keras.callbacks.EarlyStopping(monitor=cb.monitor, patience=cb.patience))
+    keeper = None
+    if cb.checkpoint_monitor:
+        # The best-checkpoint: Keras' own best-weights tracking, kept in memory (no temp
+        # file to clean up), made to never stop (patience > epochs) and restoring at train
+        # end whether early stopping fired or not. With train.resume its best weights are
+        # committed with each epoch, so a resumed run keeps the best epoch of both parts.
+        keeper = keras.callbacks.EarlyStopping(monitor=cb.checkpoint_monitor, patience=t.epochs + 1,
+                                               restore_best_weights=True)
+        stateful.append(keeper)
+    return stateful, keeper
 
 
 def _bucket_plans(p: Params, ds: Dataset):

@@ -43,7 +43,8 @@ LENGTH_TOL = 0.1  # sequence length percentiles: > 10% relative
 # Params that cannot change training dynamics (or that the data section reports).
 _FINGERPRINT_PARAM = re.compile(r"^data\.label_map_hash$|^data\.[^.]+\.(rows|content_hash|ordered_hash|clustered)$")
 _IMMATERIAL_PREFIXES = ("evaluate.", "diagnose.")
-_IMMATERIAL_KEYS = {"base.seed", "train.probe_batches", "train.metrics"}
+# train.probe_batches: a retired key (batch losses are always recorded) that older runs carry.
+_IMMATERIAL_KEYS = {"base.seed", "train.metrics", "train.probe_batches"}
 HEAD_KEYS = ("train.output_activation", "train.loss", "train.from_logits", "train.output_units")
 _DROPOUT = re.compile(r"^train\.model\.(dropout|rnn\.dropout|rnn\.recurrent_dropout|dense\.\d+\.l2)$")
 _CAPACITY = re.compile(r"^train\.model\.(rnn\.(units|layers|bidirectional|cell)|dense\.\d+\.units"

@@ -6,10 +6,13 @@ samples), so the true loss of batch k is recovered exactly from two consecutive
 states:  (T_k − T_{k−1}) / (S_k − S_{k−1}), with T the summed loss and S the samples
 seen so far in the epoch. No extra forward pass is needed, and the batch's size comes
 with it: S_k − S_{k−1}, which matters once batches vary in size (length bucketing).
-Reading the tracker's variables, not `logs["loss"]`, also keeps this exact under
-`tf.distribute`: there `logs["loss"]` is the mean of the replicas' own running means
-(wrong whenever a batch splits unevenly), while the tracker's sum-on-read variables,
-read outside the replicas, are the global sums.
+The train step itself returns T_k and S_k with its logs, so the batch hook is
+`async_safe`: Keras runs it on a worker thread while the next steps compute, instead of
+stalling every step for a host round trip (a per-batch hook that reads anything costs
+a synchronous step otherwise). Under `tf.distribute` `logs["loss"]` is the mean of the
+replicas' own running means (wrong whenever a batch splits unevenly); there the hook
+reads the tracker's sum-on-read variables outside the replicas (the global sums), which
+must happen before the next step, so it stays synchronous.
 
 With `dynamics`, it also records per epoch each layer's gradient norm over the epoch's
 own training steps (root mean square and maximum of the per-step norms, before any
@@ -111,61 +114,84 @@ class DynamicsCallback(keras.callbacks.Callback):
         # (and val_loss) with the tracker's exact global mean, so batch losses average back
         # to it. Other metrics stay Keras' own (exact when replicas get equal shares).
         self.exact_epoch_loss = exact_epoch_loss
+        # Without tf.distribute, the loss tracker's sums of each step travel in that step's
+        # own logs (see `_with_loss_sums`), so the batch hook may run late, on Keras' worker
+        # thread, while the next steps are already dispatched: no per-step host round trip
+        # stalls training. Under tf.distribute the hook reads the tracker's global sums
+        # itself, which must happen before the next step, so it stays synchronous.
+        self.async_safe = not exact_epoch_loss
         self._epoch = first_epoch
         self._tracker = None
-        self._epoch_rows: list[dict] = []
+        self._raw: dict[int, tuple[float, float, float]] = {}  # batch -> (running mean, loss sum, samples)
         self._start_weights: dict[str, list[np.ndarray]] | None = None
         self._norms: GradientNorms | None = None
 
-    @property
-    def step(self) -> int:
-        """Global batch step of the next batch: continues after a resumed run's records."""
-        return len(self.rec.batches) + len(self._epoch_rows)
-
     def on_train_begin(self, logs=None):
-        self._epoch_rows = []
+        self._raw = {}
         self._tracker = next((m for m in self.model.metrics if m.name == "loss" and hasattr(m, "count")), None)
-        if self.dynamics:  # before the first step: Keras traces its train step lazily
+        if self._tracker is not None and self.async_safe:  # before the first step: Keras traces it lazily
+            _with_loss_sums(self.model, self._tracker)
+        if self.dynamics:
             self._norms = GradientNorms(self.model, self._layers())
 
     def on_train_end(self, logs=None):
+        self.model.__dict__.pop("train_step", None)  # the saved model keeps Keras' own train step
         if self._norms is not None:
             self._norms.detach()
             self._norms = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch, self._seen, self._total, self._prev_mean, self._epoch_rows = epoch, 0.0, 0.0, 0.0, []
+        self._epoch, self._raw = epoch, {}
         self._start_weights = self._layer_weights() if self._norms is not None else None
         if self._norms is not None:
             self._norms.reset()
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
+        """May run on Keras' worker thread, after later steps: it only stores this step's
+        figures (rows are built in batch order at epoch end) and asks training to stop."""
         mean = float(logs["loss"])
-        if self._tracker is not None:
+        if LOSS_SUM in logs:
+            total, seen = float(logs[LOSS_SUM]), float(logs[LOSS_COUNT])
+        elif self._tracker is not None:
             total, seen = _read(self._tracker.total), _read(self._tracker.count)
-            n = seen - self._seen
-            true_loss = (total - self._total) / n if n > 0 else mean
-        else:  # a model without Keras' loss tracker: fixed batch sizes, running means
-            n = float(min(self.batch_size, self.n_train - self._seen))
-            seen, total = self._seen + n, (self._seen + n) * mean
-            true_loss = (seen * mean - self._seen * self._prev_mean) / n if n > 0 else mean
-        self._seen, self._total, self._prev_mean = seen, total, mean
-        self._epoch_rows.append({"step": self.step, "epoch": self._epoch, "batch": batch, "loss": true_loss,
-                                 "size": int(round(n))})
+        else:
+            total = seen = math.nan  # a model without Keras' loss tracker: rebuilt from running means
+        self._raw[batch] = (mean, total, seen)
         if not math.isfinite(mean):
-            self.rec.divergence = Divergence(self._epoch, batch, mean)
             self.model.stop_training = True
 
+    def _batch_rows(self) -> list[dict]:
+        """The epoch's true batch losses, in batch order: (T_k − T_{k−1}) / (S_k − S_{k−1})."""
+        rows: list[dict] = []
+        prev_mean = prev_total = prev_seen = 0.0
+        for batch in sorted(self._raw):
+            mean, total, seen = self._raw[batch]
+            if math.isnan(seen):  # fixed batch sizes, running means
+                n = float(min(self.batch_size, self.n_train - prev_seen))
+                seen, total = prev_seen + n, (prev_seen + n) * mean
+                loss = (seen * mean - prev_seen * prev_mean) / n if n > 0 else mean
+            else:
+                n = seen - prev_seen
+                loss = (total - prev_total) / n if n > 0 else mean
+            rows.append({"step": len(self.rec.batches) + len(rows), "epoch": self._epoch, "batch": batch,
+                         "loss": loss, "size": int(round(n))})
+            if not math.isfinite(mean) and self.rec.divergence is None:
+                self.rec.divergence = Divergence(self._epoch, batch, mean)
+            prev_mean, prev_total, prev_seen = mean, total, seen
+        return rows
+
     def on_epoch_end(self, epoch, logs=None):
-        logs = dict(logs or {})
-        if self.exact_epoch_loss and self._seen > 0:
-            logs["loss"] = self._total / self._seen
+        logs = {k: v for k, v in (logs or {}).items() if k not in (LOSS_SUM, LOSS_COUNT)}
+        rows = self._batch_rows()
+        seen = sum(r["size"] for r in rows)
+        if self.exact_epoch_loss and seen > 0:
+            logs["loss"] = sum(r["loss"] * r["size"] for r in rows) / seen
             if "val_loss" in logs and self._tracker is not None:  # evaluation just refilled the tracker
                 logs["val_loss"] = _read(self._tracker.total) / max(_read(self._tracker.count), 1.0)
         self.rec.seconds += time.perf_counter() - self._t0
-        self.rec.batches.extend(self._epoch_rows)
-        self._epoch_rows = []
+        self.rec.batches.extend(rows)
+        self._raw = {}
         lr = _current_lr(self.model)
         self.rec.epochs.append({"epoch": epoch, **{k: float(v) for k, v in logs.items() if k != "learning_rate"},
                                 "lr": lr})
@@ -197,6 +223,26 @@ class DynamicsCallback(keras.callbacks.Callback):
             rows.append({"epoch": epoch, "layer": name, "grad_norm": rms[i], "grad_norm_max": peak[i],
                          "update_ratio": ratio})
         return rows
+
+
+LOSS_SUM, LOSS_COUNT = "losstrace_loss_sum", "losstrace_loss_count"
+
+
+def _with_loss_sums(model, tracker) -> None:
+    """Make each train step also return the loss tracker's running sum and sample count
+    as read right after that step's update (values, not the variables), so a late batch
+    hook still sees its own step's figures. Set on the instance for the length of a fit."""
+    import tensorflow as tf
+
+    original = model.train_step
+
+    def train_step(data):
+        logs = dict(original(data))
+        logs[LOSS_SUM] = tf.identity(tracker.total)
+        logs[LOSS_COUNT] = tf.identity(tracker.count)
+        return logs
+
+    model.train_step = train_step
 
 
 class GradientNorms:

@@ -77,16 +77,28 @@ class Recorder:
 def epoch_metrics(rec: Recorder, epoch: int) -> tuple[dict[str, float], list[int], list[float]]:
     """The MLflow record of one epoch: curve metrics and dynamics (step=epoch), and the
     true per-batch losses (step=global batch step). Built from the Recorder alone, so a
-    resumed run can log an epoch that was committed but never logged."""
-    row = next(r for r in rec.epochs if r["epoch"] == epoch)
+    resumed run can log an epoch that was committed but never logged. Records are in
+    epoch order, so this reads from the end: the usual call (the epoch just finished)
+    costs the epoch's own rows, not the whole run's."""
+    row = next(r for r in reversed(rec.epochs) if r["epoch"] == epoch)
     metrics = {k: v for k, v in row.items() if k != "epoch"}
-    for d in rec.dynamics:
-        if d["epoch"] == epoch:
-            metrics[f"grad_norm/{d['layer']}"] = d["grad_norm"]
-            metrics[f"grad_norm_max/{d['layer']}"] = d["grad_norm_max"]
-            metrics[f"update_ratio/{d['layer']}"] = d["update_ratio"]
-    rows = [r for r in rec.batches if r["epoch"] == epoch]
+    for d in _epoch_rows(rec.dynamics, epoch):
+        metrics[f"grad_norm/{d['layer']}"] = d["grad_norm"]
+        metrics[f"grad_norm_max/{d['layer']}"] = d["grad_norm_max"]
+        metrics[f"update_ratio/{d['layer']}"] = d["update_ratio"]
+    rows = _epoch_rows(rec.batches, epoch)
     return metrics, [r["step"] for r in rows], [r["loss"] for r in rows]
+
+
+def _epoch_rows(rows: list[dict], epoch: int) -> list[dict]:
+    """The rows of `epoch` from a list sorted by epoch, scanning back from the end."""
+    out: list[dict] = []
+    for r in reversed(rows):
+        if r["epoch"] < epoch:
+            break
+        if r["epoch"] == epoch:
+            out.append(r)
+    return out[::-1]
 
 
 def log_epoch(logger, rec: Recorder, epoch: int, skip_batch_steps: frozenset[int] = frozenset()) -> None:

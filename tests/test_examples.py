@@ -368,6 +368,17 @@ def test_auc_precision_recall_with_sparse_labels_are_rejected():
     assert "activation_loss_mismatch" not in codes(lint.run(fixed, info, labels))
 
 
+def test_accuracy_on_multi_hot_labels_scores_each_label_not_the_argmax():
+    multi = P(loss="binary_crossentropy", output_activation="sigmoid")
+    model = zoo.build(multi.train, "text", 5, 0, 10, 3, True, 1)
+    x = np.array([[2, 3, 0, 0, 0]])
+    probs = model.predict(x, verbose=0)
+    y = (probs > 0.5).astype("float32")  # every label right ...
+    y[0, np.argmax(probs[0])] = 1.0 - y[0, np.argmax(probs[0])]  # ... but the most probable one
+    scores = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert scores["accuracy"] == pytest.approx(2 / 3)  # per label; argmax accuracy would give 0 or 1
+
+
 # ------------------------------------------------------------------ best checkpoint
 
 

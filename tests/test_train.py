@@ -64,3 +64,16 @@ def test_gpu_requested_without_gpu_is_a_clear_error():
     with pytest.raises(LosstraceError, match="train.device=gpu but TensorFlow sees no GPU"):
         train.select_device("gpu")
     assert train.select_device("auto") == "CPU"
+
+
+def test_balanced_class_weights_turn_train_imbalance_into_info():
+    from losstrace.findings import Finding
+
+    found = [Finding("class_imbalance", "warning", {"observed": 6.0, "min_count": 73}, "set ...", "train"),
+             Finding("class_imbalance", "error", {"observed": "inf", "min_count": 0}, "set ...", "train"),
+             Finding("class_imbalance", "warning", {"observed": 6.0, "min_count": 9}, "set ...", "test")]
+    weighted = train._weighted_imbalance(found, shrunk(class_weight="balanced"), multilabel=False)
+    assert [f.severity for f in weighted] == ["info", "error", "warning"]  # a class with no rows: no weight helps
+    assert weighted[0].evidence["handled_by"] == "train.class_weight: balanced"
+    assert train._weighted_imbalance(found, shrunk(), multilabel=False) == found
+    assert train._weighted_imbalance(found, shrunk(class_weight="balanced"), multilabel=True) == found

@@ -311,7 +311,7 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
     ds = load_dataset(p, prepared)
     if p.train.distribute == "multi_worker" and not distribute.is_chief():
         return _train_worker(p, ds, strategy, prepared, root)
-    data_findings = _data_findings(validate_dir)
+    data_findings = _weighted_imbalance(_data_findings(validate_dir), p, ds.info["multilabel"])
     backup = resume.Backup(resume.backup_dir(root), resume.fingerprint(p, prepared)) if p.train.resume else None
     resume_id = _resume_target(root, backup) if backup is not None else None
 
@@ -436,20 +436,28 @@ def _train_worker(p: Params, ds: Dataset, strategy, prepared: Path, root: Path) 
     return {"run_id": None, "offline": None, "epochs": len(rec.epochs), "diagnosis": {"findings": []}}
 
 
+def _class_shares(y: np.ndarray, n_classes: int, multilabel: bool) -> np.ndarray:
+    if multilabel:
+        return y.mean(axis=0)
+    ids = y if y.ndim == 1 else (y.argmax(axis=1) if y.shape[1] > 1 else y[:, 0].astype(int))
+    return np.bincount(ids.astype(int), minlength=n_classes) / max(len(ids), 1)
+
+
 def _context(p: Params, ds: Dataset, preds: dict[str, Any]) -> dict[str, Any]:
     y = ds.y["train"]
     names = sorted(ds.labels, key=ds.labels.get)
-    if ds.info["multilabel"]:
-        shares = y.mean(axis=0)
-    else:
-        ids = y if y.ndim == 1 else (y.argmax(axis=1) if y.shape[1] > 1 else y[:, 0].astype(int))
-        shares = np.bincount(ids.astype(int), minlength=len(names)) / len(ids)
+    multilabel = bool(ds.info["multilabel"])
+    shares = _class_shares(y, len(names), multilabel)
+    val_shares = _class_shares(ds.y["val"], len(names), multilabel) if len(ds.y["val"]) else None
     return {
         "n_classes": len(ds.labels),
         "class_shares": {names[i]: round(float(s), 6) for i, s in enumerate(shares)},
+        **({"val_class_shares": {names[i]: round(float(s), 6) for i, s in enumerate(val_shares)}}
+           if val_shares is not None else {}),
         "batch_size": p.train.batch_size,
         "train_rows": int(len(y)),
         "multilabel": bool(ds.info["multilabel"]),
+        "input": ds.info["input"],
         "params": {k: v for k, v in params_mod.flatten(p).items()},
         "predictions": preds,
     }
@@ -472,3 +480,18 @@ def _data_findings(validate_dir: Path) -> list[Finding]:
     if not path.exists():
         return []
     return [Finding(**f) for f in read_json(path).get("findings", [])]
+
+
+def _weighted_imbalance(findings: list[Finding], p: Params, multilabel: bool) -> list[Finding]:
+    """Train's `class_imbalance` is `info` once `train.class_weight: balanced` weighs the
+    classes back to equal shares (single-label; Keras applies no class weights to
+    multi-label data). A class with no training rows stays an error: no weight helps."""
+    if p.train.class_weight != "balanced" or multilabel:
+        return findings
+    out = []
+    for f in findings:
+        if f.code == "class_imbalance" and f.where == "train" and f.evidence.get("min_count"):
+            f = Finding(f.code, "info", {**f.evidence, "handled_by": "train.class_weight: balanced"},
+                        "nothing to change: train.class_weight: balanced weighs the classes equally", f.where)
+        out.append(f)
+    return out

@@ -120,6 +120,26 @@ def test_class_imbalance_severity_by_split_and_ratio():
     assert found[0].evidence["threshold"] == 4.0 and found[0].evidence["min_class"] == "b"
 
 
+def test_class_imbalance_of_a_split_stratified_like_train_is_info():
+    splits = {
+        "train": frame(unique_texts(60, "t"), shuffled_labels({"a": 50, "b": 10})),
+        "val": frame(unique_texts(30, "v"), shuffled_labels({"a": 25, "b": 5})),  # train's shares
+        "test": frame(unique_texts(30, "s"), shuffled_labels({"a": 27, "b": 3})),  # 0.9 vs 0.83: shifted
+    }
+    found = {f.where: f for f in checks.check_class_balance(splits, VP)}
+    assert (found["train"].severity, found["val"].severity, found["test"].severity) == ("warning", "info", "warning")
+    assert found["val"].evidence["max_share_shift_vs_train"] == 0.0
+    assert found["test"].evidence["max_share_shift_vs_train"] == pytest.approx(0.0667, abs=1e-4)
+    assert "nothing to change" in found["val"].suggestion
+
+
+def test_class_imbalance_on_multilabel_data_does_not_offer_class_weights():
+    labels = ["a|b"] * 10 + ["a"] * 40 + ["b|c"] * 2
+    (f,) = checks.check_class_balance({"train": frame(unique_texts(52, "t"), labels)}, VP, delimiter="|")
+    assert f.evidence["max_class"] == "a" and f.evidence["min_class"] == "c"
+    assert "class_weight: balanced" not in f.suggestion and "single-label" in f.suggestion
+
+
 def test_class_imbalance_train_between_threshold_and_double_is_warning():
     splits = {"train": frame(unique_texts(60, "t"), shuffled_labels({"a": 50, "b": 10}))}
     (f,) = checks.check_class_balance(splits, VP)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 
 from losstrace.explain.diagnose import diagnose_curves, merge_findings
@@ -115,6 +116,36 @@ def test_val_stuck_with_epoch_reshuffling_points_at_generalisation_not_order(mak
              "not_learning")
     assert "data.shuffle" not in f.suggestion
     assert "memorises" in f.suggestion and "train.model.dropout" in f.suggestion
+
+
+def test_val_stuck_is_judged_against_what_an_input_blind_model_scores_on_val(make_run):
+    """Train skewed, val balanced (an official split): a constant model fitted on train
+    scores the cross-entropy of val's shares against train's on val, well above train's
+    entropy. A val loss 10% under that bar is learning, though it never gets under the
+    train-share entropy; the same val loss on a stratified val split is not."""
+    train_shares = {"a": 0.4, "b": 0.2, "c": 0.2, "d": 0.1, "e": 0.1}
+    balanced_val = dict.fromkeys(train_shares, 0.2)
+    bar = -sum(0.2 * math.log(t) for t in train_shares.values())
+    entropy = -sum(t * math.log(t) for t in train_shares.values())
+    h, b, c = make_run(epochs=20)
+    h["val_loss"] = np.linspace(bar, bar * 0.90, len(h))
+    assert bar * 0.90 > entropy * 0.95  # the old bar (train entropy) would call this stuck
+
+    learning = diagnose_curves(h, b, {**c, "class_shares": train_shares, "val_class_shares": balanced_val})
+    assert "not_learning" not in codes(learning)
+    stratified = {**c, "class_shares": train_shares, "val_class_shares": train_shares}
+    f = only(diagnose_curves(h, b, stratified), "not_learning")
+    assert f.evidence["val_prior_loss"] == pytest.approx(entropy, rel=1e-3)
+
+
+def test_not_learning_suggests_only_changes_that_change_something(make_run):
+    params = {"data.shuffle": True, "data.text_level": "char", "train.model.dropout": 0.3}
+    h, b, c = make_run(val_stuck=True, params=params)
+    f = only(diagnose_curves(h, b, {**c, "input": "text"}), "not_learning")
+    assert "0.3 → 0.3" not in f.suggestion and "text_level: char" not in f.suggestion
+    assert "pretrained embeddings" in f.suggestion and "little signal" in f.suggestion
+    numeric = only(diagnose_curves(h, b, {**c, "input": "numeric"}), "not_learning")
+    assert "pretrained" not in numeric.suggestion and "text_level" not in numeric.suggestion
 
 
 def test_sigmoid_with_categorical_ce_stuck_loss_suggests_softmax(make_run):

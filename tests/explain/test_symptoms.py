@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from losstrace.explain import symptoms
-from losstrace.explain.symptoms import (chance_loss, curve_features, decreasing_fit, epoch_jitter,
+from losstrace.explain.symptoms import (chance_loss, curve_features, decreasing_fit, epoch_jitter, val_prior_loss,
                                         longest_plateau, parse_value, prior_loss)
 
 
@@ -23,6 +23,23 @@ def test_chance_and_prior_loss_follow_the_number_and_balance_of_classes():
     skewed = {"n_classes": 2, "class_shares": {"a": 0.9, "b": 0.1}}
     assert prior_loss(skewed) == pytest.approx(-(0.9 * math.log(0.9) + 0.1 * math.log(0.1)))
     assert prior_loss(skewed) < chance_loss(skewed)
+
+
+def test_val_prior_is_what_an_input_blind_model_fitted_on_train_scores_on_val():
+    train = {"a": 0.6, "b": 0.3, "c": 0.1}
+    stratified = {"n_classes": 3, "class_shares": train, "val_class_shares": train}
+    assert val_prior_loss(stratified) == pytest.approx(prior_loss(stratified))
+    shifted = {**stratified, "val_class_shares": {"a": 0.2, "b": 0.4, "c": 0.4}}
+    expected = -(0.2 * math.log(0.6) + 0.4 * math.log(0.3) + 0.4 * math.log(0.1))
+    assert val_prior_loss(shifted) == pytest.approx(expected) and val_prior_loss(shifted) > prior_loss(shifted)
+    # Balanced class weights teach the model equal shares: on val that scores ln K.
+    weighted = {**stratified, "params": {"train.class_weight": "balanced"}}
+    assert val_prior_loss(weighted) == pytest.approx(math.log(3))
+    # Multi-label: per-label binary cross-entropy of val's shares against train's.
+    multi = {"multilabel": True, "class_shares": {"x": 0.5, "y": 0.2}, "val_class_shares": {"x": 0.4, "y": 0.2}}
+    bce = lambda v, t: -(v * math.log(t) + (1 - v) * math.log(1 - t))  # noqa: E731
+    assert val_prior_loss(multi) == pytest.approx((bce(0.4, 0.5) + bce(0.2, 0.2)) / 2)
+    assert val_prior_loss({"n_classes": 3, "class_shares": train}) is None  # older runs: no val shares
 
 
 def test_parse_value_reads_mlflow_strings():

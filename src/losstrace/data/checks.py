@@ -172,6 +172,9 @@ def same_as_prev(labels: pd.Series) -> pd.Series:
 # ---------------------------------------------------------------- checks
 
 
+SHARE_TOLERANCE = 0.05  # a val/test class share within 5 points of train's: the same distribution
+
+
 def check_class_balance(
     splits: Mapping[str, pd.DataFrame],
     vp: ValidateParams,
@@ -180,16 +183,23 @@ def check_class_balance(
 ) -> list[Finding]:
     """`class_imbalance`: largest / smallest class count per split above validate.max_class_ratio.
 
-    Severity: val/test imbalance only skews the metrics, so it is a warning. In train
-    it changes what the model learns, but moderate imbalance is normal and handled by
-    `train.class_weight: balanced`; only a ratio above twice the threshold (or a class
-    with no training rows at all) is an error, anything between is a warning.
+    Severity: in train it changes what the model learns, but moderate imbalance is normal
+    and handled by `train.class_weight: balanced`; only a ratio above twice the threshold
+    (or a class with no training rows at all) is an error, anything between is a warning.
+    In val/test it only skews the metrics: a warning when the split's class shares differ
+    from train's (e.g. an official test split), `info` when they match train's within
+    5 points (a stratified split): the imbalance is then train's, already reported there.
     Classes of labels.json missing from a split count as 0 (ratio "inf").
     """
     names = list(label_names)
     out = []
+    train_shares: dict[str, float] | None = None
     for split, frame in ordered_splits(splits):
         counts = class_counts(frame["label"], names, delimiter)
+        total = sum(counts.values()) or 1
+        shares = {k: n / total for k, n in counts.items()}
+        if split == "train":
+            train_shares = shares
         if len(counts) < 2:
             continue
         (max_cls, max_n), (min_cls, min_n) = _extremes(counts)
@@ -197,22 +207,33 @@ def check_class_balance(
         if ratio <= vp.max_class_ratio:
             continue
         error_above = 2 * vp.max_class_ratio
-        severe = split == "train" and ratio > error_above
+        severity = "error" if split == "train" and ratio > error_above else "warning"
+        shift = None
+        if split != "train" and train_shares is not None:
+            shift = max(abs(shares.get(k, 0.0) - train_shares.get(k, 0.0)) for k in set(shares) | set(train_shares))
+            if shift <= SHARE_TOLERANCE and min_n:
+                severity = "info"
+        fix = ("resample or collect more rows of the rare label (train.class_weight applies to single-label data only)"
+               if delimiter else "set train.class_weight: balanced, or resample/collect more rows of the rare class")
+        if severity == "info":
+            fix = "nothing to change here: same class shares as train (see train's class_imbalance)"
         out.append(
             Finding(
                 "class_imbalance",
-                "error" if severe else "warning",
+                severity,
                 {
                     "observed": _num(ratio),
                     "threshold": vp.max_class_ratio,
                     **({"error_above": error_above} if split == "train" else {}),
+                    **({"max_share_shift_vs_train": round(shift, 4), "share_tolerance": SHARE_TOLERANCE}
+                       if shift is not None else {}),
                     "max_class": max_cls,
                     "max_count": max_n,
                     "min_class": min_cls,
                     "min_count": min_n,
                     "class_counts": counts,
                 },
-                "set train.class_weight: balanced, or resample/collect more rows of the rare class",
+                fix,
                 split,
             )
         )

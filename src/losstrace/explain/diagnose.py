@@ -130,7 +130,8 @@ def rule_not_learning(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Fi
     Train-stuck: best epoch loss >= initial x (1 - drop). The initial loss comes from the
     first batches; without batches Keras' epoch-0 mean would hide a model that learned
     everything in epoch 0, so the stuck level must then also sit at the prior loss.
-    Val-stuck: best val loss >= prior x (1 - drop) although train loss fell: what the
+    Val-stuck: best val loss >= val prior x (1 - drop) although train loss fell (the val
+    prior: what an input-blind model fitted on train scores on val): what the
     model fits does not transfer, the signature of rows grouped by label (each block
     teaches "predict this class") and of a head that cannot express the labels.
     """
@@ -140,15 +141,16 @@ def rule_not_learning(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Fi
         return None
     seen_start = bool(f["initial_from_batches"])
     train_stuck = best >= init * (1 - drop) and (seen_start or (prior is not None and best >= prior * (1 - drop)))
-    bv = f["best_val_loss"]
-    val_stuck = prior is not None and bv is not None and bv >= prior * (1 - drop)
+    bv, val_prior = f["best_val_loss"], f["val_prior_loss"]
+    val_stuck = val_prior is not None and bv is not None and bv >= val_prior * (1 - drop)
     if not (train_stuck or val_stuck):
         return None
     pattern = ("train and val loss stay at their start" if train_stuck and (val_stuck or bv is None)
                else "train loss stays at its start" if train_stuck
                else "train loss falls but val loss never gets below the class-prior level")
     ev = {"pattern": pattern, "initial_loss": _r(init), "best_loss": _r(best), "loss_drop": _r(f["loss_drop"]),
-          "chance_loss": _r(f["chance_loss"]), "prior_loss": _r(prior), "best_val_loss": _r(bv),
+          "chance_loss": _r(f["chance_loss"]), "prior_loss": _r(prior), "val_prior_loss": _r(val_prior),
+          "best_val_loss": _r(bv),
           "not_learning_rel_drop": drop, "threshold_key": "diagnose.not_learning_rel_drop",
           "final_val_accuracy": _r(f["final_val_accuracy"]), "majority_share": _r(f["majority_share"])}
     return Finding("not_learning", "error", ev, _not_learning_fix(f, ctx, t, train_stuck, val_stuck))
@@ -167,9 +169,19 @@ def _not_learning_fix(f: Features, ctx: dict[str, Any], t: DiagnoseParams, train
         fixes.append(change("data.shuffle", False, True))
     elif val_stuck and not train_stuck:
         # Keras reshuffles every epoch, so order is not it: what the model fits does not transfer.
+        tries = []
+        text = ctx.get("input", "text") == "text"  # older runs lack it
+        if text and param(ctx, "data.text_level", "word") != "char":
+            tries.append("data.text_level: char")
+        if text and not param(ctx, "train.model.embedding.pretrained", ""):
+            tries.append("pretrained embeddings")
+        dropout = float(param(ctx, "train.model.dropout", 0.0) or 0.0)
+        if dropout < 0.3:
+            tries.append(change("train.model.dropout", dropout, 0.3))
         fixes.append("the model memorises training inputs that val does not share: check high_oov_rate "
-                     "and train_val_leakage in the data findings, try data.text_level: char or pretrained "
-                     "embeddings, and " + change("train.model.dropout", param(ctx, "train.model.dropout", 0.0), 0.3))
+                     "and train_val_leakage in the data findings"
+                     + (", try " + " or ".join(tries) if tries else "")
+                     + "; if none helps, the inputs may carry little signal about the labels")
     if param(ctx, "train.model.embedding.mask_zero", True) is False:
         fixes.append(change("train.model.embedding.mask_zero", False, True))
     lr, opt, ratio = _lr_context(ctx)

@@ -120,6 +120,33 @@ def prior_loss(context: dict[str, Any]) -> float | None:
     return float(-(shares * np.log(shares)).sum())
 
 
+def val_prior_loss(context: dict[str, Any]) -> float | None:
+    """The val loss of the best model that ignores the inputs, fitted on train.
+
+    That model predicts train's class shares (uniform ones under `train.class_weight:
+    balanced`, which weighs the classes equal), so on val it scores the cross-entropy of
+    val's shares against them. It equals `prior_loss` when val is stratified like train,
+    and is the fair bar when it is not (multi-label splits, where rare label combinations
+    stay in train, or an official test split). None without val shares (older runs).
+    """
+    val = {k: _num(v) for k, v in (context.get("val_class_shares") or {}).items()}
+    train = {k: _num(v) for k, v in (context.get("class_shares") or {}).items()}
+    if not val or not train:
+        return None
+    eps = 1e-7  # a val class train never saw would cost log(0): validate stops that case first
+    if context.get("multilabel"):
+        terms = [-(v * math.log(min(max(train.get(k) or 0.0, eps), 1 - eps))
+                   + (1 - v) * math.log(1 - min(max(train.get(k) or 0.0, eps), 1 - eps)))
+                 for k, v in val.items() if v is not None]
+        return float(np.mean(terms)) if terms else None
+    if param(context, "train.class_weight", "none") == "balanced":
+        predicted = {k: 1.0 / len(train) for k in train}
+    else:
+        total = sum(v for v in train.values() if v) or 1.0
+        predicted = {k: (v or 0.0) / total for k, v in train.items()}
+    return float(-sum(v * math.log(max(predicted.get(k, 0.0), eps)) for k, v in val.items() if v))
+
+
 def _binary_entropy(p: float) -> float:
     if p <= 0 or p >= 1:
         return 0.0
@@ -410,10 +437,12 @@ def curve_features(history: pd.DataFrame, batches: pd.DataFrame | None, context:
       initial_from_batches  whether initial_loss saw the untrained model (batch log present)
       chance_loss        uniform-output loss: ln K; multi-label: mean binary entropy of shares
       prior_loss         loss of predicting the class frequencies (entropy of the shares)
+      val_prior_loss     val loss of that input-blind predictor (val shares scored against train's;
+                         uniform under class_weight: balanced); prior_loss without val shares
       level_floor        level_floor_share x initial loss: the denominator floor of every ratio
       final_loss, best_loss, best_epoch, final_val_loss, best_val_loss, best_val_epoch
       loss_drop          1 - best_loss / initial_loss: the share of the start the model removed
-      val_vs_prior       best_val_loss / prior_loss: ~1 or more = nothing generalises
+      val_vs_prior       best_val_loss / val_prior_loss: ~1 or more = nothing generalises
       batch_noise        std of batch loss around its trend, / trend, while still learning
       batch_noise_steps  how many batches that estimate used (its precision ~ 1/sqrt(n))
       noise_cv_implied   batch_noise * sqrt(batch_size): per-sample spread sampling would need
@@ -435,6 +464,7 @@ def curve_features(history: pd.DataFrame, batches: pd.DataFrame | None, context:
     loss, val = _column(h, "loss"), _column(h, "val_loss")
     init = initial_loss(h, b)
     chance, prior = chance_loss(context), prior_loss(context)
+    val_prior = val_prior_loss(context)
     scale = init if init and init > 0 else (chance or 1.0)
     floor = t.level_floor_share * scale
     steps = steps_per_epoch(b, context)
@@ -446,8 +476,9 @@ def curve_features(history: pd.DataFrame, batches: pd.DataFrame | None, context:
         "initial_loss": init, "first_epoch_loss": _last_finite(loss[:1]),
         "initial_from_batches": bool(not b.empty and np.isfinite(_column(b, "loss")[:3]).any()),
         "chance_loss": chance, "prior_loss": prior, "level_floor": floor,
+        "val_prior_loss": val_prior if val_prior is not None else prior,
     }
-    f.update(_levels(loss, val, h, init, prior))
+    f.update(_levels(loss, val, h, init, f["val_prior_loss"]))
     rel = noise_residuals(b, floor, steps)
     f["batch_noise"] = None if rel is None else _clipped_std(rel)
     f["batch_noise_steps"] = None if rel is None else int(rel.size)

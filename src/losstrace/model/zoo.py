@@ -239,7 +239,12 @@ def _metrics(train: TrainParams, units: int) -> list:
                                  "sparse_categorical_crossentropy trains on integer class ids",
                                  "set train.loss: categorical_crossentropy (same loss, one-hot labels) "
                                  f"or remove {name} from train.metrics")
-        if name == "accuracy":
+        if name == "accuracy" and units > 1 and train.loss == "binary_crossentropy":
+            # Keras resolves "accuracy" by output shape, not loss: several units mean
+            # argmax (categorical) accuracy, meaningless on multi-hot labels. Score each
+            # label's yes/no against the threshold instead (0 on logits).
+            out.append(keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0 if train.from_logits else 0.5))
+        elif name == "accuracy":
             out.append("accuracy")
         elif name == "auc":
             out.append(keras.metrics.AUC(name="auc", multi_label=units > 1 and train.loss == "binary_crossentropy"))

@@ -98,3 +98,34 @@ def test_stratified_split_keeps_singletons_in_train():
     assert sorted(labels.iloc[held].value_counts().to_dict().items()) == [("a", 2), ("b", 1)]
     assert len(keep) + len(held) == len(labels)
     assert "c" in set(labels.iloc[keep])
+
+
+def test_running_out_of_space_mid_write_fails_in_one_line_and_keeps_previous_outputs(tmp_path):
+    """The real console script under a 64 KiB file-size limit (RLIMIT_FSIZE, what `ulimit -f`
+    sets): its parquet writes fail part-way with EFBIG, as they would with ENOSPC on a full
+    disk (both are the same out-of-space error here). Without root there is no small
+    filesystem to fill, and the limit hits the same write calls."""
+    import resource
+    import subprocess
+
+    from support import BIN
+
+    out = tmp_path / "p"
+    ingest.main(_params(tmp_path), out, tmp_path)
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    seed7 = tmp_path / "seed7"
+    seed7.mkdir()
+    (seed7 / "params.yaml").write_text("base:\n  seed: 7\n")  # another split: every output changes
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    r = subprocess.run([str(BIN / "losstrace"), "ingest", "--params", str(seed7 / "params.yaml"), "--out", str(out)],
+                       cwd=tmp_path, capture_output=True, text=True, preexec_fn=limit_file_size)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()]  # one line, no traceback
+    assert r.stderr.startswith(f"error: {out}/")  # names the output it was writing
+    assert "file too large for the file-size limit while writing" in r.stderr
+    assert "previous outputs are untouched" in r.stderr
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert not list(tmp_path.glob(".losstrace-stage-*")) and not list(out.parent.glob(".losstrace-stage-*"))

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import LosstraceError
+from .errors import LosstraceError, from_os_error
 
 
 def _quiet_tf() -> None:
@@ -258,8 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted (rerun the command)", file=sys.stderr)
         return 130
-    except Exception as e:  # a bug, not bad input: still one line unless debugging
-        if os.environ.get("LOSSTRACE_DEBUG"):
+    except Exception as e:
+        # Out of space mid-write: staged outputs are discarded, the old ones stay.
+        mapped = from_os_error(e) if isinstance(e, OSError) else None
+        if mapped is not None:
+            print(mapped.line(), file=sys.stderr)
+            return mapped.exit_code
+        if os.environ.get("LOSSTRACE_DEBUG"):  # a bug, not bad input: still one line unless debugging
             raise
         print(f"error: internal: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
               "(rerun with LOSSTRACE_DEBUG=1 and report the traceback)", file=sys.stderr)

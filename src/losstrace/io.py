@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import LosstraceError
+from .errors import LosstraceError, from_os_error
 
 
 def to_json(obj: Any) -> str:
@@ -115,6 +115,9 @@ class Staging:
         try:
             if exc_type is None:
                 self.publish()
+            elif isinstance(exc, OSError) and exc.filename is None and from_os_error(exc) is not None:
+                # Writers such as pyarrow drop the file name: name the last output being staged.
+                exc.filename = str(self._targets[-1][1]) if self._targets else str(self.root)
         finally:  # a publish that failed (read-only target, full disk) leaves no temp dir behind
             self.discard()
 
@@ -130,6 +133,6 @@ def _guard_write(path: str | Path, action: Callable[[], Any]) -> Any:
     except PermissionError:
         raise LosstraceError(str(path), "permission denied while writing", "make the directory writable")
     except OSError as e:
-        if e.errno == 28:  # ENOSPC
-            raise LosstraceError(str(path), "no space left on device", "free disk space and rerun")
-        raise
+        if e.filename is None:
+            e.filename = str(path)
+        raise from_os_error(e) or e

@@ -249,3 +249,41 @@ def _wait_for_first_epoch(c, train: subprocess.Popen, timeout: float = 900) -> s
             return runs[0].info.run_id
         time.sleep(0.2)
     raise AssertionError("no epoch reached the server")
+
+
+def test_server_down_during_evaluate_fails_in_one_line_or_leaves_the_upload_to_sync(server, clones, tmp_path):
+    root, out = clones["a"], tmp_path / "out"
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["epochs"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    params["train"]["tracking"] = {**params["train"].get("tracking", {}), "offline_ok": True}
+    (tmp_path / "offline_ok.yaml").write_text(yaml.safe_dump(params))
+    env = {"MLFLOW_TRACKING_URI": server.uri, "MLFLOW_EXPERIMENT_NAME": "evaluate-outage", **FAST_FAIL}
+    where = ["--models", str(out / "models"), "--train-reports", str(out / "reports"), "--out", str(out / "evaluate")]
+    run_cli("train", "--params", str(tmp_path / "params.yaml"), "--models", str(out / "models"),
+            "--reports", str(out / "reports"), cwd=root, env=env, check=True)
+    run_id = _run_json(out, "reports")["run_id"]
+    try:
+        server.stop(signal.SIGKILL)
+        failed = run_cli("evaluate", "--params", str(tmp_path / "params.yaml"), *where, cwd=root, env=env)
+        kept = run_cli("evaluate", "--params", str(tmp_path / "offline_ok.yaml"), *where, cwd=root, env=env)
+    finally:
+        if server.proc is None:
+            server.start()
+    assert failed.returncode == 1, failed.stderr
+    assert failed.stderr.strip().splitlines() == [failed.stderr.strip()]  # one line, no traceback
+    assert failed.stderr.startswith(f"error: MLflow at {server.uri}: unreachable") and "only its upload failed" in failed.stderr
+    assert kept.returncode == 0, kept.stderr
+    assert "`losstrace sync` uploads them" in kept.stderr and "evaluate: test accuracy" in kept.stdout
+    c = _client(server.uri)
+    assert "test_accuracy" not in c.get_run(run_id).data.metrics
+
+    sync = ["sync", "--reports", str(out / "reports"), "--evaluate", str(out / "evaluate"), "--models", str(out / "models")]
+    r = run_cli(*sync, cwd=root, env=env)
+    assert r.returncode == 0 and "uploaded its" in r.stdout and "missing test metrics" in r.stdout, r.stdout + r.stderr
+    metrics = json.loads((out / "evaluate/metrics.json").read_text())
+    run = c.get_run(run_id)
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    assert {Path(a.path).name for a in c.list_artifacts(run_id, "evaluate")} >= {"metrics.json", "confusion.png"}
+    again = run_cli(*sync, cwd=root, env=env)
+    assert again.returncode == 0 and "nothing recorded offline" in again.stdout

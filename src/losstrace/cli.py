@@ -145,7 +145,9 @@ def cmd_sync(a: argparse.Namespace) -> int:
 
     result = sync.main(Path("."), a.reports, a.validate, a.evaluate, a.models, a.prepared)
     if not result["uploaded"]:
-        print(f"sync: nothing recorded offline; {a.reports / 'run.json'} points at run {result['run_id']}")
+        added = result.get("evaluation", 0)
+        done = f"uploaded its {added} missing test metrics" if added else "nothing recorded offline"
+        print(f"sync: {done}; {a.reports / 'run.json'} points at run {result['run_id']}")
         return 0
     print(f"sync: run {result['run_id']} complete ({result['values']} new metric values); "
           f"{a.reports / 'run.json'} points at it")

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +113,24 @@ def main(params_path: Path, prepared: Path, model_dir: Path, train_reports: Path
         plot_confusion(cm, names, stage.path(out_dir / "confusion.png"))
 
     run_info = read_json(train_reports / "run.json")
+    try:
+        record(root, run_info, metrics, out_dir)
+    except Exception as e:
+        if not tracking.is_outage(e):
+            raise
+        uri = tracking.tracking_uri(root)
+        if not p.train.tracking.offline_ok:
+            raise tracking.unreachable(uri, e, f"start it and rerun `dvc repro`; {out_dir} is written, only its "
+                                       "upload failed") from None
+        print(f"warning: MLflow at {tracking.redact(uri)} is unreachable: the test metrics stay in {out_dir}; "
+              "`losstrace sync` uploads them to the run", file=sys.stderr)
+    return metrics
+
+
+def record(root: Path, run_info: dict[str, Any], metrics: dict[str, Any], out_dir: Path) -> None:
+    """Add the test metrics and evaluate's artifacts to the train run (nothing for an offline run:
+    `losstrace sync` uploads them with the rest)."""
     with tracking.reopen_run(root, run_info["run_id"], offline=run_info.get("offline", False)) as logger:
         logger.log_metrics(mlflow_metrics(metrics), step=0)
         for name in ARTIFACTS:
             logger.log_artifact(out_dir / name, "evaluate")
-    return metrics

@@ -31,7 +31,8 @@ def main(root: Path, reports: Path, validate_dir: Path, evaluate_dir: Path, mode
     run_path = reports / "run.json"
     info = read_json(run_path)
     if not info.get("offline"):
-        return {"run_id": info.get("run_id"), "uploaded": False}
+        return {"run_id": info.get("run_id"), "uploaded": False,
+                "evaluation": _missing_evaluation(root, info, evaluate_dir)}
     record = info["record"]
     stages = dvc_stages_using(root, run_path)
     lock_was_current = bool(stages) and _dvc(root, "status", *stages, "--json").stdout.strip() == "{}"
@@ -90,6 +91,26 @@ def _model_and_example(models: Path, prepared: Path) -> tuple[Any, Any]:
     fz = featurize.Featurizer.from_dict(read_json(models / "featurizer.json"))
     x, _ = fz.transform(pd.read_parquet(prepared / "val.parquet")["x"].head(2))
     return keras.models.load_model(models / "model.keras"), x
+
+
+def _missing_evaluation(root: Path, info: dict[str, Any], evaluate_dir: Path) -> int:
+    """An online run whose evaluation could not reach the store (evaluate with
+    `train.tracking.offline_ok`): upload the test metrics and artifacts it lacks.
+    Returns how many metric values were added (0: the run already has them)."""
+    path = evaluate_dir / "metrics.json"
+    if not info.get("run_id") or not path.exists():
+        return 0
+    metrics = read_json(path)
+    try:
+        have = set(tracking.get_run(root, info["run_id"]).data.metrics)
+        if set(evaluate.mlflow_metrics(metrics)) <= have:
+            return 0
+        evaluate.record(root, info, metrics, evaluate_dir)
+    except Exception as e:
+        if not tracking.is_outage(e):
+            raise
+        raise tracking.unreachable(tracking.tracking_uri(root), e, "rerun `losstrace sync` when it answers") from None
+    return len(evaluate.mlflow_metrics(metrics))
 
 
 def dvc_stages_using(root: Path, path: Path) -> list[str]:

@@ -191,7 +191,7 @@ class RunLogger:
             if not (self.resilient and is_outage(e)):
                 raise
             self.offline = _first_line(e)
-            print(f"warning: MLflow at {_redact(self.uri)} stopped answering ({self.offline}); continuing offline, "
+            print(f"warning: MLflow at {redact(self.uri)} stopped answering ({self.offline}); continuing offline, "
                   "every record stays in reports/ (run `losstrace sync` when it is back)", file=sys.stderr)
 
     def log_params(self, flat: dict[str, Any]) -> None:
@@ -304,9 +304,9 @@ def start_run(root: Path, run_name: str, tags: dict[str, Any], resume_id: str | 
                                   tags={k: str(v) for k, v in all_tags.items()}).info.run_id
     except Exception as e:  # unreachable server, locked or corrupt store
         if not offline_ok:
-            raise LosstraceError(f"MLflow at {_redact(uri)}", f"cannot open a run: {_first_line(e)}",
+            raise LosstraceError(f"MLflow at {redact(uri)}", f"cannot open a run: {_first_line(e)}",
                                  "start the tracking server or fix MLFLOW_TRACKING_URI", exit_code=1) from None
-        print(f"warning: MLflow at {_redact(uri)} is unreachable ({_first_line(e)}); training offline "
+        print(f"warning: MLflow at {redact(uri)} is unreachable ({_first_line(e)}); training offline "
               "(train.tracking.offline_ok), records stay in reports/ for `losstrace sync`", file=sys.stderr)
         run_id = None
     logger = RunLogger(c, run_id, uri, resilient=resilient or offline_ok,
@@ -334,7 +334,9 @@ def reopen_run(root: Path, run_id: str | None, offline: bool = False) -> Iterato
     try:
         c.get_run(run_id)
     except Exception as e:
-        raise LosstraceError(f"MLflow at {_redact(uri)}", f"run {run_id} not found: {_first_line(e)}",
+        if is_outage(e):
+            raise  # the caller decides: fail, or keep its outputs for `losstrace sync`
+        raise LosstraceError(f"MLflow at {redact(uri)}", f"run {run_id} not found: {_first_line(e)}",
                              "run `dvc repro -f train` to record a fresh run", exit_code=1) from None
     yield RunLogger(c, run_id, uri)
 
@@ -351,7 +353,7 @@ def resolve_run(ref: str, root: Path = Path("."), kind: str = "train") -> str:
     back = int(m.group(1) or 0)
     exp = c.get_experiment_by_name(experiment_name())
     if exp is None:
-        raise LosstraceError(_redact(tracking_uri(root)), "no losstrace runs recorded", "run `dvc repro` first")
+        raise LosstraceError(redact(tracking_uri(root)), "no losstrace runs recorded", "run `dvc repro` first")
     runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND_TAG}` = '{kind}'",
                          order_by=["attributes.start_time DESC"], max_results=back + 1)
     if len(runs) <= back:
@@ -389,7 +391,7 @@ def run_exists(root: Path, run_id: str | None) -> bool:
 
 def unreachable(uri: str, e: BaseException, fix: str = "start the tracking server or fix MLFLOW_TRACKING_URI") -> LosstraceError:
     """The one-line error for a store that is away, naming the (redacted) URI."""
-    return LosstraceError(f"MLflow at {_redact(uri)}", f"unreachable: {_first_line(e)}", fix, exit_code=1)
+    return LosstraceError(f"MLflow at {redact(uri)}", f"unreachable: {_first_line(e)}", fix, exit_code=1)
 
 
 def _param_value(v: Any) -> str:
@@ -411,7 +413,8 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _redact(uri: str) -> str:
+def redact(uri: str) -> str:
+    """The URI without credentials, fit for messages."""
     return re.sub(r"//[^/@]*@", "//***@", uri)
 
 

@@ -48,7 +48,7 @@ class Sizes:
     gpu_reps: int
 
 
-FULL = Sizes(tracking_epochs=30, tracking_reps=5, bucket_epochs=8, bucket_reps=3,
+FULL = Sizes(tracking_epochs=30, tracking_reps=5, bucket_epochs=8, bucket_reps=20,
              ingest_rows=(10_000, 100_000, 1_000_000), project_epochs=2, repro_reps=5, cli_reps=5,
              gpu_epochs=5, gpu_reps=3)
 QUICK = Sizes(tracking_epochs=2, tracking_reps=1, bucket_epochs=2, bucket_reps=1,

@@ -6,13 +6,12 @@ samples), so the true loss of batch k is recovered exactly from two consecutive
 states:  (T_k − T_{k−1}) / (S_k − S_{k−1}), with T the summed loss and S the samples
 seen so far in the epoch. No extra forward pass is needed, and the batch's size comes
 with it: S_k − S_{k−1}, which matters once batches vary in size (length bucketing).
-The train step itself returns T_k and S_k with its logs, so the batch hook is
-`async_safe`: Keras runs it on a worker thread while the next steps compute, instead of
-stalling every step for a host round trip (a per-batch hook that reads anything costs
-a synchronous step otherwise). Under `tf.distribute` `logs["loss"]` is the mean of the
-replicas' own running means (wrong whenever a batch splits unevenly); there the hook
-reads the tracker's sum-on-read variables outside the replicas (the global sums), which
-must happen before the next step, so it stays synchronous.
+Reading the tracker's variables, not `logs["loss"]`, also keeps this exact under
+`tf.distribute`: there `logs["loss"]` is the mean of the replicas' own running means
+(wrong whenever a batch splits unevenly), while the tracker's sum-on-read variables,
+read outside the replicas, are the global sums. (Keras would run an `async_safe` batch
+hook on a worker thread, but not on TensorFlow, whose backend is not thread-safe: the
+hook costs a host round trip per step, ~0.1 ms on CPU.)
 
 With `dynamics`, it also records per epoch each layer's gradient norm over the epoch's
 own training steps (root mean square and maximum of the per-step norms, before any
@@ -126,12 +125,6 @@ class DynamicsCallback(keras.callbacks.Callback):
         # (and val_loss) with the tracker's exact global mean, so batch losses average back
         # to it. Other metrics stay Keras' own (exact when replicas get equal shares).
         self.exact_epoch_loss = exact_epoch_loss
-        # Without tf.distribute, the loss tracker's sums of each step travel in that step's
-        # own logs (see `_with_loss_sums`), so the batch hook may run late, on Keras' worker
-        # thread, while the next steps are already dispatched: no per-step host round trip
-        # stalls training. Under tf.distribute the hook reads the tracker's global sums
-        # itself, which must happen before the next step, so it stays synchronous.
-        self.async_safe = not exact_epoch_loss
         self._epoch = first_epoch
         self._tracker = None
         self._raw: dict[int, tuple[float, float, float]] = {}  # batch -> (running mean, loss sum, samples)
@@ -141,13 +134,10 @@ class DynamicsCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._raw = {}
         self._tracker = next((m for m in self.model.metrics if m.name == "loss" and hasattr(m, "count")), None)
-        if self._tracker is not None and self.async_safe:  # before the first step: Keras traces it lazily
-            _with_loss_sums(self.model, self._tracker)
-        if self.dynamics:
+        if self.dynamics:  # before the first step: Keras traces its train step lazily
             self._norms = GradientNorms(self.model, self._layers())
 
     def on_train_end(self, logs=None):
-        self.model.__dict__.pop("train_step", None)  # the saved model keeps Keras' own train step
         if self._norms is not None:
             self._norms.detach()
             self._norms = None
@@ -160,12 +150,9 @@ class DynamicsCallback(keras.callbacks.Callback):
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        """May run on Keras' worker thread, after later steps: it only stores this step's
-        figures (rows are built in batch order at epoch end) and asks training to stop."""
+        """Stores this step's figures (rows are built at epoch end) and stops on NaN/inf."""
         mean = float(logs["loss"])
-        if LOSS_SUM in logs:
-            total, seen = float(logs[LOSS_SUM]), float(logs[LOSS_COUNT])
-        elif self._tracker is not None:
+        if self._tracker is not None:
             total, seen = _read(self._tracker.total), _read(self._tracker.count)
         else:
             total = seen = math.nan  # a model without Keras' loss tracker: rebuilt from running means
@@ -194,7 +181,7 @@ class DynamicsCallback(keras.callbacks.Callback):
         return rows
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = {k: v for k, v in (logs or {}).items() if k not in (LOSS_SUM, LOSS_COUNT)}
+        logs = dict(logs or {})
         rows = self._batch_rows()
         seen = sum(r["size"] for r in rows)
         if self.exact_epoch_loss and seen > 0:
@@ -235,26 +222,6 @@ class DynamicsCallback(keras.callbacks.Callback):
             rows.append({"epoch": epoch, "layer": name, "grad_norm": rms[i], "grad_norm_max": peak[i],
                          "update_ratio": ratio})
         return rows
-
-
-LOSS_SUM, LOSS_COUNT = "losstrace_loss_sum", "losstrace_loss_count"
-
-
-def _with_loss_sums(model, tracker) -> None:
-    """Make each train step also return the loss tracker's running sum and sample count
-    as read right after that step's update (values, not the variables), so a late batch
-    hook still sees its own step's figures. Set on the instance for the length of a fit."""
-    import tensorflow as tf
-
-    original = model.train_step
-
-    def train_step(data):
-        logs = dict(original(data))
-        logs[LOSS_SUM] = tf.identity(tracker.total)
-        logs[LOSS_COUNT] = tf.identity(tracker.count)
-        return logs
-
-    model.train_step = train_step
 
 
 class GradientNorms:

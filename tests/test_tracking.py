@@ -68,6 +68,27 @@ def test_background_metric_writes_land_before_the_run_ends(tmp_path):
     assert c.get_run(run.run_id).info.status == "FINISHED"
 
 
+def test_quick_epochs_ship_together_and_a_slow_one_at_once(tmp_path, monkeypatch):
+    with tracking.start_run(tmp_path, "ship", {tracking.KIND_TAG: "train"}) as run:
+        c = tracking.client(tracking.tracking_uri(tmp_path))
+        writes = []
+        monkeypatch.setattr(run, "_in_background", lambda *a, **kw: writes.append(kw["metrics"]))
+        for epoch in range(5):  # five tiny epochs within a second: the first ships, four wait
+            run.log_metrics({"loss": float(epoch)}, step=epoch)
+        assert [[m.step for m in w] for w in writes] == [[0]]
+        monkeypatch.setattr(tracking, "SHIP_SECONDS", 0.0)  # as if a second had passed
+        run.log_metrics({"loss": 5.0}, step=5)
+        assert [[m.step for m in w] for w in writes] == [[0], [1, 2, 3, 4, 5]]
+        run.log_metrics({"loss": 6.0}, step=6)  # a slow epoch: shipped at once
+        assert [[m.step for m in w] for w in writes][-1] == [6]
+        monkeypatch.setattr(tracking, "SHIP_SECONDS", 3600.0)
+        run.log_metrics({"loss": 7.0}, step=7)
+        assert [[m.step for m in w] for w in writes][-1] == [6]
+        run.flush()  # the run's end sends whatever still waits, in order
+        assert [m.step for w in writes for m in w] == list(range(8))
+        assert c.get_metric_history(run.run_id, "loss") == []  # the fake writer sent nothing
+
+
 def test_logging_a_model_leaves_the_process_tracking_uri_alone(tmp_path, monkeypatch):
     """MLflow's fluent API exports MLFLOW_TRACKING_URI process-wide; every later DVC stage
     or queued experiment started from this process would then record into this store."""

@@ -129,11 +129,13 @@ class DynamicsCallback(keras.callbacks.Callback):
         self._tracker = None
         self._raw: dict[int, tuple[float, float, float]] = {}  # batch -> (running mean, loss sum, samples)
         self._start_weights: dict[str, list[np.ndarray]] | None = None
+        self._end_weights: dict[str, list[np.ndarray]] | None = None
         self._norms: GradientNorms | None = None
 
     def on_train_begin(self, logs=None):
         self._raw = {}
         self._tracker = next((m for m in self.model.metrics if m.name == "loss" and hasattr(m, "count")), None)
+        self._end_weights = None  # weights may have been restored (resume) since any last fit
         if self.dynamics:  # before the first step: Keras traces its train step lazily
             self._norms = GradientNorms(self.model, self._layers())
 
@@ -144,7 +146,10 @@ class DynamicsCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch, self._raw = epoch, {}
-        self._start_weights = self._layer_weights() if self._norms is not None else None
+        if self._norms is not None:
+            # Last epoch's end is this epoch's start: nothing touches the weights in between
+            # (callbacks restore them at train begin or end), so copy them once per epoch.
+            self._start_weights = self._end_weights or self._layer_weights()
         if self._norms is not None:
             self._norms.reset()
         self._t0 = time.perf_counter()
@@ -210,7 +215,7 @@ class DynamicsCallback(keras.callbacks.Callback):
     def _dynamics(self, epoch: int) -> list[dict]:
         """Per layer: RMS and max gradient norm over the epoch's steps, ||Δw|| / ||w|| over the epoch."""
         rms, peak = self._norms.read()
-        end = self._layer_weights()
+        end = self._end_weights = self._layer_weights()
         rows = []
         for i, (name, now) in enumerate(end.items()):
             before = self._start_weights.get(name) if self._start_weights else None

@@ -12,10 +12,12 @@ losses in one call per epoch, so tracking costs a few percent of training at mos
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -147,6 +149,11 @@ class RunLogger:
         self.resilient, self.offline = resilient, offline
         # Metric batches are written by one background thread, in order, so the store's
         # write (tens of ms on SQLite) overlaps the next epoch instead of stalling it.
+        # Metrics logged less than SHIP_SECONDS after the last shipment wait and go with
+        # the next one: an epoch of 0.1 s would otherwise cost a store write per epoch.
+        # Epochs slower than that ship at once, so a live run in the UI lags by <= 1 s.
+        self._pending: list = []
+        self._last_ship = -math.inf
         self._queue: Any = None
         self._writer: Any = None
         self._failure: BaseException | None = None
@@ -171,8 +178,16 @@ class RunLogger:
             finally:
                 self._queue.task_done()
 
+    def _ship(self) -> None:
+        pending, self._pending = self._pending, []
+        self._last_ship = time.monotonic()
+        for i in range(0, len(pending), _MAX_BATCH):
+            self._in_background("log_batch", self.run_id, metrics=pending[i : i + _MAX_BATCH])
+
     def flush(self) -> None:
-        """Wait for queued metric writes; raise what the background writer hit."""
+        """Send held metrics and wait for the writes; raise what the background writer hit."""
+        if self._pending:
+            self._ship()
         if self._queue is not None:
             self._queue.join()
         if self._failure is not None:
@@ -224,8 +239,9 @@ class RunLogger:
         self._log_metrics([Metric(key, float(v), ts, int(s)) for s, v in zip(steps, values) if _finite(v)])
 
     def _log_metrics(self, metrics: list) -> None:
-        for i in range(0, len(metrics), _MAX_BATCH):
-            self._in_background("log_batch", self.run_id, metrics=metrics[i : i + _MAX_BATCH])
+        self._pending.extend(metrics)
+        if time.monotonic() - self._last_ship >= SHIP_SECONDS:
+            self._ship()
 
     def log_missing(self, key: str, steps: Sequence[int], values: Sequence[float]) -> int:
         """Log only the steps of `key` the run lacks (a resumed or repeated sync duplicates nothing)."""
@@ -265,6 +281,9 @@ class RunLogger:
 
     def finish(self, ok: bool) -> None:
         self._send("set_terminated", self.run_id, "FINISHED" if ok else "FAILED")
+
+
+SHIP_SECONDS = 1.0  # the longest a logged metric waits for company before it is sent
 
 
 def _model_requirements() -> list[str]:

@@ -64,7 +64,7 @@ def bucketing_rows(r: dict[str, Any]) -> list[Row]:
             rows.append((f"  accuracy {arm} (val / test)", _skip(a), "±1 point", "–"))
             continue
         seeds = len(a.get("test_by_seed", [])) or 1
-        label = f"  accuracy {arm} (val / test, best epoch, mean of {seeds} seed{'s' if seeds > 1 else ''})"
+        label = f"  accuracy {arm} (val / test, last epoch, mean of {seeds} seed{'s' if seeds > 1 else ''})"
         rows.append((label, f"{a['val']:.3f} / {a['test']:.3f}", "", "–"))
     if diff:
         se = diff["test_se_points"]

@@ -289,7 +289,7 @@ def run_json(logger: tracking.RunLogger, record: dict[str, Any]) -> dict[str, An
 
 def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path, reports: Path,
          root: Path = Path(".")) -> dict[str, Any]:
-    from .explain.diagnose import diagnose_curves, merge_findings
+    from .explain.diagnose import diagnose_curves, gradient_evidence, merge_findings
     from .model import lint
 
     p = params_mod.load(params_path)
@@ -351,13 +351,13 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
         dynamics = pd.DataFrame(rec.dynamics, columns=DYNAMICS_COLUMNS)
         preds = prediction_stats(model, ds.x["val"], ds.labels, 256)
         context = _context(p, ds, preds)
-        # The explain layer takes gradient norms as an optional (epoch, layer, norm) frame;
+        # The explain layer takes the dynamics rows as optional gradient-norm evidence;
         # context.json stays plain JSON (dynamics.csv holds them).
-        grad_norms = dynamics.rename(columns={"grad_norm": "norm"})[["epoch", "layer", "norm"]]
-        curve = diagnose_curves(history, batches, {**context, "grad_norms": grad_norms}, p.diagnose)
+        curve = diagnose_curves(history, batches, {**context, "grad_norms": dynamics}, p.diagnose)
         if rec.divergence is not None and not any(f.code == "diverged" for f in curve):
             d = rec.divergence
-            curve.append(Finding("diverged", "error", {"epoch": d.epoch, "batch": d.batch, "loss": str(d.loss)},
+            curve.append(Finding("diverged", "error", {"epoch": d.epoch, "batch": d.batch, "loss": str(d.loss),
+                                                       **gradient_evidence(dynamics)},
                                  f"train.learning_rate: {p.train.learning_rate:g} → {p.train.learning_rate / 10:g}"))
         diagnosis = merge_findings(data_findings, lint_findings, curve)
         diagnosis["run_id"] = logger.run_id

@@ -7,6 +7,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from losstrace.explain.diagnose import diagnose_curves, merge_findings
@@ -184,6 +185,20 @@ def test_nan_loss_is_diverged_and_nothing_else(make_run):
 def test_explosion_is_diverged(make_run):
     f = only(diagnose_curves(*make_run(explode_at=12)), "diverged")
     assert f.evidence["max_loss_ratio"] > f.evidence["explode_factor"]
+
+
+def test_explosion_carries_the_gradient_norm_evidence(make_run):
+    h, b, c = make_run(explode_at=12)
+    rows = [{"epoch": e, "layer": layer, "grad_norm": g, "grad_norm_max": g * 1.5}
+            for e in range(len(h)) for layer, g in (("lstm_0", 0.5 * 3.0 ** max(0, e - 10)), ("output", 0.2))]
+    rows[-1]["grad_norm_max"] = float("nan")  # the last epoch's norms were already NaN
+    f = only(diagnose_curves(h, b, {**c, "grad_norms": pd.DataFrame(rows)}), "diverged")
+    ev = f.evidence
+    assert (ev["grad_norm_peak_layer"], ev["grad_norm_statistic"]) == ("lstm_0", "grad_norm_max")
+    assert ev["grad_norm_first_epoch"] == pytest.approx(0.75) and ev["grad_norm_peak_epoch"] == len(h) - 1
+    assert ev["grad_norm_growth"] == pytest.approx(3.0 ** (len(h) - 11), rel=1e-3)
+    assert ev["grad_nonfinite_epoch"] == len(h) - 1
+    assert "grad_norm_peak" not in only(diagnose_curves(h, b, c), "diverged").evidence  # none recorded
 
 
 def test_saturated_predictions_only_when_confidence_outruns_accuracy(make_run):

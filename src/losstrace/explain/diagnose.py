@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..findings import SEVERITIES, Finding
@@ -94,11 +95,39 @@ def rule_diverged(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Findin
           "explode_factor": t.explode_factor, "threshold_key": "diagnose.explode_factor",
           "initial_loss": _r(f["initial_loss"]), "learning_rate": lr, "optimizer": opt,
           "recovered": f["recovered"]}
+    ev.update(gradient_evidence(ctx.get("grad_norms")))
     steps = [change("train.learning_rate", lr, _lower_lr(lr, opt))]
     if clip <= 0:
         steps.append(change("train.clipnorm", 0.0, 1.0))
     severity = "warning" if f["recovered"] and f["first_nonfinite_epoch"] is None else "error"
     return Finding("diverged", severity, ev, "; ".join(steps))
+
+
+def gradient_evidence(norms: Any) -> dict[str, Any]:
+    """How the layers' gradient norms moved: the first epoch's largest, the peak (layer,
+    epoch), their ratio, and the first epoch whose norms were no longer finite. `norms`:
+    dynamics rows (epoch, layer, grad_norm[, grad_norm_max]) as a frame or records; the
+    per-step maximum is used where recorded, since one exploding step is the evidence."""
+    if norms is None:
+        return {}
+    frame = norms if isinstance(norms, pd.DataFrame) else pd.DataFrame(norms)
+    col = next((c for c in ("grad_norm_max", "grad_norm", "norm") if c in frame.columns), None)
+    if frame.empty or col is None or "epoch" not in frame.columns:
+        return {}
+    values = pd.to_numeric(frame[col], errors="coerce")
+    finite = frame[np.isfinite(values)].assign(_v=values[np.isfinite(values)])
+    out: dict[str, Any] = {}
+    bad = frame.loc[~np.isfinite(values), "epoch"]
+    if len(bad):
+        out["grad_nonfinite_epoch"] = int(bad.min())
+    if finite.empty:
+        return out
+    first = finite[finite["epoch"] == finite["epoch"].min()]["_v"].max()
+    peak = finite.loc[finite["_v"].idxmax()]
+    out.update({"grad_norm_first_epoch": _r(first), "grad_norm_peak": _r(peak["_v"]),
+                "grad_norm_peak_layer": str(peak.get("layer", "")), "grad_norm_peak_epoch": int(peak["epoch"]),
+                "grad_norm_growth": _r(peak["_v"] / first) if first > 0 else None, "grad_norm_statistic": col})
+    return out
 
 
 def head_mismatch(ctx: dict[str, Any]) -> str | None:

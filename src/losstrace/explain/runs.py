@@ -59,7 +59,8 @@ def load_record(ref: str | None, root: Path) -> RunRecord:
         fingerprint=_json(run.files.get("fingerprint.json")),
         history=_csv(run.files.get("history.csv")) if "history.csv" in run.files else empty.history,
         batches=_csv(run.files["batches.csv"]) if "batches.csv" in run.files else empty.batches,
-        context=_json(run.files.get("context.json")) or {},
+        context={**(_json(run.files.get("context.json")) or {}),
+                 **({"grad_norms": _csv(run.files["dynamics.csv"])} if "dynamics.csv" in run.files else {})},
         findings=(_json(run.files.get("diagnosis.json")) or {}).get("findings", []),
     )
 

@@ -149,7 +149,9 @@ def test_user_files_run_through_dvc_with_every_line_accounted_for(tmp_path):
 
 
 @pytest.mark.parametrize("source, sets, classes", [
-    ("basic_motions", ["train.epochs=10"], 4),  # 6 sensor channels x 100 steps, official test split
+    # 6 sensor channels x 100 steps, 32 training rows: small batches (or 30 epochs are 30
+    # updates), and the best epoch kept (the loss bounces once it is low)
+    ("basic_motions", ["train.epochs=30", "train.batch_size=8", "train.callbacks.checkpoint_monitor=val_loss"], 4),
     ("nrc_emotion", ["train.epochs=1", "data.text_level=char"], 8),  # words -> one of eight emotions
 ])
 def test_bundled_source_runs_through_dvc(tmp_path, source, sets, classes):
@@ -164,5 +166,5 @@ def test_bundled_source_runs_through_dvc(tmp_path, source, sets, classes):
     metrics = json.loads((root / "reports/evaluate/metrics.json").read_text())["test"]
     assert metrics["rows"] == ingest["splits"]["test"] and len(metrics["per_class"]) == classes
     assert "up to date" in run_tool("dvc", "status", cwd=root).stdout
-    if source == "basic_motions":  # four clearly different motions: ten epochs learn them
-        assert metrics["accuracy"] > 0.5
+    if source == "basic_motions":  # four clearly different motions: 120 updates learn them
+        assert metrics["accuracy"] >= 0.75

@@ -124,7 +124,7 @@ def test_running_out_of_space_mid_write_fails_in_one_line_and_keeps_previous_out
                        cwd=tmp_path, capture_output=True, text=True, preexec_fn=limit_file_size)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines() == [r.stderr.strip()]  # one line, no traceback
-    assert r.stderr.startswith(f"error: {out}/")  # names the output it was writing
+    assert r.stderr.startswith(f"error: {out}: ")  # names the outputs' folder
     assert "file too large for the file-size limit while writing" in r.stderr
     assert "previous outputs are untouched" in r.stderr
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before

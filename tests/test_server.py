@@ -28,7 +28,7 @@ from support import BIN, make_project, run_cli, run_tool
 pytestmark = pytest.mark.slow
 # A dead server fails in milliseconds instead of after MLflow's ~4 minutes of retries.
 FAST_FAIL = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-LONG_EPOCHS = 12  # long enough to kill the server between the first and the last epoch
+LONG_EPOCHS = 40  # ~6 s of training: the server is killed between the first epoch and the last
 
 
 def free_port() -> int:
@@ -275,6 +275,7 @@ def test_server_down_during_evaluate_fails_in_one_line_or_leaves_the_upload_to_s
     assert failed.stderr.startswith(f"error: MLflow at {server.uri}: unreachable") and "only its upload failed" in failed.stderr
     assert kept.returncode == 0, kept.stderr
     assert "`losstrace sync` uploads them" in kept.stderr and "evaluate: test accuracy" in kept.stdout
+    assert json.loads((out / "evaluate/pending_upload.json").read_text()) == {"run_id": run_id}
     c = _client(server.uri)
     assert "test_accuracy" not in c.get_run(run_id).data.metrics
 
@@ -285,5 +286,6 @@ def test_server_down_during_evaluate_fails_in_one_line_or_leaves_the_upload_to_s
     run = c.get_run(run_id)
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     assert {Path(a.path).name for a in c.list_artifacts(run_id, "evaluate")} >= {"metrics.json", "confusion.png"}
+    assert not (out / "evaluate/pending_upload.json").exists()
     again = run_cli(*sync, cwd=root, env=env)
     assert again.returncode == 0 and "nothing recorded offline" in again.stdout

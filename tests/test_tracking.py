@@ -89,6 +89,32 @@ def test_quick_epochs_ship_together_and_a_slow_one_at_once(tmp_path, monkeypatch
         assert c.get_metric_history(run.run_id, "loss") == []  # the fake writer sent nothing
 
 
+def test_metrics_held_after_an_empty_call_still_reach_the_run(tmp_path):
+    """An empty series (log_missing with nothing missing) must not start a shipping window
+    that keeps later metrics from ever being sent."""
+    with tracking.start_run(tmp_path, "held", {tracking.KIND_TAG: "train"}) as run:
+        run.log_series("batch_loss", [], [])
+        run.log_metrics({"test_accuracy": 0.9}, step=0)  # held: within a second of the empty call
+        run.set_tags({"after": "metrics"})
+        c = tracking.client(tracking.tracking_uri(tmp_path))
+        assert [m.value for m in c.get_metric_history(run.run_id, "test_accuracy")] == [0.9]
+
+
+def test_an_epoch_is_never_split_across_writes(tmp_path, monkeypatch):
+    with tracking.start_run(tmp_path, "whole", {tracking.KIND_TAG: "train"}) as run:
+        writes = []
+        monkeypatch.setattr(run, "_in_background", lambda *a, **kw: writes.append(kw["metrics"]))
+        monkeypatch.setattr(tracking, "SHIP_SECONDS", 3600.0)
+        monkeypatch.setattr(tracking, "_MAX_BATCH", 10)
+        for epoch in range(4):  # four epochs of 4 metrics: 10 per write allows two whole epochs
+            run.log_metrics({k: float(epoch) for k in ("loss", "val_loss", "lr", "acc")}, step=epoch)
+        run.log_series("batch_loss", list(range(25)), [0.5] * 25)  # one call above the limit: cut
+        run.flush()
+        # The first epoch ships at once; the held ones go whole, two per write, then the series.
+        assert [len(w) for w in writes] == [4, 8, 4, 10, 10, 5]
+        assert [{m.step for m in w} for w in writes][:3] == [{0}, {1, 2}, {3}]
+
+
 def test_logging_a_model_leaves_the_process_tracking_uri_alone(tmp_path, monkeypatch):
     """MLflow's fluent API exports MLFLOW_TRACKING_URI process-wide; every later DVC stage
     or queued experiment started from this process would then record into this store."""

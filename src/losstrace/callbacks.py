@@ -143,6 +143,8 @@ class DynamicsCallback(keras.callbacks.Callback):
         if self._norms is not None:
             self._norms.detach()
             self._norms = None
+        if self.logger is not None and not self.defer_logging:
+            self.logger.flush()  # the last epochs go now, not after saving and diagnosis
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch, self._raw = epoch, {}
@@ -239,8 +241,11 @@ class GradientNorms:
     reads them once per epoch, so a step costs a few reductions and no host round trip.
     The wrapper is removed at train end, so the saved optimizer is the plain Keras one.
 
-    Under tf.distribute the optimizer sees each replica's local gradients (on its share
-    of the batch): the figures are then the mean over replica-steps, read on the chief.
+    Under tf.distribute the optimizer sees each replica's local gradients, on its share of
+    the batch and scaled by 1/replicas (Keras divides each replica's loss so the sum is the
+    global mean): they are scaled back, so a figure is the mean over replica-steps of a
+    replica's own gradient norm, read on the chief. The maximum is approximate there:
+    replicas update it concurrently.
     """
 
     def __init__(self, model, layers: list) -> None:
@@ -250,6 +255,7 @@ class GradientNorms:
         while hasattr(opt, "inner_optimizer"):  # LossScaleOptimizer (mixed precision)
             opt = opt.inner_optimizer
         self._opt = opt
+        self._replicas = float(model.distribute_strategy.num_replicas_in_sync)
         self._layer_of = {id(v): i for i, layer in enumerate(layers) for v in layer.trainable_weights}
         n = len(layers)
         # Plain host variables, deliberately outside any distribution scope: replicas add to
@@ -275,6 +281,7 @@ class GradientNorms:
             if g is not None and i is not None:
                 parts[i].append(_squared_norm(g))
         squares = tf.stack([tf.add_n(p) if p else tf.constant(0.0, tf.float64) for p in parts])
+        squares = squares * self._replicas**2  # undo Keras' 1/replicas loss scaling
         self._sum.assign_add(squares)
         self._max.assign(tf.maximum(self._max, squares))
         self._steps.assign_add(1.0)

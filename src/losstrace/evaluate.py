@@ -16,7 +16,10 @@ import pandas as pd
 from . import params as params_mod
 from . import tracking
 from .data import featurize
-from .io import Staging, read_json, to_json
+from .io import Staging, read_json, to_json, write_json
+
+# In the evaluate outputs while their upload to the run is pending (server away, offline_ok).
+PENDING = "pending_upload.json"
 
 
 ARTIFACTS = ("metrics.json", "confusion.png")  # logged under evaluate/ in the train run
@@ -113,8 +116,10 @@ def main(params_path: Path, prepared: Path, model_dir: Path, train_reports: Path
         plot_confusion(cm, names, stage.path(out_dir / "confusion.png"))
 
     run_info = read_json(train_reports / "run.json")
+    pending = out_dir / PENDING
     try:
         record(root, run_info, metrics, out_dir)
+        pending.unlink(missing_ok=True)
     except Exception as e:
         if not tracking.is_outage(e):
             raise
@@ -122,6 +127,8 @@ def main(params_path: Path, prepared: Path, model_dir: Path, train_reports: Path
         if not p.train.tracking.offline_ok:
             raise tracking.unreachable(uri, e, f"start it and rerun `dvc repro`; {out_dir} is written, only its "
                                        "upload failed") from None
+        # Which run these outputs belong to: sync uploads them only to that run.
+        write_json(pending, {"run_id": run_info["run_id"]})
         print(f"warning: MLflow at {tracking.redact(uri)} is unreachable: the test metrics stay in {out_dir}; "
               "`losstrace sync` uploads them to the run", file=sys.stderr)
     return metrics

@@ -116,8 +116,10 @@ class Staging:
             if exc_type is None:
                 self.publish()
             elif isinstance(exc, OSError) and exc.filename is None and from_os_error(exc) is not None:
-                # Writers such as pyarrow drop the file name: name the last output being staged.
-                exc.filename = str(self._targets[-1][1]) if self._targets else str(self.root)
+                # Writers such as pyarrow drop the file name, and a stage may register all its
+                # outputs before writing any: name the folder that holds them.
+                parents = [str(dest.parent) for _, dest in self._targets]
+                exc.filename = os.path.commonpath(parents) if parents else str(self.root)
         finally:  # a publish that failed (read-only target, full disk) leaves no temp dir behind
             self.discard()
 

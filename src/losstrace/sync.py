@@ -94,22 +94,23 @@ def _model_and_example(models: Path, prepared: Path) -> tuple[Any, Any]:
 
 
 def _missing_evaluation(root: Path, info: dict[str, Any], evaluate_dir: Path) -> int:
-    """An online run whose evaluation could not reach the store (evaluate with
-    `train.tracking.offline_ok`): upload the test metrics and artifacts it lacks.
-    Returns how many metric values were added (0: the run already has them)."""
-    path = evaluate_dir / "metrics.json"
-    if not info.get("run_id") or not path.exists():
+    """Evaluate outputs whose upload failed (the server was away, `train.tracking.offline_ok`):
+    evaluate left `pending_upload.json` naming their run. Upload the test metrics and
+    artifacts to that run if it is still the workspace's, then drop the marker. Returns how
+    many metric values were sent (0: nothing pending)."""
+    pending = evaluate_dir / evaluate.PENDING
+    if not pending.exists() or not (evaluate_dir / "metrics.json").exists():
         return 0
-    metrics = read_json(path)
+    if read_json(pending).get("run_id") != info.get("run_id"):
+        return 0  # outputs of an earlier training; the next evaluate replaces them
+    metrics = read_json(evaluate_dir / "metrics.json")
     try:
-        have = set(tracking.get_run(root, info["run_id"]).data.metrics)
-        if set(evaluate.mlflow_metrics(metrics)) <= have:
-            return 0
         evaluate.record(root, info, metrics, evaluate_dir)
     except Exception as e:
         if not tracking.is_outage(e):
             raise
         raise tracking.unreachable(tracking.tracking_uri(root), e, "rerun `losstrace sync` when it answers") from None
+    pending.unlink()
     return len(evaluate.mlflow_metrics(metrics))
 
 

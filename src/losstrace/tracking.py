@@ -151,8 +151,9 @@ class RunLogger:
         # write (tens of ms on SQLite) overlaps the next epoch instead of stalling it.
         # Metrics logged less than SHIP_SECONDS after the last shipment wait and go with
         # the next one: an epoch of 0.1 s would otherwise cost a store write per epoch.
-        # Epochs slower than that ship at once, so a live run in the UI lags by <= 1 s.
-        self._pending: list = []
+        # Epochs slower than that ship at once; the training callback flushes at the end
+        # of fit, so only a run's last second waits for the work after training.
+        self._pending: list[list] = []  # one list per logging call, never split across writes
         self._last_ship = -math.inf
         self._queue: Any = None
         self._writer: Any = None
@@ -179,10 +180,25 @@ class RunLogger:
                 self._queue.task_done()
 
     def _ship(self) -> None:
-        pending, self._pending = self._pending, []
+        """Queue the held metrics as few writes as MLflow allows, whole logging calls per write:
+        an epoch's metrics land together (resume reads `loss` at step e as "epoch e is in")."""
+        if not self._pending:
+            return
+        calls, self._pending = self._pending, []
         self._last_ship = time.monotonic()
-        for i in range(0, len(pending), _MAX_BATCH):
-            self._in_background("log_batch", self.run_id, metrics=pending[i : i + _MAX_BATCH])
+        batch: list = []
+        for call in calls:
+            if batch and len(batch) + len(call) > _MAX_BATCH:
+                self._in_background("log_batch", self.run_id, metrics=batch)
+                batch = []
+            for i in range(0, len(call), _MAX_BATCH):  # only a call above MLflow's limit is cut
+                part = call[i : i + _MAX_BATCH]
+                if len(part) == _MAX_BATCH:
+                    self._in_background("log_batch", self.run_id, metrics=part)
+                else:
+                    batch += part
+        if batch:
+            self._in_background("log_batch", self.run_id, metrics=batch)
 
     def flush(self) -> None:
         """Send held metrics and wait for the writes; raise what the background writer hit."""
@@ -196,8 +212,9 @@ class RunLogger:
 
     def _send(self, call: str | Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """`self.client.<call>(...)` (or `call(...)`), skipped once offline; an outage turns a resilient logger offline."""
-        if self._writer is not None and threading.get_ident() != self._writer.ident:
-            self.flush()  # keep order: queued metrics land before anything logged after them
+        on_writer = self._writer is not None and threading.get_ident() == self._writer.ident
+        if not on_writer and (self._pending or self._writer is not None):
+            self.flush()  # keep order: held and queued metrics land before anything logged after them
         if self.offline:
             return
         try:
@@ -239,12 +256,14 @@ class RunLogger:
         self._log_metrics([Metric(key, float(v), ts, int(s)) for s, v in zip(steps, values) if _finite(v)])
 
     def _log_metrics(self, metrics: list) -> None:
-        self._pending.extend(metrics)
+        if metrics:
+            self._pending.append(metrics)
         if time.monotonic() - self._last_ship >= SHIP_SECONDS:
             self._ship()
 
     def log_missing(self, key: str, steps: Sequence[int], values: Sequence[float]) -> int:
         """Log only the steps of `key` the run lacks (a resumed or repeated sync duplicates nothing)."""
+        self.flush()  # what this logger still holds or queues counts as had
         have = {m.step for m in self.client.get_metric_history(self.run_id, key)}
         todo = [(int(s), float(v)) for s, v in zip(steps, values) if int(s) not in have]
         self.log_series(key, [s for s, _ in todo], [v for _, v in todo])

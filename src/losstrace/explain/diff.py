@@ -682,8 +682,9 @@ def _grouping(ev: Evidence, grouped: bool, head: str, prior: float) -> Candidate
             if grouped else "mixed batches let the model learn the inputs instead of the current block's label")
     cands: list[Candidate | None] = []
     if (ev.appeared("not_learning") and grouped) or (ev.gone("not_learning") and not grouped):
+        blind = ev.fb.get("val_prior_loss") or ev.fb.get("prior_loss")
         cands.append((0.93, "not_learning", f"{head}: {mech}; best val loss {_fmt(ev.fa.get('best_val_loss'))} → "
-                      f"{_fmt(ev.fb.get('best_val_loss'))} (prior level {_fmt(ev.fb.get('prior_loss'))})"))
+                      f"{_fmt(ev.fb.get('best_val_loss'))} (input-blind level {_fmt(blind)})"))
     v = ev.d("best_val_loss")
     if v and (v.direction > 0) == grouped:
         cands.append((0.8 * _m(v.effect), "best_val_loss", f"{head}: {mech}; {_describe(v)}"))

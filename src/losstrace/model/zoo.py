@@ -62,7 +62,7 @@ def build(train: TrainParams, input_kind: str, max_len: int, channels: int, voca
 
     name = f"{m.rnn.cell}_classifier" if m.rnn.layers else "feedforward_classifier"
     model = keras.Model(inputs, outputs, name=name)
-    model.compile(optimizer=optimizer(train, steps_per_epoch), loss=_loss(train), metrics=_metrics(train, units))
+    model.compile(optimizer=optimizer(train, steps_per_epoch), loss=_loss(train), metrics=_metrics(train, units, multilabel))
     return model
 
 
@@ -227,7 +227,7 @@ def _loss(train: TrainParams):
     return cls(from_logits=train.from_logits)
 
 
-def _metrics(train: TrainParams, units: int) -> list:
+def _metrics(train: TrainParams, units: int, multilabel: bool = False) -> list:
     import keras
 
     out: list = []
@@ -239,7 +239,7 @@ def _metrics(train: TrainParams, units: int) -> list:
                                  "sparse_categorical_crossentropy trains on integer class ids",
                                  "set train.loss: categorical_crossentropy (same loss, one-hot labels) "
                                  f"or remove {name} from train.metrics")
-        if name == "accuracy" and units > 1 and train.loss == "binary_crossentropy":
+        if name == "accuracy" and multilabel and units > 1:
             # Keras resolves "accuracy" by output shape, not loss: several units mean
             # argmax (categorical) accuracy, meaningless on multi-hot labels. Score each
             # label's yes/no against the threshold instead (0 on logits).

@@ -282,3 +282,13 @@ def test_batch_noise_of_a_tiny_training_set_is_info_when_the_batch_cannot_grow(m
     # The same scatter on a training set with room to grow the batch is a warning with a batch fix.
     roomy = only(diagnose_curves(*make_run(batch_size=32, train_rows=4096, sample_cv=1.2)), "noisy_loss")
     assert roomy.severity == "warning" and roomy.suggestion.startswith("train.batch_size: 32 → ")
+
+
+def test_bouncing_epochs_on_a_tiny_training_set_blame_the_step_the_batch_cannot_grow(make_run):
+    # BasicMotions at batch 8: 32 rows, 4 steps per epoch, and the epoch loss jumps back up
+    # once low. The batch cannot grow without leaving fewer than 8 steps, so the fix, and its why, is the step.
+    f = only(diagnose_curves(*make_run(batch_size=8, train_rows=32, sample_cv=0.6, epoch_jitter=0.15)),
+             "noisy_loss")
+    assert f.severity == "warning" and f.evidence["driver"] == "batch_size"
+    assert f.suggestion.startswith("train.learning_rate: 0.001 → ") and "train.clipnorm: 0.0 → 1.0" in f.suggestion
+    assert "fewer than 8 steps per epoch" in f.evidence["why"] and "learning rate" in f.evidence["why"]

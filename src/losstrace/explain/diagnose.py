@@ -260,6 +260,11 @@ def rule_noisy_loss(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Find
         ev["why"] += "; the batch is already as large as the training set allows (>= 8 steps per epoch)"
         suggestion = ("nothing to change: the epoch curve is calm and a larger batch would leave fewer than "
                       "8 steps per epoch; more training rows would smooth it")
+    elif driver == "batch_size" and not suggestion.startswith("train.batch_size"):
+        # The epoch curve bounces and the batch cannot grow: the step is what is left to
+        # shrink, so say so rather than blame the batch and then suggest the learning rate.
+        ev["why"] += ("; a larger batch would leave fewer than 8 steps per epoch, so a smaller step "
+                      "(learning rate or clipping) is the knob left")
     severity = "warning" if strong else "info"
     return Finding("noisy_loss", severity, ev, suggestion)
 

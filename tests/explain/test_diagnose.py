@@ -292,3 +292,66 @@ def test_bouncing_epochs_on_a_tiny_training_set_blame_the_step_the_batch_cannot_
     assert f.severity == "warning" and f.evidence["driver"] == "batch_size"
     assert f.suggestion.startswith("train.learning_rate: 0.001 → ") and "train.clipnorm: 0.0 → 1.0" in f.suggestion
     assert "fewer than 8 steps per epoch" in f.evidence["why"] and "learning rate" in f.evidence["why"]
+
+
+def test_a_run_without_validation_is_not_diverged(make_run):
+    # The train stage keeps a val_loss column, all NaN, when a run has no validation.
+    h, b, c = make_run()
+    found = diagnose_curves(h.assign(val_loss=np.nan, val_accuracy=np.nan), b, c)
+    assert "diverged" not in codes(found)
+    nan_later = h.assign(val_loss=np.where(h["epoch"] >= 20, np.nan, h["val_loss"]))
+    assert only(diagnose_curves(nan_later, b, c), "diverged").evidence["first_nonfinite_epoch"] == 20
+
+
+def test_scatter_beyond_sampling_at_a_low_learning_rate_does_not_lower_it_further(make_run):
+    f = only(diagnose_curves(*make_run(batch_size=64, lr=1e-4, sample_cv=4.0, seed=2)), "noisy_loss")
+    assert f.evidence["driver"] == "batch_size" and f.suggestion.startswith("train.batch_size: 64 → ")
+    assert "already low" in f.evidence["why"] and "<=" not in f.evidence["why"]
+
+
+def test_the_batch_cap_uses_the_batch_log_when_train_rows_were_not_recorded(make_run):
+    h, b, c = make_run(epochs=40, batch_size=4, train_rows=128, sample_cv=0.8, seed=1)
+    with_rows = only(diagnose_curves(h, b, c), "noisy_loss").suggestion
+    del c["train_rows"]
+    assert only(diagnose_curves(h, b, c), "noisy_loss").suggestion == with_rows == \
+        "train.batch_size: 4 → 16 (noise ∝ 1/sqrt(batch): expect ~2.0x less)"  # 128 rows / 16 = 8 steps
+
+
+def test_a_high_learning_rate_is_lowered_to_the_optimizer_default(make_run):
+    f = only(diagnose_curves(*make_run(epochs=20, lr=0.1, explode_at=10)), "diverged")
+    assert f.suggestion.startswith("train.learning_rate: 0.1 → 0.001;")
+
+
+def test_overfitting_suggestions_are_never_empty_and_name_the_monitor_in_use(make_run):
+    kept = {"train.model.dropout": 0.5, "train.model.rnn.dropout": 0.3, "train.callbacks.checkpoint_monitor": "val_loss"}
+    f = only(diagnose_curves(*make_run(epochs=40, overfit_at=15, params=kept)), "overfitting")
+    assert f.severity == "info" and "best epoch" in f.suggestion and "→" not in f.suggestion
+    watch_loss = {"train.callbacks.checkpoint_monitor": "loss", "train.callbacks.early_stopping": True}
+    f = only(diagnose_curves(*make_run(epochs=40, overfit_at=15, params=watch_loss)), "overfitting")
+    assert "train.callbacks.checkpoint_monitor: loss → val_loss" in f.suggestion
+
+
+def test_prediction_rules_never_suggest_a_no_op_and_tolerate_missing_shares(make_run):
+    below_uniform = {"mean_max_prob": 0.1, "max_prob_share_above_0_99": 0.0,
+                     "pred_class_shares": {"c0": 0.3, "c1": 0.2, "c2": 0.2, "c3": 0.2, "c4": 0.1}}
+    f = only(diagnose_curves(*make_run(epochs=20, predictions=below_uniform)), "saturated_predictions")
+    assert "softmax → softmax" not in f.suggestion
+    collapsed = {"pred_class_shares": {"c0": 0.95, "c1": 0.05, "c2": None}}
+    assert only(diagnose_curves(*make_run(epochs=20, predictions=collapsed)), "majority_collapse").evidence[
+        "top_class"] == "c0"
+    # An older run without n_classes: the class shares still tell an imbalanced train set.
+    h, b, c = make_run(epochs=20, predictions={"pred_class_shares": {"c0": 0.97, "c1": 0.03}})
+    c["class_shares"] = {"c0": 0.8, "c1": 0.05, "c2": 0.05, "c3": 0.05, "c4": 0.05}
+    del c["n_classes"]
+    assert only(diagnose_curves(h, b, c), "majority_collapse").suggestion == "train.class_weight: none → balanced"
+
+
+def test_noise_of_a_recovered_explosion_is_secondary_to_it(make_run):
+    h, b, c = make_run(epochs=30, lr=0.01)
+    spike = (b["epoch"] >= 10) & (b["epoch"] < 13)
+    b.loc[spike, "loss"] *= 60
+    h["loss"] = b.groupby("epoch")["loss"].mean().to_numpy()
+    found = diagnose_curves(h, b, c)
+    assert only(found, "diverged").severity == "warning"
+    noisy = only(found, "noisy_loss")
+    assert noisy.severity == "info" and noisy.evidence["secondary_to"] == "diverged"

@@ -240,3 +240,10 @@ def test_explain_imports_neither_tensorflow_nor_mlflow():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'mlflow'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_row_counts_recorded_as_floats_still_diff(make_fingerprint):
+    a, b = make_fingerprint(), make_fingerprint(content="c1", rows=1024)
+    a["train"]["rows"] = 2048.0  # some writers store counts as floats
+    rows = [x for x in diff_data(a, b)[0] if x["aspect"] == "data.rows" and x["split"] == "train"]
+    assert rows and rows[0]["detail"] == "-1024 rows (-50.0%)"

@@ -66,7 +66,7 @@ def _nice_lr(x: float) -> float:
 def _lower_lr(lr: float, opt: str) -> float:
     """A high lr drops to the optimizer default (or a third when already at/below it)."""
     default = DEFAULT_LR.get(opt, 1e-3)
-    return _nice_lr(max(default, lr / 10) if lr > default * 1.5 else lr / 3)
+    return _nice_lr(default if lr > default * 1.5 else lr / 3)
 
 
 def _raise_lr(lr: float, opt: str) -> float:
@@ -276,15 +276,15 @@ def _noise_driver(batch_hit: bool, epoch_hit: bool, cv: float | None, lr_ratio: 
     Learning rate when: it is high for the optimizer and either the epoch curve bounces or
     batch sampling cannot explain the scatter (or there is no batch log to tell); or only
     the epoch curve bounces although batches are not small; or the batch scatter is too
-    large for sampling alone. Otherwise the batch is the likelier knob: noisy batches with
-    a calm epoch curve are sampling noise of small batches.
+    large for sampling alone and the rate is not already low. Otherwise the batch is the
+    likelier knob: noisy batches with a calm epoch curve are sampling noise of small batches.
     """
     sampling_explains = cv is not None and cv <= t.sampling_cv_max
     if lr_ratio >= t.lr_factor and (epoch_hit or not sampling_explains):
         return "learning_rate"
     if epoch_hit and not batch_hit and bsize >= 32:
         return "learning_rate"
-    if batch_hit and not sampling_explains:
+    if batch_hit and cv is not None and not sampling_explains and lr_ratio > 1 / t.lr_factor:
         return "learning_rate"
     return "batch_size"
 
@@ -292,9 +292,13 @@ def _noise_driver(batch_hit: bool, epoch_hit: bool, cv: float | None, lr_ratio: 
 def _noise_why(driver: str, noise: float | None, jitter: float | None, bsize: int, cv: float | None,
                lr: float, opt: str, lr_ratio: float, t: DiagnoseParams) -> str:
     if driver == "batch_size":
-        spread = "unknown (no batch log)" if cv is None else f"{cv:.2f} <= {t.sampling_cv_max}"
-        return (f"batch of {bsize}: sampling noise scales ~1/sqrt(batch); implied per-sample spread {spread}, "
-                "so small batches explain the scatter")
+        head = f"batch of {bsize}: sampling noise scales ~1/sqrt(batch); implied per-sample spread"
+        if cv is None:
+            return f"{head} unknown (no batch log or batch size), so the batch is the first knob to try"
+        if cv <= t.sampling_cv_max:
+            return f"{head} {cv:.2f} <= {t.sampling_cv_max}, so small batches explain the scatter"
+        return (f"{head} {cv:.2f} > {t.sampling_cv_max}, more than sampling alone gives, but the learning rate is "
+                f"already low ({lr_ratio:.3g}x the {opt} default), so a larger batch is the knob left")
     parts = [f"learning rate {show(lr)} is {lr_ratio:.3g}x the {opt} default {show(DEFAULT_LR.get(opt, 1e-3))}"]
     if jitter is not None and jitter > t.jitter_ratio:
         parts.append(f"epoch loss itself bounces (jitter {jitter:.3g} > {t.jitter_ratio}), which batch sampling "
@@ -309,7 +313,7 @@ def _noise_fix(driver: str, f: Features, ctx: dict[str, Any], bsize: int, noise:
                opt: str, t: DiagnoseParams) -> str:
     """Batch: grow it until sampling noise ~ falls under the threshold (noise ∝ 1/sqrt(b)),
     keeping >= 8 steps per epoch. LR (or no room to grow the batch): lower it."""
-    rows = int(ctx.get("train_rows") or 0)
+    rows = int(ctx.get("train_rows") or 0) or int(f["steps_per_epoch"] or 0) * bsize
     if driver == "batch_size":
         factor = (noise / t.noise_ratio) ** 2 * 1.2 if noise else 4.0
         target = _pow2_at_least(max(bsize * factor, bsize * 2))
@@ -372,11 +376,15 @@ def rule_overfitting(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Fin
         fixes.append(change("train.model.dropout", drop, 0.3))
     elif rnn_drop < 0.2:
         fixes.append(change("train.model.rnn.dropout", rnn_drop, 0.2))
-    guarded = str(param(ctx, "train.callbacks.checkpoint_monitor", "")).startswith("val_")
+    monitor = str(param(ctx, "train.callbacks.checkpoint_monitor", "") or "")
+    guarded = monitor.startswith("val_")
     if not guarded:
         if not param(ctx, "train.callbacks.early_stopping", False):
             fixes.append(change("train.callbacks.early_stopping", False, True))
-        fixes.append(change("train.callbacks.checkpoint_monitor", "", "val_loss"))
+        fixes.append(change("train.callbacks.checkpoint_monitor", monitor, "val_loss"))
+    if not fixes:
+        fixes.append(f"the best epoch ({f['overfit_onset']}) is kept already; more training rows, "
+                     "or a smaller model (train.model.rnn.units), would move the minimum later")
     ev["best_weights_kept"] = guarded
     return Finding("overfitting", "info" if guarded else "warning", ev, "; ".join(fixes))
 
@@ -395,9 +403,10 @@ def rule_saturated(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Findi
           "mean_max_prob": _r(mmp), "pinned_output_share": _r(f["pinned_output_share"])}
     if low:
         ev["outputs_below_uniform"] = True
-        return Finding("saturated_predictions", "warning", ev,
-                       head_mismatch(ctx) or change("train.output_activation",
-                                                    param(ctx, "train.output_activation", "sigmoid"), "softmax"))
+        act = str(param(ctx, "train.output_activation", "sigmoid"))
+        return Finding("saturated_predictions", "warning", ev, head_mismatch(ctx) or (
+            change("train.output_activation", act, "softmax") if act != "softmax" else
+            "a softmax head cannot average below uniform: check that the recorded predictions are this model's"))
     lr, opt, _ = _lr_context(ctx)
     drop = float(param(ctx, "train.model.dropout", 0.0) or 0.0)
     fix = (change("train.model.dropout", drop, 0.3) if drop < 0.3
@@ -416,12 +425,13 @@ def rule_majority_collapse(f: Features, ctx: dict[str, Any], t: DiagnoseParams) 
         return None
     major = f["majority_share"]
     top = f["pred_top_share"]
-    k = f["n_classes"] or 0
+    preds = {c: float(v) for c, v in ((ctx.get("predictions") or {}).get("pred_class_shares") or {}).items()
+             if v is not None}
+    k = f["n_classes"] or len(ctx.get("class_shares") or preds)
     ev: dict[str, Any] = {"collapse_share": t.collapse_share, "threshold_key": "diagnose.collapse_share",
                           "majority_share": _r(major)}
-    if top is not None:
-        preds = (ctx.get("predictions") or {}).get("pred_class_shares") or {}
-        label = max(preds, key=lambda k_: float(preds[k_]))
+    if top is not None and preds:
+        label = max(preds, key=preds.get)
         true = float((ctx.get("class_shares") or {}).get(label, major or 0.0) or 0.0)
         if top < t.collapse_share or top < true + (1 - true) / 2:
             return None
@@ -446,9 +456,10 @@ def diagnose_curves(history: pd.DataFrame, batches: pd.DataFrame | None, context
                     thresholds: DiagnoseParams | None = None) -> list[Finding]:
     """All curve findings of one run, most severe first.
 
-    A diverged run is judged on diverged and the prediction rules only: plateaus and
-    noise on a NaN curve say nothing. When the run is not learning, noise is demoted to
-    info: blocks of one label make batch loss swing, and the fix is the cause, not the batch.
+    A run that reached NaN/inf is judged on diverged and the prediction rules only:
+    plateaus and noise on a NaN curve say nothing. When the run is not learning, or
+    exploded and recovered, noise is demoted to info: blocks of one label (or the
+    explosion) make the loss swing, and the fix is the cause, not the batch.
     """
     t = thresholds or DiagnoseParams()
     f = curve_features(history, batches, context, t)
@@ -466,8 +477,11 @@ def findings_from_features(f: Features, history: pd.DataFrame, context: dict[str
         stuck = rule_not_learning(f, context, t)
         out += [x for x in (stuck,) if x]
         noisy = rule_noisy_loss(f, context, t)
-        if noisy and stuck:
-            noisy = Finding(noisy.code, "info", {**noisy.evidence, "secondary_to": "not_learning"}, noisy.suggestion)
+        # The swings have a cause already reported: label blocks (not learning), or the
+        # explosion the run recovered from, which dominates the scatter and has the same fix.
+        primary = stuck or div
+        if noisy and primary:
+            noisy = Finding(noisy.code, "info", {**noisy.evidence, "secondary_to": primary.code}, noisy.suggestion)
         out += [x for x in (noisy, rule_plateau(f, context, t, history), rule_overfitting(f, context, t)) if x]
     out += [x for x in (rule_saturated(f, context, t), rule_majority_collapse(f, context, t)) if x]
     return sorted(out, key=lambda x: SEVERITIES.index(x.severity))

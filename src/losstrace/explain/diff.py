@@ -239,11 +239,19 @@ def _short(h: Any) -> Any:
     return h[:12] if isinstance(h, str) else h
 
 
+def _count(x: Any) -> int | None:
+    """A row count as recorded: an int, or a float/str that some tools write (2048.0)."""
+    try:
+        return int(float(x)) if x is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 def _split_diff(split: str, sa: dict[str, Any], sb: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
-    ra, rb = sa.get("rows"), sb.get("rows")
+    ra, rb = _count(sa.get("rows")), _count(sb.get("rows"))
     if ra != rb:
-        rel = f" ({(rb - ra) / ra:+.1%})" if isinstance(ra, int) and isinstance(rb, int) and ra else ""
+        rel = f" ({(rb - ra) / ra:+.1%})" if ra and rb is not None else ""
         out.append(_entry("data.rows", split, ra, rb, f"{(rb or 0) - (ra or 0):+d} rows{rel}"))
     same_content = sa.get("content_hash") == sb.get("content_hash")
     if not same_content:
@@ -395,7 +403,10 @@ def _ratio_delta(name: str, a: Any, b: Any, tol: float = RATIO_TOL) -> list[Delt
     r = (b + eps) / (a + eps)
     effect = abs(math.log(r)) / math.log(tol) if abs(b - a) >= eps else 0.0
     raw = b / a if a > 0 and b > 0 else r  # the text states the plain ratio; eps only steadies `effect`
-    word = f"{raw:.1f}x higher" if raw >= 1 else f"{1 / raw:.1f}x lower"
+    if a > 0 and b > 0:
+        word = f"{raw:.1f}x higher" if raw >= 1 else f"{1 / raw:.1f}x lower"
+    else:  # from or to exactly 0 there is no ratio to state
+        word = f"{_fmt(a)} → {_fmt(b)}"
     return [Delta(name, a, b, word, effect, 1 if r >= 1 else -1, ratio=raw)]
 
 

@@ -398,7 +398,8 @@ def divergence(history: pd.DataFrame, batches: pd.DataFrame, init: float | None,
     bad_epochs: list[float] = []
     for name in ("loss", "val_loss"):
         col = _column(h, name)
-        if name in h.columns:
+        # An all-NaN val column is a run without validation (the history keeps the column).
+        if name in h.columns and not (name == "val_loss" and np.isnan(col).all()):
             bad_epochs += list(epochs[~np.isfinite(col)])
     bl = _column(b, "loss")
     if bl.size:

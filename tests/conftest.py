@@ -39,6 +39,6 @@ def prepared(tmp_path_factory):
     from losstrace.data import ingest
 
     tmp = tmp_path_factory.mktemp("prep")
-    (tmp / "params.yaml").write_text("")
+    (tmp / "params.yaml").write_text("base: {seed: 42}\n")  # the dataclass defaults
     ingest.main(tmp / "params.yaml", tmp / "prepared", tmp)
     return tmp / "prepared"

@@ -56,3 +56,27 @@ def test_diagnose_without_runs_says_what_to_do(tmp_path):
     assert r.returncode == 2
     assert "no losstrace runs recorded" in r.stderr and "dvc repro" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_usage_mistakes_are_one_line_errors_too(tmp_path):
+    for args, message in ((["diff", "a", "b", "--json", "--md"], "argument --md: not allowed with argument --json"),
+                          (["bisect", "a", "b", "--seeds", "-1"], "argument --seeds: -1 is negative; use 0 or more"),
+                          (["diff", "a", "b", "--html", ""], "argument --html: an empty path"),
+                          (["diff", "a"], "the following arguments are required: run_b")):
+        r = run_cli(*args, cwd=tmp_path)
+        command = f"losstrace {args[0]}"
+        assert r.returncode == 2 and r.stderr == f"error: {command}: {message} (see `{command} --help`)\n"
+
+
+def test_an_output_path_that_is_a_file_where_a_folder_is_wanted_is_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text("base: {seed: 42}\n")
+    r = run_cli("ingest", "--out", "params.yaml/prepared", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: params.yaml: exists and is not a directory (remove it or choose another path)"
+    assert (tmp_path / "params.yaml").read_text() == "base: {seed: 42}\n"
+
+
+def test_a_params_error_names_the_file_passed_with_params(tmp_path):
+    (tmp_path / "exp.yaml").write_text("data:\n  source: imagenet\n")
+    r = run_cli("ingest", "--params", "exp.yaml", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("error: exp.yaml: unknown data.source 'imagenet'")

@@ -53,7 +53,7 @@ def test_shuffle_false_keeps_source_order(tmp_path):
 
 
 def test_same_seed_same_bytes_other_seed_other_order(tmp_path):
-    for name, body in (("a", ""), ("b", ""), ("c", "base:\n  seed: 7\n")):
+    for name, body in (("a", "base: {seed: 42}\n"), ("b", "base: {seed: 42}\n"), ("c", "base:\n  seed: 7\n")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "params.yaml").write_text(body)
         ingest.main(tmp_path / name / "params.yaml", tmp_path / name / "p", tmp_path)
@@ -129,3 +129,11 @@ def test_running_out_of_space_mid_write_fails_in_one_line_and_keeps_previous_out
     assert "previous outputs are untouched" in r.stderr
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before
     assert not list(tmp_path.glob(".losstrace-stage-*")) and not list(out.parent.glob(".losstrace-stage-*"))
+
+
+def test_too_few_rows_to_fill_every_split_is_an_error_not_an_empty_split(tmp_path):
+    (tmp_path / "tiny.csv").write_text("text,label\ngood film,pos\nbad film,neg\n")
+    with pytest.raises(LosstraceError) as e:
+        ingest.main(_params(tmp_path, source="tiny.csv"), tmp_path / "p", tmp_path)
+    assert e.value.line().startswith("error: tiny.csv: 2 rows are too few to split (train 2, val 0, test 0)")
+    assert not (tmp_path / "p" / "train.parquet").exists()

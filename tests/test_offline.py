@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -67,3 +68,22 @@ def test_queued_experiments_record_into_the_dvc_root(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path / "project"))  # what `dvc exp run --queue` sets
     assert tracking.tracking_uri(tmp_path / "project/.dvc/tmp/exps/tmpabc") == \
         f"sqlite:///{(tmp_path / 'project' / 'mlflow.db').resolve()}"
+
+
+def test_sync_of_a_broken_offline_record_fails_before_opening_a_run(tmp_path):
+    from support import run_cli
+
+    reports = tmp_path / "reports" / "train"
+    reports.mkdir(parents=True)
+    run_json = reports / "run.json"
+    record = {"name": "r", "tags": {}, "params": {"train.epochs": "2"}, "metrics": {}}
+    for content, message in (
+            ({"offline": True, "run_id": None, "record": record}, f"error: {reports / 'history.csv'}: file not found"),
+            ({"offline": True, "run_id": None}, f"error: {run_json}: offline record lacks name, tags, params, metrics"),
+            ([], f"error: {run_json}: holds a list, not the train stage's run record")):
+        run_json.write_text(json.dumps(content))
+        r = run_cli("sync", "--reports", str(reports), cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.startswith(message), r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+        assert json.loads(run_json.read_text()) == content  # untouched
+    assert not (tmp_path / "mlflow.db").exists()  # no run was opened, so no store was made

@@ -49,3 +49,36 @@ def test_dense_layers_parse_and_flatten():
     assert flat["train.model.dense.0.units"] == 10
     assert flat["train.batch_size"] == 32
     assert flat["train.metrics"] == "accuracy"
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("base: {seed: -1}\n", "base.seed=-1 must be >= 0"),
+    ("train: {batch_size: 0}\n", "train.batch_size=0 must be >= 1"),
+    ("train: {epochs: -3}\n", "train.epochs=-3 must be >= 1"),
+    ("train: {learning_rate: 1e999}\n", "train.learning_rate=inf must be a finite number"),
+    ("train: {model: {embedding: {dim: 0}}}\n", "train.model.embedding.dim=0 must be >= 1"),
+    ("train: {callbacks: {patience: -2}}\n", "train.callbacks.patience=-2 must be >= 0"),
+    ("data: {max_len: -1}\n", "data.max_len=-1 must be >= 0"),
+    ("data: {max_tokens: -5}\n", "data.max_tokens=-5 must be >= 3"),
+    ("evaluate: {batch_size: 0}\n", "evaluate.batch_size=0 must be >= 1"),
+    ("validate: {max_class_ratio: -1}\n", "validate.max_class_ratio=-1 must be >= 1"),
+    ("validate: {max_oov_rate: 2}\n", "validate.max_oov_rate=2 is a share of rows, outside [0, 1]"),
+    ("diagnose: {noise_ratio: -0.1}\n", "diagnose.noise_ratio=-0.1 must be >= 0"),
+    ("diagnose: {plateau_min_epochs: 0}\n", "diagnose.plateau_min_epochs=0 must be >= 1"),
+])
+def test_out_of_range_values_name_the_key_and_value(tmp_path, yaml_text, message):
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml_text)
+    with pytest.raises(LosstraceError) as e:
+        params.load(f)
+    assert e.value.line().startswith(f"error: {f}: {message} (set ")
+
+
+def test_an_empty_or_binary_params_file_is_an_error_not_the_defaults(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("# only a comment\n")
+    with pytest.raises(LosstraceError, match="holds no params"):
+        params.load(f)
+    f.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    with pytest.raises(LosstraceError, match="not UTF-8 text"):
+        params.load(f)

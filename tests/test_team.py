@@ -85,6 +85,35 @@ def test_ci_report_passes_within_the_params_thresholds(project, tmp_path):
     assert "**OK.**" in r.stdout and "## losstrace diff" in r.stdout
 
 
+def test_ci_report_refuses_a_named_run_that_does_not_exist_and_writes_nothing(project, tmp_path):
+    root = project["root"]
+    r = run_cli("ci-report", "--rev", "HEAD", "--run", "0" * 32, "--out", str(tmp_path / "r.md"), cwd=root)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"error: run {'0' * 32}: no such MLflow run (pass a run id, latest or latest~N)")
+    r = run_cli("ci-report", "--rev", "HEAD", "--out", str(tmp_path / "r.md"), "--html", str(tmp_path), cwd=root)
+    assert r.returncode == 2 and r.stderr.strip().startswith(f"error: {tmp_path}: is a directory")
+    assert not (tmp_path / "r.md").exists()  # the Markdown is not written without its HTML twin
+
+
+def test_read_commands_name_a_tracking_server_that_is_away(project):
+    # Port 9 (discard) has no server: diagnose and diff give up in seconds, in one line.
+    for args in (["diagnose", project["b"]], ["diff", project["a"], project["b"]]):
+        r = run_cli(*args, cwd=project["root"], env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.stderr.startswith("error: MLflow at http://127.0.0.1:9: unreachable:")
+
+
+def test_diff_html_into_a_read_only_directory_fails_in_one_line(project, tmp_path):
+    out = tmp_path / "locked"
+    out.mkdir()
+    with read_only(out):
+        r = run_unprivileged("diff", project["a"], project["b"], "--html", str(out / "d.html"), cwd=project["root"])
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"error: {out}: permission denied while writing (make it readable/writable for this user, "
+        "or choose another path)")
+    assert list(out.iterdir()) == []
+
+
 # ---------------------------------------------------------------- DVC remote
 
 

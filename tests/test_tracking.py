@@ -135,3 +135,17 @@ def test_logging_a_model_leaves_the_process_tracking_uri_alone(tmp_path, monkeyp
     c = tracking.client(tracking.tracking_uri(tmp_path))
     exp = c.get_experiment(c.get_run(run.run_id).info.experiment_id)
     assert len(c.search_logged_models([exp.experiment_id])) == 1
+
+
+def test_a_damaged_run_artifact_is_a_one_line_error_naming_it(tmp_path):
+    from support import run_cli
+
+    (tmp_path / "history.csv").write_text("")  # e.g. a disk that filled while it was uploaded
+    (tmp_path / "context.json").write_text("{not json")
+    with tracking.start_run(tmp_path, "damaged", {tracking.KIND_TAG: "train"}) as run:
+        run.log_artifact(tmp_path / "history.csv", "losstrace")
+        run.log_artifact(tmp_path / "context.json", "losstrace")
+    r = run_cli("diagnose", run.run_id, cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"error: run {run.run_id}: losstrace/")
+    assert "unreadable" in r.stderr and "retrain it" in r.stderr

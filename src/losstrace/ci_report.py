@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import params as params_mod
+from . import tracking
 from .errors import LosstraceError
 from .io import write_text
 from .params import CiParams
@@ -136,9 +137,14 @@ def render(rev: str, rows: list[Check], explanation: str) -> str:
 def main(root: Path, params_path: Path, rev: str, run_ref: str | None = None, baseline_ref: str | None = None,
          out: Path | None = None, html: Path | None = None) -> dict[str, Any]:
     ci = params_mod.load(params_path).ci
+    for path in (out, html):  # before anything is written: no report without its HTML twin
+        if path is not None and path.is_dir():
+            raise LosstraceError(str(path), "is a directory", "give a file path, e.g. reports/ci.md")
     rows = checks(metrics_diff(root, rev), ci)
-    baseline = baseline_ref or committed_run_id(root, rev)
-    current = run_ref or workspace_run_id(root)
+    # A run named on the command line must exist; the defaults may legitimately be absent
+    # (an offline run, a rev recorded on another store) and only cost the diff.
+    baseline = tracking.resolve_run(baseline_ref, root) if baseline_ref else committed_run_id(root, rev)
+    current = tracking.resolve_run(run_ref, root) if run_ref else workspace_run_id(root)
     explanation, result = explain(root, baseline, current)
     markdown = render(rev, rows, explanation)
     if out:

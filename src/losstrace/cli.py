@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import typing
 from pathlib import Path
 
 from .errors import LosstraceError, from_os_error
@@ -83,8 +84,10 @@ def cmd_lint(a: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(a: argparse.Namespace) -> int:
+    from . import tracking
     from .explain import runs
 
+    tracking.fail_fast_reads()
     diagnosis = runs.diagnose(a.run, Path("."))
     if a.json:
         print(json.dumps(diagnosis, indent=2, sort_keys=True))
@@ -97,8 +100,10 @@ def cmd_diagnose(a: argparse.Namespace) -> int:
 
 
 def cmd_diff(a: argparse.Namespace) -> int:
+    from . import tracking
     from .explain import report, runs
 
+    tracking.fail_fast_reads()
     result = runs.diff(a.run_a, a.run_b, Path("."))
     if a.html:
         from .io import write_text
@@ -158,49 +163,77 @@ def cmd_sync(a: argparse.Namespace) -> int:
 
 
 def cmd_ci_report(a: argparse.Namespace) -> int:
-    from . import ci_report
+    from . import ci_report, tracking
 
+    tracking.fail_fast_reads()
     result = ci_report.main(Path("."), a.params, a.rev, a.run, a.baseline, a.out, a.html)
     if a.out is None:
         print(result["markdown"])
+    if a.html and not result["diffed"]:
+        print(f"warning: no run diff to draw, so {a.html} was not written (the report says why)", file=sys.stderr)
     verdict = f"regression in {', '.join(result['failed'])}" if result["failed"] else "ok"
     print(f"ci-report: {verdict} (vs {a.rev}){f'; report in {a.out}' if a.out else ''}", file=sys.stderr)
     return 1 if result["failed"] else 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake in the one-line error form, like every other failure."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _count(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 or more")
+    return value
+
+
+def _path(text: str) -> Path:
+    """argparse type: a non-empty path."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="losstrace", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="losstrace", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(func=func)
-        p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+        p.add_argument("--params", type=_path, default=Path("params.yaml"), help="params file (default: params.yaml)")
         return p
 
     p = add("ingest", cmd_ingest, "Load data.source, split it and write the prepared parquet files.")
-    p.add_argument("--out", type=Path, default=Path("data/prepared"), help="output directory")
+    p.add_argument("--out", type=_path, default=Path("data/prepared"), help="output directory")
 
     p = add("validate", cmd_validate, "Run the Great Expectations suite and write results, fingerprint and Data Docs.")
-    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    p.add_argument("--out", type=Path, default=Path("reports/validate"))
-    p.add_argument("--reference", type=Path, default=Path("data/labels.reference.json"),
+    p.add_argument("--prepared", type=_path, default=Path("data/prepared"))
+    p.add_argument("--out", type=_path, default=Path("reports/validate"))
+    p.add_argument("--reference", type=_path, default=Path("data/labels.reference.json"),
                    help="committed label map to check the encoding against (skipped if absent)")
 
     p = add("train", cmd_train, "Lint, then train the model from params.yaml and record the run in MLflow.")
-    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    p.add_argument("--validate", type=Path, default=Path("reports/validate"))
-    p.add_argument("--models", type=Path, default=Path("models"))
-    p.add_argument("--reports", type=Path, default=Path("reports/train"))
+    p.add_argument("--prepared", type=_path, default=Path("data/prepared"))
+    p.add_argument("--validate", type=_path, default=Path("reports/validate"))
+    p.add_argument("--models", type=_path, default=Path("models"))
+    p.add_argument("--reports", type=_path, default=Path("reports/train"))
 
     p = add("evaluate", cmd_evaluate, "Score the model on the test split and log it into the training run.")
-    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    p.add_argument("--models", type=Path, default=Path("models"))
-    p.add_argument("--train-reports", type=Path, default=Path("reports/train"))
-    p.add_argument("--out", type=Path, default=Path("reports/evaluate"))
+    p.add_argument("--prepared", type=_path, default=Path("data/prepared"))
+    p.add_argument("--models", type=_path, default=Path("models"))
+    p.add_argument("--train-reports", type=_path, default=Path("reports/train"))
+    p.add_argument("--out", type=_path, default=Path("reports/evaluate"))
 
     p = add("lint", cmd_lint, "Pre-flight checks of params.yaml against the prepared data (exit 1 on errors).")
-    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    p.add_argument("--prepared", type=_path, default=Path("data/prepared"))
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add("diagnose", cmd_diagnose, "Findings for one recorded run (default: the latest).")
@@ -213,36 +246,36 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="machine-readable output")
     fmt.add_argument("--md", action="store_true", help="Markdown (CI summaries, PR comments)")
-    p.add_argument("--html", type=Path, metavar="PATH", help="write a self-contained HTML report with the curves")
+    p.add_argument("--html", type=_path, metavar="PATH", help="write a self-contained HTML report with the curves")
 
     p = add("bisect", cmd_bisect, "Re-run A with each single change from B to prove which one moved the curve.")
     p.add_argument("run_a")
     p.add_argument("run_b")
-    p.add_argument("--seeds", type=int, default=2, help="re-runs of A with other seeds to measure seed spread")
-    p.add_argument("--epochs", type=int, default=0, help="shrink every trial to this many epochs (0 = as recorded)")
+    p.add_argument("--seeds", type=_count, default=2, help="re-runs of A with other seeds to measure seed spread")
+    p.add_argument("--epochs", type=_count, default=0, help="shrink every trial to this many epochs (0 = as recorded)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add("gallery", cmd_gallery, "Reproduce the classic loss problems on bundled data (docs/gallery.md).")
     p.add_argument("cases", nargs="*", help="case names (default: all, and regenerate docs/gallery.md)")
     p.add_argument("--list", action="store_true", help="list the cases")
-    p.add_argument("--out", type=Path, default=Path("docs"), help="where gallery.md and gallery/*.png go")
-    p.add_argument("--epochs", type=int, default=0, help="shrink every run to this many epochs (0 = the case's own)")
+    p.add_argument("--out", type=_path, default=Path("docs"), help="where gallery.md and gallery/*.png go")
+    p.add_argument("--epochs", type=_count, default=0, help="shrink every run to this many epochs (0 = the case's own)")
     p.add_argument("--bisect", action="store_true",
                    help="also prove each case with `losstrace bisect A B` (four more trainings per case)")
 
     p = add("sync", cmd_sync, "Upload a training recorded offline (reports/train/run.json) as one complete MLflow run.")
-    p.add_argument("--reports", type=Path, default=Path("reports/train"), help="the train stage's reports")
-    p.add_argument("--validate", type=Path, default=Path("reports/validate"))
-    p.add_argument("--evaluate", type=Path, default=Path("reports/evaluate"))
-    p.add_argument("--models", type=Path, default=Path("models"))
-    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    p.add_argument("--reports", type=_path, default=Path("reports/train"), help="the train stage's reports")
+    p.add_argument("--validate", type=_path, default=Path("reports/validate"))
+    p.add_argument("--evaluate", type=_path, default=Path("reports/evaluate"))
+    p.add_argument("--models", type=_path, default=Path("models"))
+    p.add_argument("--prepared", type=_path, default=Path("data/prepared"))
 
     p = add("ci-report", cmd_ci_report, "Compare the workspace run with a git rev's: Markdown report, "
             "exit 1 when a test metric fell past params.yaml's ci thresholds.")
     p.add_argument("--rev", default="main", help="git rev holding the baseline metrics and run.json (default: main)")
     p.add_argument("--run", help="current run (default: the one in reports/train/run.json)")
     p.add_argument("--baseline", help="baseline run (default: the one committed at --rev)")
-    p.add_argument("--out", type=Path, metavar="PATH", help="write the Markdown here (default: stdout)")
-    p.add_argument("--html", type=Path, metavar="PATH", help="also write the run diff as HTML with both curves")
+    p.add_argument("--out", type=_path, metavar="PATH", help="write the Markdown here (default: stdout)")
+    p.add_argument("--html", type=_path, metavar="PATH", help="also write the run diff as HTML with both curves")
     return parser
 
 
@@ -252,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except LosstraceError as e:
+        if e.where == "params.yaml" and getattr(args, "params", None) is not None:
+            e.where = str(args.params)  # checks deep in a stage name the file generically: name the one passed
         print(e.line(), file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:  # `losstrace diff ... | head`: the reader left, nothing to report
@@ -261,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted (rerun the command)", file=sys.stderr)
         return 130
     except Exception as e:
-        # Out of space mid-write: staged outputs are discarded, the old ones stay.
+        # Out of space mid-write, or a path that cannot be used: staged outputs are
+        # discarded, the old ones stay.
         mapped = from_os_error(e) if isinstance(e, OSError) else None
         if mapped is not None:
             print(mapped.line(), file=sys.stderr)

@@ -25,11 +25,31 @@ _NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota 
              errno.EFBIG: "file too large for the file-size limit"}
 
 
-def from_os_error(e: OSError) -> LosstraceError | None:
-    """The one-line error for a write that ran out of space, naming the file; None otherwise."""
+# A path the user chose that cannot be used as one: (what, how to fix).
+_BAD_PATH = {
+    errno.EACCES: ("permission denied", "make it readable/writable for this user, or choose another path"),
+    errno.EPERM: ("operation not permitted", "make it writable for this user, or choose another path"),
+    errno.EROFS: ("read-only file system", "choose a path on a writable file system"),
+    errno.EISDIR: ("is a directory", "give a file path, e.g. reports/diff.html"),
+    errno.ENOTDIR: ("a parent of this path is a file, not a directory", "choose another path"),
+    errno.EEXIST: ("exists and is not a directory", "remove it or choose another path"),
+    errno.EBUSY: ("is busy (a mount point or the current directory)", "give a file path"),
+}
+
+
+def from_os_error(e: OSError, writing: bool = False) -> LosstraceError | None:
+    """The one-line error for a file-system failure a user can fix, naming the path; None otherwise.
+
+    Out of space while writing; or a path that cannot be used (no permission, read-only,
+    a directory where a file is wanted, a file where a directory is wanted).
+    """
+    where = str(e.filename or "output")
     what = _NO_SPACE.get(e.errno or 0)
-    if what is None:
-        return None
-    where = e.filename or "output"
-    return LosstraceError(str(where), f"{what} while writing",
-                          "free disk space (or raise the limit) and rerun; the previous outputs are untouched")
+    if what is not None:
+        return LosstraceError(where, f"{what} while writing",
+                              "free disk space (or raise the limit) and rerun; the previous outputs are untouched")
+    if e.errno in _BAD_PATH:
+        what, fix = _BAD_PATH[e.errno]
+        refused = e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+        return LosstraceError(where, what + (" while writing" if writing and refused else ""), fix)
+    return None

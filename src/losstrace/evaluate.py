@@ -16,7 +16,7 @@ import pandas as pd
 from . import params as params_mod
 from . import tracking
 from .data import featurize
-from .io import Staging, read_json, to_json, write_json
+from .io import Staging, read_json, read_prepared, to_json, write_json
 
 # In the evaluate outputs while their upload to the run is pending (server away, offline_ok).
 PENDING = "pending_upload.json"
@@ -99,7 +99,7 @@ def main(params_path: Path, prepared: Path, model_dir: Path, train_reports: Path
     info = read_json(prepared / "ingest.json")
     labels = read_json(prepared / "labels.json")
     fz = featurize.Featurizer.from_dict(read_json(model_dir / "featurizer.json"))
-    test = pd.read_parquet(prepared / "test.parquet")
+    test = read_prepared(prepared / "test.parquet")
     x, _ = fz.transform(test["x"])
     y = featurize.encode_labels(test["label"], labels, info["multilabel"], info["label_delimiter"], p.train.loss)
     model = keras.models.load_model(model_dir / "model.keras")

@@ -42,6 +42,22 @@ def read_json(path: str | Path) -> Any:
         raise LosstraceError(str(p), "file not found", "run the stage that produces it, e.g. `dvc repro`")
     except json.JSONDecodeError as e:
         raise LosstraceError(f"{p}:{e.lineno}", f"invalid JSON: {e.msg}", "regenerate it with `dvc repro -f`")
+    except UnicodeDecodeError as e:
+        raise LosstraceError(str(p), f"not UTF-8 JSON (byte {e.start})", "regenerate it with `dvc repro -f`")
+
+
+def read_prepared(path: str | Path) -> Any:
+    """A prepared split (ingest's parquet) as a DataFrame; a missing or damaged file is one line."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.is_file():
+        raise LosstraceError(str(p), "file not found", "run `losstrace ingest` (or `dvc repro ingest`) first")
+    try:
+        return pd.read_parquet(p)
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise LosstraceError(str(p), f"not a readable parquet file ({str(e).splitlines()[0][:120]})",
+                             "regenerate it with `dvc repro -f ingest`") from None
 
 
 @contextmanager
@@ -49,7 +65,11 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temp path next to `dest`; on success move it over `dest` atomically."""
     dest = Path(dest)
     _mkdir(dest.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or dest.suffix, dir=dest.parent)
+    if dest.is_dir():  # os.replace would fail late, after the content was computed
+        raise LosstraceError(str(dest), "is a directory", "give a file path")
+    fd, tmp = _guard_write(dest.parent, lambda: tempfile.mkstemp(prefix=f".{dest.name}.",
+                                                                  suffix=suffix or dest.suffix, dir=dest.parent),
+                           name_it=True)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; outputs are ordinary shared files
@@ -80,7 +100,8 @@ class Staging:
     def __init__(self, root: str | Path = "."):
         self.root = Path(root)
         _mkdir(self.root)
-        self.dir = Path(tempfile.mkdtemp(prefix=".losstrace-stage-", dir=self.root))
+        self.dir = Path(_guard_write(self.root, lambda: tempfile.mkdtemp(prefix=".losstrace-stage-", dir=self.root),
+                                     name_it=True))
         self._targets: list[tuple[Path, Path]] = []
 
     def path(self, dest: str | Path) -> Path:
@@ -91,10 +112,17 @@ class Staging:
         return staged
 
     def publish(self) -> None:
-        for staged, dest in self._targets:
-            if not staged.exists():
-                continue
-            _mkdir(dest.parent)
+        ready = [(staged, dest) for staged, dest in self._targets if staged.exists()]
+        # Every destination folder must take a file before the first output is replaced:
+        # a stage writing to two folders (models/, reports/train/) must not publish one
+        # and then fail on the other.
+        for parent in sorted({dest.parent for _, dest in ready}):
+            _mkdir(parent)
+            fd, probe = _guard_write(parent, lambda: tempfile.mkstemp(prefix=".losstrace-probe-", dir=parent),
+                                     name_it=True)
+            os.close(fd)
+            os.unlink(probe)
+        for staged, dest in ready:
             old = None
             if dest.is_dir():
                 old = dest.with_name(f".{dest.name}.old")
@@ -128,13 +156,14 @@ def _mkdir(path: Path) -> None:
     _guard_write(path, lambda: path.mkdir(parents=True, exist_ok=True))
 
 
-def _guard_write(path: str | Path, action: Callable[[], Any]) -> Any:
-    """Turn permission / disk-full errors into one-line user errors."""
+def _guard_write(path: str | Path, action: Callable[[], Any], name_it: bool = False) -> Any:
+    """Turn permission, wrong-kind-of-path and disk-full errors into one-line user errors.
+
+    name_it: report `path` even when the error names another file (a temp name the user
+    never chose, from mkstemp/mkdtemp inside `path`)."""
     try:
         return action()
-    except PermissionError:
-        raise LosstraceError(str(path), "permission denied while writing", "make the directory writable")
     except OSError as e:
-        if e.filename is None:
+        if e.filename is None or name_it:
             e.filename = str(path)
-        raise from_os_error(e) or e
+        raise from_os_error(e, writing=True) or e

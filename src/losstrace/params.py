@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -23,6 +24,9 @@ from .errors import LosstraceError
 @dataclass(frozen=True)
 class BaseParams:
     seed: int = 42
+
+    def __post_init__(self) -> None:
+        _at_least(0, "42", base__seed=self.seed)  # numpy seeds are non-negative
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,9 @@ class DataParams:
         for key, v in (("data.val_size", self.val_size), ("data.test_size", self.test_size)):
             if not 0.0 < v < 0.5:
                 raise LosstraceError("params.yaml", f"{key}={v} is outside (0, 0.5)", f"set {key} to e.g. 0.2")
+        # two ids are reserved (padding, out-of-vocabulary): 3 keeps one real token
+        _at_least(3, "20000", data__max_tokens=self.max_tokens)
+        _at_least(0, "0 (the longest training sequence)", data__max_len=self.max_len)
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,14 @@ class ValidateParams:
     max_truncation_rate: float = 0.05
     max_oov_rate: float = 0.2
 
+    def __post_init__(self) -> None:
+        _at_least(1, "4.0", validate__max_class_ratio=self.max_class_ratio)
+        for name in ("max_duplicate_rate", "max_leakage_rate", "max_truncation_rate", "max_oov_rate"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise LosstraceError("params.yaml", f"validate.{name}={v:g} is a share of rows, outside [0, 1]",
+                                     f"set validate.{name} to e.g. 0.05")
+
 
 @dataclass(frozen=True)
 class EmbeddingParams:
@@ -71,6 +86,9 @@ class EmbeddingParams:
     trainable: bool = True
     pretrained: str = ""  # path to word2vec/GloVe text vectors, "" = none
     mask_zero: bool = True
+
+    def __post_init__(self) -> None:
+        _at_least(1, "64", train__model__embedding__dim=self.dim)
 
 
 @dataclass(frozen=True)
@@ -164,6 +182,9 @@ class CallbackParams:
     # weights on it after training, whether or not early stopping ended the run.
     checkpoint_monitor: str = ""
 
+    def __post_init__(self) -> None:
+        _at_least(0, "5", train__callbacks__patience=self.patience)
+
 
 @dataclass(frozen=True)
 class TrackingParams:
@@ -235,8 +256,9 @@ class TrainParams:
             raise LosstraceError("params.yaml", "train.batching=bucket feeds batches shorter than data.max_len, "
                                  f"which train.model.conv (filters={self.model.conv.filters}) does not support",
                                  "set train.batching: pad_to_max, or train.model.conv.filters: 0")
-        if self.batch_size < 1 or self.epochs < 1:
-            raise LosstraceError("params.yaml", "train.batch_size and train.epochs must be >= 1", "set a positive value")
+        _at_least(1, "32", train__batch_size=self.batch_size, train__epochs=self.epochs)
+        _at_least(0, "0.0 (off) or 1.0", train__clipnorm=self.clipnorm, train__momentum=self.momentum)
+        _at_least(0, "0 (the number of classes)", train__output_units=self.output_units)
         if not self.learning_rate > 0:
             raise LosstraceError("params.yaml", f"train.learning_rate={self.learning_rate} must be > 0", "use e.g. 0.001")
         for name in self.metrics:
@@ -260,6 +282,9 @@ class TrainParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        _at_least(1, "256", evaluate__batch_size=self.batch_size)
 
 
 @dataclass(frozen=True)
@@ -291,6 +316,12 @@ class DiagnoseParams:
     # above this, small batches cannot explain the noise and the optimizer step is suspect.
     sampling_cv_max: float = 3.0
 
+    def __post_init__(self) -> None:
+        # Every threshold is a share, a ratio or a count: a negative one would fire on every run.
+        for f in dataclasses.fields(self):
+            low = 1 if f.type in (int, "int") else 0
+            _at_least(low, str(f.default), **{f"diagnose__{f.name}": getattr(self, f.name)})
+
 
 @dataclass(frozen=True)
 class CiParams:
@@ -316,6 +347,14 @@ class Params:
     ci: CiParams = field(default_factory=CiParams)
 
 
+def _at_least(low: float, example: str, **values: float) -> None:
+    """Each `values` item (key with dots written as __) must be >= low."""
+    for name, v in values.items():
+        key = name.replace("__", ".")
+        if v < low:
+            raise LosstraceError("params.yaml", f"{key}={v:g} must be >= {low:g}", f"set {key} to e.g. {example}")
+
+
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise LosstraceError("params.yaml", f"{key}={value!r} is not one of {', '.join(allowed)}", f"set {key} to one of them")
@@ -337,13 +376,21 @@ _Yaml12Floats.add_implicit_resolver(
 def load(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Floats) or {}  # noqa: S506 (a SafeLoader)
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.load(text, Loader=_Yaml12Floats)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise LosstraceError(str(path), "file not found", "run from the project root or pass --params")
+    except UnicodeDecodeError as e:
+        raise LosstraceError(str(path), f"not UTF-8 text (byte {e.start})", "pass the YAML params file")
+    except IsADirectoryError:
+        raise LosstraceError(str(path), "is a directory", "pass the YAML params file")
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise LosstraceError(where, "invalid YAML", "fix the syntax")
+    if raw is None:  # an empty or all-comment file: most likely truncated, never meant as "all defaults"
+        raise LosstraceError(str(path), "holds no params", "restore it (git checkout params.yaml), or write "
+                             "`base: {seed: 42}` to run on the defaults")
     try:
         return from_dict(Params, raw, "")
     except LosstraceError as e:
@@ -395,6 +442,9 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise LosstraceError("params.yaml", f"{key}={value!r} must be a number", f"set {key} to a number")
+        if not math.isfinite(value):
+            raise LosstraceError("params.yaml", f"{key}={value!r} must be a finite number",
+                                 f"set {key} to a number (a large one to switch a check off)")
         return float(value)
     if tp is str:
         if value is None:

@@ -21,7 +21,7 @@ import yaml
 
 from . import evaluate, tracking, train
 from .errors import LosstraceError
-from .io import read_json, write_json
+from .io import read_json, read_prepared, write_json
 
 SYNCED_TAG = "losstrace.synced"  # "true" on runs that reached the store through sync
 
@@ -30,10 +30,13 @@ def main(root: Path, reports: Path, validate_dir: Path, evaluate_dir: Path, mode
          prepared: Path) -> dict[str, Any]:
     run_path = reports / "run.json"
     info = read_json(run_path)
+    if not isinstance(info, dict):
+        raise LosstraceError(str(run_path), f"holds a {type(info).__name__}, not the train stage's run record",
+                             "regenerate it with `dvc repro -f train`")
     if not info.get("offline"):
         return {"run_id": info.get("run_id"), "uploaded": False,
                 "evaluation": _missing_evaluation(root, info, evaluate_dir)}
-    record = info["record"]
+    record = _offline_record(run_path, info, reports)
     stages = dvc_stages_using(root, run_path)
     lock_was_current = bool(stages) and _dvc(root, "status", *stages, "--json").stdout.strip() == "{}"
     # A run the store already has (it went away mid-run, or an earlier sync failed) is resumed.
@@ -57,6 +60,21 @@ def main(root: Path, reports: Path, validate_dir: Path, evaluate_dir: Path, mode
         # `dvc repro` would retrain. Only when nothing else had changed since the run.
         lock = "updated" if lock_was_current and _dvc(root, "commit", "-f", "-q", *stages).returncode == 0 else "stale"
     return {"run_id": logger.run_id, "uploaded": True, "values": values, "lock": lock, "stages": stages}
+
+
+def _offline_record(run_path: Path, info: dict[str, Any], reports: Path) -> dict[str, Any]:
+    """The offline record, checked before any run is opened: a sync that cannot finish
+    must not leave a half-made run in the store or a rewritten run.json behind."""
+    record = info.get("record")
+    missing = [k for k in ("name", "tags", "params", "metrics") if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise LosstraceError(str(run_path), f"offline record lacks {', '.join(missing)}",
+                             "retrain (`dvc repro -f train`) to record it again")
+    for name in ("history.csv", "batches.csv"):
+        if not (reports / name).is_file():
+            raise LosstraceError(str(reports / name), "file not found: the offline training's curves are gone",
+                                 "restore it (`dvc checkout train`) or retrain with `dvc repro -f train`")
+    return record
 
 
 def upload(logger: tracking.RunLogger, record: dict[str, Any], reports: Path, validate_dir: Path,
@@ -89,7 +107,7 @@ def _model_and_example(models: Path, prepared: Path) -> tuple[Any, Any]:
     from .data import featurize
 
     fz = featurize.Featurizer.from_dict(read_json(models / "featurizer.json"))
-    x, _ = fz.transform(pd.read_parquet(prepared / "val.parquet")["x"].head(2))
+    x, _ = fz.transform(read_prepared(prepared / "val.parquet")["x"].head(2))
     return keras.models.load_model(models / "model.keras"), x
 
 

@@ -379,14 +379,53 @@ def reopen_run(root: Path, run_id: str | None, offline: bool = False) -> Iterato
     yield RunLogger(c, run_id, uri)
 
 
+def fail_fast_reads() -> None:
+    """Read-only commands (diagnose, diff, ci-report) give up on an absent server in seconds.
+
+    MLflow's default retries (about four minutes) suit a training that must outlive a blip;
+    a person waiting on `losstrace diff` wants to hear at once that the server is away.
+    An explicit MLFLOW_HTTP_REQUEST_* setting wins.
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
+@contextmanager
+def answering(root: Path) -> Iterator[None]:
+    """Turn a store that is away, unknown or corrupt into the one-line error naming it."""
+    try:
+        yield
+    except LosstraceError:
+        raise
+    except Exception as e:
+        uri = tracking_uri(root)
+        if is_outage(e) and "not a database" not in str(e):
+            raise unreachable(uri, e) from None
+        text = _first_line(e)
+        if "not a database" in text or "malformed" in text:
+            raise LosstraceError(redact(uri), f"not a readable MLflow store ({text})",
+                                 "point MLFLOW_TRACKING_URI at the right store, or move the damaged file away") from None
+        if "unsupported URI" in text or ("tracking store" in text and "scheme" in text):
+            raise LosstraceError(f"MLFLOW_TRACKING_URI={redact(uri)}", "not a tracking URI MLflow knows",
+                                 "use sqlite:///path/mlflow.db, http://host:port or file:///path") from None
+        raise
+
+
 def resolve_run(ref: str, root: Path = Path("."), kind: str = "train") -> str:
     """`latest`, `latest~N` or a run id → run id."""
+    with answering(root):
+        return _resolve_run(ref, root, kind)
+
+
+def _resolve_run(ref: str, root: Path, kind: str) -> str:
     m = re.fullmatch(r"latest(?:~(\d+))?", ref)
     c = client(existing_store(root))
     if not m:
         try:
             return c.get_run(ref).info.run_id
-        except Exception:
+        except Exception as e:
+            if is_outage(e):
+                raise
             raise LosstraceError(f"run {ref}", "no such MLflow run", "pass a run id, latest or latest~N") from None
     back = int(m.group(1) or 0)
     exp = c.get_experiment_by_name(experiment_name())
@@ -481,7 +520,8 @@ def read_run(root: Path, ref: str, artifact_dir: str, kind: str = "train") -> Re
             return _read_run_sqlite(Path(uri[len("sqlite:///"):]), ref, artifact_dir, kind)
         except _FastPathUnavailable:
             pass
-    return _read_run_client(root, ref, artifact_dir, kind)
+    with answering(root):
+        return _read_run_client(root, ref, artifact_dir, kind)
 
 
 class _FastPathUnavailable(Exception):

@@ -22,7 +22,7 @@ from . import params as params_mod
 from .data import featurize
 from .errors import LosstraceError
 from .findings import Finding
-from .io import Staging, read_json, to_json, write_json
+from .io import Staging, read_json, read_prepared, to_json, write_json
 from .params import Params
 
 if TYPE_CHECKING:  # resume imports Keras: only inside the functions that train
@@ -78,7 +78,7 @@ class Dataset:
 def load_dataset(p: Params, prepared: Path) -> Dataset:
     info = read_json(prepared / "ingest.json")
     labels = read_json(prepared / "labels.json")
-    frames = {s: pd.read_parquet(prepared / f"{s}.parquet") for s in ("train", "val")}
+    frames = {s: read_prepared(prepared / f"{s}.parquet") for s in ("train", "val")}
     fz = featurize.fit(frames["train"], info["input"], p.data.max_len, p.data.max_tokens, p.data.text_level)
     x, y, stats = {}, {}, {}
     for split, frame in frames.items():

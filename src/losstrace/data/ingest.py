@@ -72,6 +72,13 @@ def run(source: Source, data: DataParams, seed: int) -> dict:
             frame = frame.assign(length=text_lengths(frame["x"], data.text_level))
         splits[name] = frame
 
+    empty = [name for name in SPLITS if splits[name].empty]
+    if empty:
+        # Validation and early stopping on an empty split would run, and mean nothing.
+        sizes = ", ".join(f"{name} {len(splits[name])}" for name in SPLITS)
+        raise LosstraceError(data.source, f"{len(train_part) + len(test)} rows are too few to split ({sizes})",
+                             f"add rows (each class needs a few in every split), or raise "
+                             f"data.{'val' if 'val' in empty else 'test'}_size")
     labels = label_map(list(splits.values()), data.multilabel, data.label_delimiter)
     if len(labels) < 2:
         only = next(iter(labels), "")

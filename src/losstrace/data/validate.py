@@ -30,7 +30,7 @@ import pandas as pd
 from .. import params as params_mod
 from ..errors import LosstraceError
 from ..findings import Finding
-from ..io import Staging, read_json, write_json
+from ..io import Staging, read_json, read_prepared, write_json
 from ..params import ValidateParams
 from . import checks
 from .fingerprint import fingerprint
@@ -420,10 +420,7 @@ def load_prepared(prepared_dir: Path) -> tuple[dict[str, pd.DataFrame], dict[str
     """The ingest outputs: {split: frame}, labels.json, ingest.json."""
     splits = {}
     for name in checks.SPLITS:
-        path = prepared_dir / f"{name}.parquet"
-        if not path.exists():
-            raise LosstraceError(str(path), "file not found", "run `losstrace ingest` (or `dvc repro ingest`) first")
-        splits[name] = pd.read_parquet(path)
+        splits[name] = read_prepared(prepared_dir / f"{name}.parquet")
     return splits, dict(read_json(prepared_dir / "labels.json")), dict(read_json(prepared_dir / "ingest.json"))
 
 

@@ -51,17 +51,29 @@ def load_record(ref: str | None, root: Path) -> RunRecord:
     env = {k[len("env."):]: v for k, v in run.tags.items() if k.startswith("env.")}
     env.update({k: run.tags[k] for k in ENV_TAGS if k in run.tags})
     empty = RunRecord(run.run_id)
+
+    def artifact(name: str) -> Any:
+        """A parsed artifact, None when absent; a damaged one is a one-line error naming it."""
+        data = run.files.get(name)
+        if data is None:
+            return None
+        try:
+            return _csv(data) if name.endswith(".csv") else _json(data)
+        except (ValueError, UnicodeDecodeError) as e:  # EmptyDataError, ParserError, JSONDecodeError
+            raise LosstraceError(f"run {run.run_id}: {ARTIFACT_DIR}/{name}", f"unreadable ({_first_line(e)})",
+                                 "the run's artifacts are damaged: retrain it (`dvc repro -f train`)") from None
+
+    grad_norms = artifact("dynamics.csv")
     return RunRecord(
         run_id=run.run_id,
         name=run.name,
         params=run.params,
         env=env,
-        fingerprint=_json(run.files.get("fingerprint.json")),
-        history=_csv(run.files.get("history.csv")) if "history.csv" in run.files else empty.history,
-        batches=_csv(run.files["batches.csv"]) if "batches.csv" in run.files else empty.batches,
-        context={**(_json(run.files.get("context.json")) or {}),
-                 **({"grad_norms": _csv(run.files["dynamics.csv"])} if "dynamics.csv" in run.files else {})},
-        findings=(_json(run.files.get("diagnosis.json")) or {}).get("findings", []),
+        fingerprint=artifact("fingerprint.json"),
+        history=artifact("history.csv"),
+        batches=empty.batches if "batches.csv" not in run.files else artifact("batches.csv"),
+        context={**(artifact("context.json") or {}), **({"grad_norms": grad_norms} if grad_norms is not None else {})},
+        findings=(artifact("diagnosis.json") or {}).get("findings", []),
     )
 
 
@@ -116,3 +128,7 @@ def _csv(data: bytes) -> pd.DataFrame:
 
 def _json(data: bytes | None) -> Any:
     return json.loads(data) if data else None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:160]

@@ -89,7 +89,7 @@ def test_tsv_is_read_literally_quotes_are_text(tmp_path):
     assert loaded.frame["x"].tolist() == [line.split("\t")[0] for line in lines]
     assert loaded.frame["line"].tolist() == [1, 2, 3, 4, 5, 6]
     assert loaded.frame["source_file"].unique().tolist() == ["q.tsv"]
-    assert loaded.frame["length"].tolist() == [5, 4, 4, 2, 4, 3]
+    assert loaded.frame["length"].tolist() == [5, 4, 3, 2, 4, 3]  # a lone '"' is no token: the layer strips it
 
 
 def test_tsv_header_columns_by_name_and_crlf(tmp_path):
@@ -102,9 +102,10 @@ def test_tsv_header_columns_by_name_and_crlf(tmp_path):
 
 
 def test_char_level_length(tmp_path):
-    write(tmp_path / "c.tsv", "ab cd\t0\nxyz\t1\n")
+    write(tmp_path / "c.tsv", "ab cd\t0\nxyz\t1\na, b, c!\t1\n")
     loaded = load(tmp_path, "c.tsv", header=False, text_level="char")
-    assert loaded.frame["length"].tolist() == [5, 3]
+    # the characters the model sees: spaces and punctuation are not tokens at char level
+    assert loaded.frame["length"].tolist() == [4, 3, 3]
 
 
 def test_source_file_is_relative_to_root_for_absolute_globs(tmp_path):
@@ -467,3 +468,32 @@ def test_header_that_is_not_utf8_is_an_error(tmp_path):
     write(tmp_path / "h.tsv", b"t\xffext\tlabel\na\t1\n")
     err = load_error(tmp_path, "h.tsv")
     assert err.where == "h.tsv:1" and "not valid UTF-8" in err.what
+
+
+def test_numeric_files_must_share_one_channel_count(tmp_path):
+    pq.write_table(pa.table({"text": [[[1.0, 2.0]], [[3.0, 4.0]]], "label": ["a", "b"]}), tmp_path / "c2.parquet")
+    pq.write_table(pa.table({"text": [[[1.0, 2.0, 3.0]], [[4.0, 5.0, 6.0]]], "label": ["a", "b"]}),
+                   tmp_path / "c3.parquet")
+    pq.write_table(pa.table({"text": [[[1.0, 2.0]], [[0.0, 1.0]]], "label": ["b", "a"]}), tmp_path / "d2.parquet")
+    e = load_error(tmp_path, "*.parquet")
+    assert e.line().startswith("error: c3.parquet: 3 channels per time step, while c2.parquet, d2.parquet have 2")
+
+
+def test_parquet_list_labels_are_label_sets_only_for_multilabel_data(tmp_path):
+    pq.write_table(pa.table({"text": ["happy day", "sad night", "calm"], "label": [["joy", "trust"], ["sadness"], None]}),
+                   tmp_path / "m.parquet")
+    loaded = load(tmp_path, "m.parquet", multilabel=True)
+    assert loaded.frame["label"].tolist() == ["joy|trust", "sadness"]
+    assert [(r.line, r.reason) for r in loaded.rejects] == [(3, "empty label")]
+    e = load_error(tmp_path, "m.parquet")
+    assert e.line() == ("error: m.parquet: label column 'label' holds lists (list<element: string>) "
+                        "(set data.multilabel: true for multi-label data)")
+
+
+def test_float32_labels_keep_their_own_digits(tmp_path):
+    y = np.array([0.1, 0.1, 2.0, 0.25], dtype=np.float32)
+    np.savez(tmp_path / "f.npz", x=np.ones((4, 2, 1)), y=y)
+    assert load(tmp_path, "f.npz").frame["label"].tolist() == ["0.1", "0.1", "2", "0.25"]
+    pq.write_table(pa.table({"text": ["a", "b", "c"], "label": pa.array([0.1, 0.2, 1.0], pa.float32())}),
+                   tmp_path / "f.parquet")
+    assert load(tmp_path, "f.parquet").frame["label"].tolist() == ["0.1", "0.2", "1"]

@@ -147,6 +147,18 @@ def split(text: str, level: str) -> list[str]:
     return [w.decode("utf-8") for w in text.encode("utf-8").split()]
 
 
+_ASCII_WHITESPACE_BYTES = ASCII_WHITESPACE.encode("ascii")
+
+
+def token_count(text: str, level: str) -> int:
+    """len(tokenize([text], level)[0]) without building the token list: the sequence
+    length the model will see (data.max_len, truncation and length checks use it)."""
+    data = _standardized(text)
+    if level == "char":
+        return len(data.translate(None, _ASCII_WHITESPACE_BYTES).decode("utf-8"))
+    return len(data.split())
+
+
 def tokenize(texts: Iterable[Any], level: str) -> list[list[str]]:
     """The tokens the fitted TextVectorization layer sees, without TensorFlow (for the data checks).
 
@@ -223,8 +235,8 @@ def _text_vocabulary(texts: pd.Series, level: str, max_tokens: int) -> list[str]
 def fit(train: pd.DataFrame, kind: str, max_len: int, max_tokens: int, text_level: str) -> Featurizer:
     """Fit on the training split only (leaking val/test statistics would flatter val loss).
 
-    max_len 0 means the longest train row by the prepared `length` column (for text: raw
-    whitespace-separated words or characters, an upper bound on the layer's token count).
+    max_len 0 means the longest train row by the prepared `length` column (for text: the
+    layer's token count, `token_count`).
     """
     lengths = train["length"].to_numpy()
     max_len = int(max_len) if max_len > 0 else int(max(lengths.max(initial=1), 1))

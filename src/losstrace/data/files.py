@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from ..errors import LosstraceError
 from ..params import DataParams
+from . import featurize
 
 __all__ = ["Reject", "Loaded", "load_files", "detect_format", "FORMAT_BY_EXTENSION"]
 
@@ -117,6 +118,8 @@ def load_files(data: DataParams, root: Path) -> Loaded:
         rejects.extend(part.rejects)
         lines_read += part.lines_read
 
+    if kind == "numeric":
+        _check_channels(frames)
     frame = _build_frame(frames)
     where = files[0][1] if len(files) == 1 else data.source
     _check_classes(frame["label"], len(rejects), data, where)
@@ -216,6 +219,17 @@ def _label_normalizer(data: DataParams) -> Callable[[Any], str | None]:
         return out
 
     return normalize
+
+
+def _label_values(values: np.ndarray) -> list[Any]:
+    """Labels of a numeric array (NPZ y, a Parquet number column) as Python values.
+
+    Floats go through their own type's shortest repr: float32 0.1 is "0.1", where
+    `tolist()` would widen it to 0.10000000149011612 and make a class of that.
+    """
+    if values.dtype.kind != "f":
+        return values.tolist()
+    return [float(str(v)) if np.isfinite(v) else float("nan") for v in values]
 
 
 def _normalize_label(value: Any, multilabel: bool, delim: str) -> str | None:
@@ -435,7 +449,7 @@ def _read_parquet(path: Path, shown: str, data: DataParams) -> _Part:
     column = table.column(data.text_column)
     part = _Part(shown, column=repr(data.text_column), kind=_parquet_kind(column.type, shown, data))
     cells = column.to_pylist()
-    labels = table.column(data.label_column).to_pylist()
+    labels = _parquet_labels(table.column(data.label_column), shown, data)
     del table, column
     part.lines_read = len(cells)
     normalize = _label_normalizer(data)
@@ -448,6 +462,20 @@ def _read_parquet(path: Path, shown: str, data: DataParams) -> _Part:
     if part.lines_read == 0:
         raise LosstraceError(shown, "file has no rows", "point data.source at a file with data")
     return part
+
+
+def _parquet_labels(column: pa.ChunkedArray, shown: str, data: DataParams) -> list[Any]:
+    """Raw label values of a Parquet column: a list column is a multi-label set per row."""
+    tp = column.type
+    if _is_list(tp):
+        if not data.multilabel:
+            raise LosstraceError(shown, f"label column {data.label_column!r} holds lists ({tp})",
+                                 "set data.multilabel: true for multi-label data")
+        return [None if v is None else data.label_delimiter.join(str(x) for x in v if x is not None)
+                for v in column.to_pylist()]
+    if pa.types.is_floating(tp):
+        return _label_values(column.to_numpy(zero_copy_only=False))
+    return column.to_pylist()
 
 
 def _parquet_kind(tp: pa.DataType, shown: str, data: DataParams) -> str | None:
@@ -512,7 +540,7 @@ def _read_npz(path: Path, shown: str, data: DataParams) -> _Part:
 
     part = _Part(shown, column="x", kind="numeric", lines_read=len(x))
     normalize = _label_normalizer(data)
-    for i, (raw_label, end, late) in enumerate(zip(y.tolist(), ends.tolist(), after_end.tolist())):
+    for i, (raw_label, end, late) in enumerate(zip(_label_values(y), ends.tolist(), after_end.tolist())):
         label = normalize(raw_label)
         if label is None:
             part.reject(i + 1, "empty label")
@@ -620,7 +648,7 @@ def _convert(part: _Part, kind: str, data: DataParams) -> dict[str, Any]:
     part.cells = part.labels = []  # free the raw cells early
     columns = {"x": xs, "label": labels, "length": lengths, "line": lines, "file": part.file}
     if kind == "numeric":
-        _drop_wrong_channels(part, columns, channels)
+        columns["channels"] = _drop_wrong_channels(part, columns, channels)
     return columns
 
 
@@ -628,7 +656,7 @@ def _text_cell_fn(level: str) -> Callable[[Any, str], tuple[str, int] | str]:
     def text_cell(cell: Any, column: str) -> tuple[str, int] | str:
         if cell is None or not cell.strip():
             return f"empty text in column {column}"
-        return cell, (len(cell) if level == "char" else len(cell.split()))
+        return cell, featurize.token_count(cell, level)
 
     return text_cell
 
@@ -692,11 +720,12 @@ def _numeric_cell(cell: Any, column: str) -> tuple[list[list[float]], int] | str
     return arr.tolist(), arr.shape[0]
 
 
-def _drop_wrong_channels(part: _Part, columns: dict[str, Any], channels: array) -> None:
-    """Every sequence must have the same channel count C; the majority sets it."""
+def _drop_wrong_channels(part: _Part, columns: dict[str, Any], channels: array) -> int | None:
+    """Every sequence of a file must have the same channel count C; the majority sets it
+    (returned; None for a file with no kept row)."""
     tally = Counter(channels)
     if len(tally) <= 1:
-        return
+        return next(iter(tally), None)
     expected = tally.most_common(1)[0][0]
     keep = [i for i, c in enumerate(channels) if c == expected]
     for i, c in enumerate(channels):
@@ -706,6 +735,22 @@ def _drop_wrong_channels(part: _Part, columns: dict[str, Any], channels: array) 
         columns[key] = [columns[key][i] for i in keep]
     for key in ("length", "line"):
         columns[key] = array("q", (columns[key][i] for i in keep))
+    return expected
+
+
+def _check_channels(frames: list[dict[str, Any]]) -> None:
+    """Every file of a numeric source must have the files' common channel count: a file
+    with another is a different sensor layout (or the wrong file), not a few bad rows."""
+    per_file = {f["file"]: f["channels"] for f in frames if f.get("channels") is not None}
+    tally = Counter(per_file.values())
+    if len(tally) <= 1:
+        return
+    expected = tally.most_common(1)[0][0]
+    odd = next(name for name, c in per_file.items() if c != expected)
+    others = [name for name, c in per_file.items() if c == expected]
+    raise LosstraceError(odd, f"{per_file[odd]} channels per time step, while {', '.join(others[:3])} "
+                         f"{'has' if len(others) == 1 else 'have'} {expected}",
+                         "every sequence needs the same channels: fix this file or leave it out of data.source")
 
 
 # ------------------------------------------------------------------- assembly

@@ -17,6 +17,7 @@ from .. import params as params_mod
 from ..errors import LosstraceError
 from ..io import Staging, to_json
 from ..params import DataParams
+from . import featurize
 from .sources import Source, load_source
 
 SPLITS = ("train", "val", "test")
@@ -47,9 +48,8 @@ def label_map(frames: list[pd.DataFrame], multilabel: bool, delimiter: str) -> d
 
 
 def text_lengths(texts: pd.Series, level: str) -> np.ndarray:
-    if level == "char":
-        return texts.str.len().to_numpy(dtype=np.int64)
-    return texts.str.split().str.len().fillna(0).to_numpy(dtype=np.int64)
+    """Tokens per text as the model will see them (standardised, then split)."""
+    return np.fromiter((featurize.token_count(t, level) for t in texts), dtype=np.int64, count=len(texts))
 
 
 def run(source: Source, data: DataParams, seed: int) -> dict:

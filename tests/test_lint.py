@@ -53,6 +53,14 @@ def test_default_params_are_clean():
          dict(output_activation="softmax", loss="sparse_categorical_crossentropy"), TEN, False),
         # output units disagree with the classes
         (dict(output_units=7), dict(output_units=10), TEN, False),
+        # ... or with the label shape: one 0/1 column under binary cross-entropy on two classes
+        (dict(output_activation="sigmoid", loss="binary_crossentropy", output_units=2),
+         dict(output_activation="sigmoid", loss="binary_crossentropy", output_units=1), TWO, False),
+        # integer ids need a score per class: one unit cannot hold ids 0 and 1
+        (dict(output_activation="sigmoid", output_units=1), dict(output_units=2), TWO, False),
+        # multi-hot labels need a unit per label
+        (dict(output_activation="sigmoid", loss="binary_crossentropy", output_units=1),
+         dict(output_activation="sigmoid", loss="binary_crossentropy", output_units=2), TWO, True),
     ],
 )
 def test_activation_loss_mismatch(bad, fixed, labels, multilabel):

@@ -183,6 +183,10 @@ def test_offline_training_is_uploaded_later_by_sync_as_one_complete_run(server, 
     assert "data.train.content_hash" in run.data.params
     assert [m.step for m in c.get_metric_history(run_id, "val_loss")] == [0, 1]
     assert len(c.get_metric_history(run_id, "batch_loss")) == len(batches)
+    # the per-layer gradient series, named as an online training names them
+    layer = pd.read_csv(root / "reports/train/dynamics.csv")["layer"].iloc[0]
+    assert [m.step for m in c.get_metric_history(run_id, f"grad_norm/{layer}")] == [0, 1]
+    assert [m.step for m in c.get_metric_history(run_id, f"update_ratio/{layer}")] == [0, 1]
     metrics = json.loads((root / "reports/evaluate/metrics.json").read_text())
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     assert run.data.tags["losstrace.synced"] == "true" and len(run.data.tags["git.commit"]) == 40

@@ -149,3 +149,22 @@ def test_a_damaged_run_artifact_is_a_one_line_error_naming_it(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith(f"error: run {run.run_id}: losstrace/")
     assert "unreadable" in r.stderr and "retrain it" in r.stderr
+
+
+def test_resume_does_not_log_a_diverged_epoch_twice(tmp_path):
+    import math
+
+    from losstrace import resume
+    from losstrace.callbacks import Recorder, log_epoch
+
+    rec = Recorder(batches=[{"step": 0, "epoch": 0, "batch": 0, "loss": 1.0, "size": 8},
+                            {"step": 1, "epoch": 1, "batch": 0, "loss": math.nan, "size": 8}],
+                   epochs=[{"epoch": 0, "loss": 1.0, "accuracy": 0.5, "lr": 1e-3},
+                           {"epoch": 1, "loss": math.nan, "accuracy": 0.4, "lr": 1e-3}])
+    with tracking.start_run(tmp_path, "r", {}, resilient=True) as run:
+        for epoch in (0, 1):
+            log_epoch(run, rec, epoch)
+    with tracking.start_run(tmp_path, "r", {}, resume_id=run.run_id, resilient=True) as again:
+        assert resume.reconcile(again, rec) == 0  # the NaN epoch has no `loss`, but it is in
+    history = tracking.client(tracking.tracking_uri(tmp_path)).get_metric_history(run.run_id, "accuracy")
+    assert sorted((m.step, m.value) for m in history) == [(0, 0.5), (1, 0.4)]

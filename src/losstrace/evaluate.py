@@ -49,15 +49,47 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray, names: list[str]) -> dict[str
     }
 
 
-def run(model, x: np.ndarray, y: np.ndarray, labels: dict[str, int], multilabel: bool, batch_size: int) -> dict[str, Any]:
+def label_scores(y_true: np.ndarray, hits: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """Multi-label: each label's precision/recall/F1 from its own yes/no decisions;
+    macro-F1 over the labels present in y_true."""
+    y_true = y_true.astype(bool)
+    tp = (hits & y_true).sum(axis=0).astype(float)
+    predicted, support = hits.sum(axis=0), y_true.sum(axis=0)
+    precision = np.divide(tp, predicted, out=np.zeros(len(names)), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(len(names)), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(len(names)),
+                   where=(precision + recall) > 0)
+    present = support > 0
+    return {
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class": {names[i]: {"precision": round(float(precision[i]), 6), "recall": round(float(recall[i]), 6),
+                                 "support": int(support[i])} for i in range(len(names))},
+    }
+
+
+def as_probabilities(outputs: np.ndarray, from_logits: bool, multilabel: bool) -> np.ndarray:
+    """Model outputs as probabilities: a linear head (`train.from_logits: true`) outputs
+    logits, which a 0.5 threshold or an argmax-free statistic would misread."""
+    if not from_logits:
+        return outputs
+    z = outputs.astype(np.float64)
+    if multilabel or z.shape[1] == 1:
+        return 1.0 / (1.0 + np.exp(-z))
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def run(model, x: np.ndarray, y: np.ndarray, labels: dict[str, int], multilabel: bool, batch_size: int,
+        from_logits: bool = False) -> dict[str, Any]:
     names = sorted(labels, key=labels.get)
     results = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
-    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    probs = as_probabilities(model.predict(x, batch_size=batch_size, verbose=0), from_logits, multilabel)
     if multilabel:
         # Exact-set accuracy and per-label F1 at 0.5; confusion on each row's top label.
         hits = probs >= 0.5
         y_bin = y.astype(bool)
         per = scores(y.argmax(axis=1), probs.argmax(axis=1), names)
+        per.update(label_scores(y_bin, hits, names))
         per["accuracy"] = float(np.mean((hits == y_bin).all(axis=1)))
     else:
         true = y if y.ndim == 1 else (y.argmax(axis=1) if y.shape[1] > 1 else y[:, 0].astype(int))
@@ -103,7 +135,7 @@ def main(params_path: Path, prepared: Path, model_dir: Path, train_reports: Path
     x, _ = fz.transform(test["x"])
     y = featurize.encode_labels(test["label"], labels, info["multilabel"], info["label_delimiter"], p.train.loss)
     model = keras.models.load_model(model_dir / "model.keras")
-    res = run(model, x, y, labels, info["multilabel"], p.evaluate.batch_size)
+    res = run(model, x, y, labels, info["multilabel"], p.evaluate.batch_size, p.train.from_logits)
     names = res["names"]
     metrics = {"test": {"accuracy": round(res["accuracy"], 6), "macro_f1": round(res["macro_f1"], 6),
                         "loss": round(res["loss"], 6), "rows": int(len(test)), "per_class": res["per_class"]}}

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -250,13 +251,16 @@ def reconcile(logger, rec: Recorder) -> int:
     """Log restored epochs MLflow does not have yet (killed after commit, before logging).
 
     Returns how many were logged. `loss` at step e means the whole epoch was logged
-    (it is written last); batch losses already there are not written twice.
+    (it is written last); batch losses already there are not written twice. A diverged
+    epoch has no `loss` (non-finite values are never logged): its `lr` tells instead.
     """
     if logger is None or logger.offline or not rec.epochs:
         return 0  # offline: reports/ keeps every epoch and `losstrace sync` uploads what is missing
     history = logger.client.get_metric_history
     try:
         have = {m.step for m in history(logger.run_id, "loss")}
+        if any(not math.isfinite(float(r.get("loss", math.nan))) for r in rec.epochs):
+            have |= {m.step for m in history(logger.run_id, "lr")}
         have_batches = frozenset(m.step for m in history(logger.run_id, "batch_loss"))
     except Exception as e:
         from .tracking import is_outage

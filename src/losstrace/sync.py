@@ -86,6 +86,12 @@ def upload(logger: tracking.RunLogger, record: dict[str, Any], reports: Path, va
     values = sum(logger.log_missing(key, history["epoch"], history[key]) for key in history.columns.drop("epoch"))
     batches = pd.read_csv(reports / "batches.csv")
     values += logger.log_missing("batch_loss", batches["step"], batches["loss"])
+    if (reports / "dynamics.csv").is_file():  # per-layer series, named as the online path names them
+        dynamics = pd.read_csv(reports / "dynamics.csv")
+        for layer, rows in dynamics.groupby("layer", sort=True):
+            for column in ("grad_norm", "grad_norm_max", "update_ratio"):
+                if column in rows:
+                    values += logger.log_missing(f"{column}/{layer}", rows["epoch"], rows[column])
     step0 = dict(record["metrics"])
     if (evaluate_dir / "metrics.json").exists():
         step0.update(evaluate.mlflow_metrics(read_json(evaluate_dir / "metrics.json")))

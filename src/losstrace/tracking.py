@@ -151,8 +151,9 @@ class RunLogger:
         # write (tens of ms on SQLite) overlaps the next epoch instead of stalling it.
         # Metrics logged less than SHIP_SECONDS after the last shipment wait and go with
         # the next one: an epoch of 0.1 s would otherwise cost a store write per epoch.
-        # Epochs slower than that ship at once; the training callback flushes at the end
-        # of fit, so only a run's last second waits for the work after training.
+        # Epochs slower than that ship at once. The training callback flushes at the end of
+        # fit, unless the resume backup defers its logging (the default): then the last
+        # epochs go with the next write after training (artifacts), or at the run's end.
         self._pending: list[list] = []  # one list per logging call, never split across writes
         self._last_ship = -math.inf
         self._queue: Any = None

@@ -36,7 +36,11 @@ VALIDATE_ARTIFACTS = ("fingerprint.json", "results.json")
 
 
 def seed_everything(seed: int) -> None:
-    """One seed, set once at stage start; op determinism makes CPU runs byte-identical."""
+    """One seed, set once at stage start; op determinism makes CPU runs byte-identical.
+
+    PYTHONHASHSEED cannot change this interpreter's string hashing (it is read at start-up);
+    it only reaches processes started after this point. Nothing here iterates a set in
+    hash order, so this process does not depend on it."""
     os.environ["PYTHONHASHSEED"] = str(seed)
     os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
     import keras
@@ -213,9 +217,12 @@ def history_frame(rec) -> pd.DataFrame:
     return frame[HISTORY_COLUMNS + [c for c in frame.columns if c not in HISTORY_COLUMNS]]
 
 
-def prediction_stats(model, x: np.ndarray, labels: dict[str, int], batch_size: int) -> dict[str, Any]:
+def prediction_stats(model, x: np.ndarray, labels: dict[str, int], batch_size: int, from_logits: bool = False,
+                     multilabel: bool = False) -> dict[str, Any]:
     """How confident and how varied the validation predictions are (saturation, collapse)."""
-    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    from .evaluate import as_probabilities
+
+    probs = as_probabilities(model.predict(x, batch_size=batch_size, verbose=0), from_logits, multilabel)
     names = sorted(labels, key=labels.get)
     if probs.shape[1] == 1:
         top = np.concatenate([1 - probs, probs], axis=1)
@@ -349,7 +356,7 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
         history = history_frame(rec)
         batches = pd.DataFrame(rec.batches, columns=["step", "epoch", "batch", "loss", "size"])
         dynamics = pd.DataFrame(rec.dynamics, columns=DYNAMICS_COLUMNS)
-        preds = prediction_stats(model, ds.x["val"], ds.labels, 256)
+        preds = prediction_stats(model, ds.x["val"], ds.labels, 256, p.train.from_logits, ds.info["multilabel"])
         context = _context(p, ds, preds)
         # The explain layer takes the dynamics rows as optional gradient-norm evidence;
         # context.json stays plain JSON (dynamics.csv holds them).

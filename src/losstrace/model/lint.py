@@ -69,10 +69,14 @@ def head_checks(p: Params, n_classes: int, multilabel: bool) -> list[Finding]:
     if act != "linear" and t.from_logits:
         bad(f"from_logits: true applies {act} a second time inside the loss", "train.from_logits: true → false",
             ["train.from_logits"])
-    expected = n_classes if not (resolved_units == 1 and n_classes == 2) else 1
+    # What the labels' shape demands (featurize.encode_labels): one yes/no column for binary
+    # cross-entropy on two exclusive classes, one column per label or class otherwise.
+    expected = 1 if (loss == "binary_crossentropy" and n_classes == 2 and not multilabel) else n_classes
     if units and units != expected:
-        bad(f"train.output_units={units} but the data has {n_classes} classes", f"train.output_units: {units} → 0",
-            ["train.output_units"])
+        shape = ("one 0/1 column" if expected == 1 else
+                 f"{n_classes} {'label' if multilabel else 'class'} {'columns' if loss != 'sparse_categorical_crossentropy' else 'scores'}")
+        bad(f"train.output_units={units} but {loss} on this data needs {shape} ({n_classes} "
+            f"{'labels' if multilabel else 'classes'})", f"train.output_units: {units} → 0", ["train.output_units"])
     one_hot_only = [name for name in t.metrics if name in ONE_HOT_METRICS]
     if one_hot_only and loss == "sparse_categorical_crossentropy":
         # Keras' AUC/Precision/Recall compare labels and outputs element-wise; with integer

@@ -239,19 +239,22 @@ def _metrics(train: TrainParams, units: int, multilabel: bool = False) -> list:
                                  "sparse_categorical_crossentropy trains on integer class ids",
                                  "set train.loss: categorical_crossentropy (same loss, one-hot labels) "
                                  f"or remove {name} from train.metrics")
-        if name == "accuracy" and multilabel and units > 1:
+        # Thresholded metrics decide at 0.5 on probabilities, at 0 on logits (a linear head).
+        threshold = 0.0 if train.from_logits else 0.5
+        if name == "accuracy" and (multilabel and units > 1 or units == 1 and train.from_logits):
             # Keras resolves "accuracy" by output shape, not loss: several units mean
-            # argmax (categorical) accuracy, meaningless on multi-hot labels. Score each
-            # label's yes/no against the threshold instead (0 on logits).
-            out.append(keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0 if train.from_logits else 0.5))
+            # argmax (categorical) accuracy, meaningless on multi-hot labels, and one unit
+            # means a 0.5 threshold, wrong on logits. Score each yes/no against the threshold.
+            out.append(keras.metrics.BinaryAccuracy(name="accuracy", threshold=threshold))
         elif name == "accuracy":
-            out.append("accuracy")
+            out.append("accuracy")  # argmax over several units: the same on logits
         elif name == "auc":
-            out.append(keras.metrics.AUC(name="auc", multi_label=units > 1 and train.loss == "binary_crossentropy"))
+            out.append(keras.metrics.AUC(name="auc", multi_label=units > 1 and train.loss == "binary_crossentropy",
+                                         from_logits=train.from_logits))
         elif name == "precision":
-            out.append(keras.metrics.Precision(name="precision"))
+            out.append(keras.metrics.Precision(name="precision", thresholds=threshold))
         elif name == "recall":
-            out.append(keras.metrics.Recall(name="recall"))
+            out.append(keras.metrics.Recall(name="recall", thresholds=threshold))
         else:
             raise LosstraceError("params.yaml", f"unknown metric {name!r} in train.metrics", "use accuracy, auc, precision or recall")
     return out

@@ -228,6 +228,64 @@ def test_a_backup_from_other_params_is_discarded_and_its_run_failed(vowels, tmp_
     assert "losstrace.resumed_from_epoch" not in store(root).get_run(result["run_id"]).data.tags
 
 
+def go_offline(monkeypatch) -> None:
+    """Point tracking at a port nothing listens on, failing fast."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+
+def trained_epochs(monkeypatch) -> list[int]:
+    """The epochs the next training actually runs (a resumed one skips the committed ones)."""
+    seen: list[int] = []
+    original = callbacks.DynamicsCallback.on_epoch_begin
+
+    def counting(self, e, logs=None):
+        seen.append(e)
+        return original(self, e, logs)
+
+    monkeypatch.setattr(callbacks.DynamicsCallback, "on_epoch_begin", counting)
+    return seen
+
+
+def test_a_run_whose_store_is_away_at_restart_resumes_offline_and_sync_completes_it(vowels, tmp_path,
+                                                                                  monkeypatch):
+    from losstrace import sync
+
+    root = project(tmp_path, vowels, epochs=4, tracking={"offline_ok": True})
+    crash_at(monkeypatch, root, 2)
+    run_id = json.loads((root / ".losstrace/train-backup/state.json").read_text())["run_id"]
+    with monkeypatch.context() as m:
+        go_offline(m)
+        trained = trained_epochs(m)
+        result = stage(root)
+    assert trained == [2, 3]  # continued from the backup, not restarted
+    assert result["offline"] and result["run_id"] == run_id
+    info = json.loads((root / "reports/run.json").read_text())
+    assert info["run_id"] == run_id and info["offline"] is True
+    sync.main(root, root / "reports", root / "validate", root / "evaluate", root / "models", root / "prepared")
+    assert store(root).get_run(run_id).info.status == "FINISHED"
+    assert steps(root, run_id, "val_loss") == [0, 1, 2, 3]
+    assert sorted(steps(root, run_id, "batch_loss")) == list(range(28))  # 7 batches x 4 epochs, once each
+
+
+def test_an_offline_training_resumes_from_its_backup_and_in_a_new_run_once_the_store_is_back(
+        vowels, tmp_path, monkeypatch):
+    root = project(tmp_path, vowels, epochs=4, tracking={"offline_ok": True})
+    with monkeypatch.context() as m:
+        go_offline(m)
+        crash_at(m, root, 2)
+    state = json.loads((root / ".losstrace/train-backup/state.json").read_text())
+    assert state["run_id"] is None and state["epoch"] == 2  # offline: no run to name
+    trained = trained_epochs(monkeypatch)
+    result = stage(root)  # the store answers again
+    assert trained == [2, 3]
+    assert not result["offline"]
+    assert steps(root, result["run_id"], "val_loss") == [0, 1, 2, 3]  # the restored epochs are logged too
+    assert sorted(steps(root, result["run_id"], "batch_loss")) == list(range(28))
+    assert not (root / ".losstrace").exists()
+
+
 @pytest.mark.slow
 def test_sigkill_mid_training_then_rerun_resumes_and_records_each_epoch_once(vowels, tmp_path):
     epochs = 15

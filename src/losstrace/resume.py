@@ -101,6 +101,13 @@ class Backup:
         write_json(self.dir / STATE, {"run_id": run_id, "fingerprint": self.fingerprint, "epoch": 0,
                                       "finished": False})
 
+    def adopt(self, run_id: str | None) -> None:
+        """Point a backup being resumed at the run now recording it (an offline training
+        resumed once the store answers again gets a run of its own)."""
+        state = self.state()
+        if state is not None and state.get("run_id") != run_id:
+            write_json(self.dir / STATE, {**state, "run_id": run_id})
+
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
         try:

@@ -265,7 +265,13 @@ class RunLogger:
     def log_missing(self, key: str, steps: Sequence[int], values: Sequence[float]) -> int:
         """Log only the steps of `key` the run lacks (a resumed or repeated sync duplicates nothing)."""
         self.flush()  # what this logger still holds or queues counts as had
-        have = {m.step for m in self.client.get_metric_history(self.run_id, key)}
+        if self.offline:
+            return 0  # reports/ keeps the values; `losstrace sync` sends what the run lacks
+        found: list = []
+        self._send(lambda: found.extend(self.client.get_metric_history(self.run_id, key)))
+        if self.offline:  # the read found the store gone (a resilient logger)
+            return 0
+        have = {m.step for m in found}
         todo = [(int(s), float(v)) for s, v in zip(steps, values) if int(s) not in have]
         self.log_series(key, [s for s, _ in todo], [v for _, v in todo])
         return len(todo)
@@ -330,6 +336,7 @@ def start_run(root: Path, run_name: str, tags: dict[str, Any], resume_id: str | 
     """
     uri = tracking_uri(root)
     c = client(uri)
+    offline = None
     try:
         if resume_id:
             c.update_run(resume_id, status="RUNNING")
@@ -347,9 +354,9 @@ def start_run(root: Path, run_name: str, tags: dict[str, Any], resume_id: str | 
                                  "start the tracking server or fix MLFLOW_TRACKING_URI", exit_code=1) from None
         print(f"warning: MLflow at {redact(uri)} is unreachable ({_first_line(e)}); training offline "
               "(train.tracking.offline_ok), records stay in reports/ for `losstrace sync`", file=sys.stderr)
-        run_id = None
-    logger = RunLogger(c, run_id, uri, resilient=resilient or offline_ok,
-                       offline=None if run_id else "unreachable at start")
+        # A resumed run keeps its id offline, so `losstrace sync` completes it, not a new one.
+        run_id, offline = resume_id, "unreachable at start"
+    logger = RunLogger(c, run_id, uri, resilient=resilient or offline_ok, offline=offline)
     try:
         yield logger
     except BaseException:

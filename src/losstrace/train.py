@@ -320,7 +320,7 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
         return _train_worker(p, ds, strategy, prepared, root)
     data_findings = _weighted_imbalance(_data_findings(validate_dir), p, ds.info["multilabel"])
     backup = resume.Backup(resume.backup_dir(root), resume.fingerprint(p, prepared)) if p.train.resume else None
-    resume_id = _resume_target(root, backup) if backup is not None else None
+    resume_id, restore = _resume_target(root, backup) if backup is not None else (None, False)
 
     # bisect runs each trial through this stage as a child of its parent run.
     kind = os.environ.get("LOSSTRACE_RUN_KIND", "train")
@@ -345,8 +345,10 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
                 logger.log_missing(key, [0], [value])
         else:
             logger.log_metrics(data_metrics, step=0)
-            if backup is not None:
-                backup.begin(logger.run_id)
+        if backup is not None and not restore:
+            backup.begin(logger.run_id)
+        elif backup is not None:
+            backup.adopt(logger.run_id)
         model, rec = run(p, ds, logger, strategy=strategy, backup=backup)
         if rec.resumed_from is not None:
             logger.set_tags({"losstrace.resumed_from_epoch": rec.resumed_from})
@@ -400,26 +402,31 @@ def main(params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path,
     return {"run_id": logger.run_id, "offline": logger.offline, "epochs": len(history), "diagnosis": diagnosis}
 
 
-def _resume_target(root: Path, backup: resume.Backup) -> str | None:
-    """The MLflow run a backup made under these exact params, data and code belongs to.
+def _resume_target(root: Path, backup: resume.Backup) -> tuple[str | None, bool]:
+    """(the MLflow run to continue, whether to continue training from the backup).
 
-    Any other backup is discarded; its run, killed without a chance to say so, still
-    reads RUNNING and is marked FAILED.
+    A backup made under these exact params, data and code is continued: in its run when
+    the store has it; offline when the store is away (start_run then fails, or goes
+    offline under train.tracking.offline_ok, keeping the run id for `losstrace sync`);
+    in a new run when it was an offline training (no run id). Any other backup is
+    discarded; its run, killed without a chance to say so, still reads RUNNING and is
+    marked FAILED.
     """
     state = backup.state()
     run_id = (state or {}).get("run_id")
+    matches = backup.matches(state)
     try:
         exists = tracking.run_exists(root, run_id)
-    except LosstraceError:  # store away: keep the backup for when it is back; start_run reports it
-        return None
-    if exists and backup.matches(state):
-        return run_id
+    except LosstraceError:  # store away: keep the backup for when it is back
+        return (run_id, True) if matches else (None, False)
+    if matches and (exists or run_id is None):
+        return (run_id if exists else None), True
     if exists:
         c = tracking.client(tracking.tracking_uri(root))
         if c.get_run(run_id).info.status == "RUNNING":
             c.set_terminated(run_id, "FAILED")
     backup.clear()
-    return None
+    return None, False
 
 
 def _train_worker(p: Params, ds: Dataset, strategy, prepared: Path, root: Path) -> dict[str, Any]:

@@ -37,6 +37,16 @@ def test_a_rev_without_metrics_is_reported_ungated():
     assert not rows[0].failed and "**OK, ungated.**" in md and "| test.accuracy | - | 0.8000 | - |" in md
 
 
+def test_a_gated_metric_missing_from_the_workspace_fails_the_gate():
+    # dvc metrics diff reports new: null when the workspace lost metrics.json
+    rows = ci_report.checks({"test.accuracy": {"old": 0.9, "new": None}, "test.macro_f1": {"old": 0.8, "new": 0.8}},
+                            CiParams())
+    assert [c.metric for c in rows if c.failed] == ["test.accuracy"]
+    md = ci_report.render("main", rows, "")
+    assert md.startswith("# losstrace CI report\n\n**Regression.** `test.accuracy` is missing from the workspace "
+                         "(0.9000 at `main`)")
+
+
 def test_report_names_the_regression_and_its_threshold():
     md = ci_report.render("main", ci_report.checks(METRICS, CiParams()), "> note\n")
     assert md.startswith("# losstrace CI report\n\n**Regression.** `test.accuracy` fell 0.0500 (0.9000 → 0.8500)")

@@ -45,8 +45,15 @@ class Check:
         return None if self.old is None or self.new is None else self.new - self.old
 
     @property
+    def missing(self) -> bool:
+        """A gated metric the rev has and the workspace lost: evaluate did not run or failed."""
+        return self.allowed_drop is not None and self.old is not None and self.new is None
+
+    @property
     def failed(self) -> bool:
         # A tiny epsilon: metrics.json rounds to 6 digits, so an exact-threshold drop is not a failure.
+        if self.missing:
+            return True
         return self.allowed_drop is not None and self.change is not None and -self.change > self.allowed_drop + 1e-9
 
 
@@ -118,6 +125,8 @@ def render(rev: str, rows: list[Check], explanation: str) -> str:
     gated = [c for c in rows if c.allowed_drop is not None and c.change is not None]
     if failed:
         verdict = "**Regression.** " + "; ".join(
+            f"`{c.metric}` is missing from the workspace ({_fmt(c.old)} at `{rev}`): evaluate did not write it"
+            if c.missing else
             f"`{c.metric}` fell {-c.change:.4f} ({_fmt(c.old)} → {_fmt(c.new)}), more than "
             f"`ci.{GATES[c.metric]}` = {c.allowed_drop:g}" for c in failed)
     elif gated:

@@ -251,8 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("bisect", cmd_bisect, "Re-run A with each single change from B to prove which one moved the curve.")
     p.add_argument("run_a")
     p.add_argument("run_b")
-    p.add_argument("--seeds", type=_count, default=2, help="re-runs of A with other seeds to measure seed spread")
-    p.add_argument("--epochs", type=_count, default=0, help="shrink every trial to this many epochs (0 = as recorded)")
+    p.add_argument("--seeds", type=_count, default=2,
+                   help="runs of A for the seed spread: A plus N-1 re-runs with other seeds (default 2)")
+    p.add_argument("--epochs", type=_count, default=0,
+                   help="train every trial this many epochs, usually fewer than recorded (0 = as recorded)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add("gallery", cmd_gallery, "Reproduce the classic loss problems on bundled data (docs/gallery.md).")
     p.add_argument("cases", nargs="*", help="case names (default: all, and regenerate docs/gallery.md)")

@@ -38,13 +38,17 @@ def main(root: Path, reports: Path, validate_dir: Path, evaluate_dir: Path, mode
                 "evaluation": _missing_evaluation(root, info, evaluate_dir)}
     record = _offline_record(run_path, info, reports)
     stages = dvc_stages_using(root, run_path)
-    lock_was_current = bool(stages) and _dvc(root, "status", *stages, "--json").stdout.strip() == "{}"
+    # A rerun of a sync that stopped halfway finds run.json rewritten by that sync (the new
+    # run id), which DVC reports as a change: the first attempt's verdict is kept for it.
+    lock_was_current = info.get("sync_lock_was_current")
+    if lock_was_current is None:
+        lock_was_current = bool(stages) and _dvc(root, "status", *stages, "--json").stdout.strip() == "{}"
     # A run the store already has (it went away mid-run, or an earlier sync failed) is resumed.
     resume = info["run_id"] if tracking.run_exists(root, info["run_id"]) else None
     try:
         with tracking.start_run(root, record["name"], record["tags"], resume_id=resume) as logger:
-            if logger.run_id != info["run_id"]:
-                write_json(run_path, {**info, "run_id": logger.run_id})  # a rerun resumes this run
+            if logger.run_id != info["run_id"]:  # a rerun resumes this run
+                write_json(run_path, {**info, "run_id": logger.run_id, "sync_lock_was_current": lock_was_current})
             values = upload(logger, record, reports, validate_dir, evaluate_dir, models, prepared)
     except LosstraceError:
         raise

@@ -26,6 +26,34 @@ def test_plan_and_changed_keys_skip_inert_sections():
     assert all(p.train.epochs == 3 for _, p in bisect.plan(a, b, seeds=2, epochs=3))
 
 
+def test_plan_keeps_a_split_for_seed_reruns_and_one_scale_for_b_and_survives_a_change_invalid_alone():
+    a = params.Params()
+    model_b = dataclasses.replace(a.train.model, pooling="max", rnn=dataclasses.replace(a.train.model.rnn, layers=0))
+    b = dataclasses.replace(a, train=dataclasses.replace(a.train, epochs=60, model=model_b),
+                            diagnose=dataclasses.replace(a.diagnose, noise_ratio=0.5))
+    planned = {t.name: (t, p) for t, p in bisect.plan(a, b, seeds=3, epochs=5)}
+    assert [planned[n][0].data_seed for n in ("A seed 43", "A seed 44")] == [42, 42]  # A's split, other training seed
+    assert planned["B"][1].diagnose == a.diagnose  # B is scored on A's thresholds, like every trial
+    # layers 0 needs pooling max: alone it is invalid, an errored trial, not the end of the bisect
+    alone = planned["A + train.model.rnn.layers"]
+    assert alone[1] is None and alone[0].error.startswith("invalid on its own: train.model.pooling=last")
+    assert planned["A + train.model.pooling"][1].train.model.pooling == "max"
+    # --epochs sets every trial's epochs, so the epoch change itself cannot be replayed
+    assert planned["A + train.epochs"][1] is None and "--epochs" in planned["A + train.epochs"][0].error
+    assert all(p.train.epochs == 5 for _, p in planned.values() if p is not None)
+
+
+def test_a_symptom_absent_in_a_and_present_in_b_counts_as_moved():
+    quiet = {f: 0.5 for f in bisect.FEATURES} | {"overfit_rise": None}
+    loud = quiet | {"overfit_rise": 0.8}
+    trials = [bisect.Trial("A", None, features=quiet), bisect.Trial("A seed 43", None, features=quiet),
+              bisect.Trial("B", None, features=loud),
+              bisect.Trial("A + train.model.dropout", "train.model.dropout", 0.0, features=loud),
+              bisect.Trial("A + train.batch_size", "train.batch_size", 16, features=quiet)]
+    culprits, summary = bisect.judge(trials)
+    assert culprits == ["train.model.dropout"] and set(summary["moved_features"]) == {"overfit_rise"}
+
+
 def test_a_new_error_finding_names_its_change_even_when_curves_stay_within_seed_spread():
     # sigmoid + categorical cross-entropy: Keras renormalises the outputs, so the curve may
     # barely move, yet B is misconfigured and only the activation change reproduces that.

@@ -51,6 +51,9 @@ def test_markdown_has_the_top_cause_and_pipe_tables(make_record):
     assert "_no differences_" in md
     d["causes"][0]["why"] = "a | b"
     assert "a \\| b" in report.render_markdown(d, a, b)
+    # GitHub would take <pad> for an HTML tag and drop it
+    d["causes"][0]["why"] = "token <pad> & <unk>"
+    assert "token &lt;pad&gt; &amp; &lt;unk&gt;" in report.render_markdown(d, a, b)
 
 
 class _Collector(HTMLParser):

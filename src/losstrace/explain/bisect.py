@@ -47,6 +47,7 @@ class Trial:
     error: str | None = None
     share: float | None = None
     moved: dict[str, float] = field(default_factory=dict)
+    data_seed: int | None = None  # the seed of the split it trains on, when not its own base.seed
 
 
 def changed_keys(pa: Params, pb: Params) -> list[tuple[str, Any, Any]]:
@@ -83,15 +84,32 @@ def with_seed(p: Params, seed: int) -> Params:
     return dataclasses.replace(p, base=dataclasses.replace(p.base, seed=seed))
 
 
-def plan(pa: Params, pb: Params, seeds: int, epochs: int) -> list[tuple[Trial, Params]]:
-    """A, A with other seeds, B, then A + each single change of B."""
-    trials = [(Trial("A", None), with_epochs(pa, epochs))]
-    trials += [(Trial(f"A seed {pa.base.seed + i}", None), with_epochs(with_seed(pa, pa.base.seed + i), epochs))
-               for i in range(1, seeds)]
-    trials.append((Trial("B", None), with_epochs(pb, epochs)))
+def plan(pa: Params, pb: Params, seeds: int, epochs: int) -> list[tuple[Trial, Params | None]]:
+    """A, A with other seeds, B, then A + each single change of B.
+
+    The seed re-runs train on A's split (only training randomness varies), so the spread
+    is the one a change trial, trained on A's data, is compared against. B is replayed
+    with A's inert sections (validate, evaluate, diagnose thresholds): they cannot change
+    the training, and scoring B on other thresholds than the trials would credit B with
+    findings no single change can reproduce. A change that is invalid on its own (it
+    needs another of B's changes) is an errored trial, not the end of the bisect.
+    """
+    trials: list[tuple[Trial, Params | None]] = [(Trial("A", None), with_epochs(pa, epochs))]
+    trials += [(Trial(f"A seed {pa.base.seed + i}", None, data_seed=pa.base.seed),
+                with_epochs(with_seed(pa, pa.base.seed + i), epochs)) for i in range(1, seeds)]
+    same_scale = dataclasses.replace(pb, validate=pa.validate, evaluate=pa.evaluate, diagnose=pa.diagnose)
+    trials.append((Trial("B", None), with_epochs(same_scale, epochs)))
     for key, _, value_b in changed_keys(pa, pb):
-        trial_epochs = 0 if key == "train.epochs" else epochs  # the epoch count itself is the change
-        trials.append((Trial(f"A + {key}", key, value_b), with_epochs(apply_change(pa, key, pb), trial_epochs)))
+        trial = Trial(f"A + {key}", key, value_b)
+        if key == "train.epochs" and epochs > 0:
+            trial.error = "not replayed: --epochs sets every trial's epoch count, the change itself"
+            trials.append((trial, None))
+            continue
+        try:
+            trials.append((trial, with_epochs(apply_change(pa, key, pb), epochs)))
+        except LosstraceError as e:
+            trial.error = f"invalid on its own: {e.what} ({e.fix})"
+            trials.append((trial, None))
     return trials
 
 
@@ -103,8 +121,10 @@ def judge(trials: list[Trial]) -> tuple[list[str], dict[str, Any]]:
     if a is None or b is None:
         raise LosstraceError("bisect", "the replay of A or B failed", "see the trials' errors (--json)")
     seeds = [t for t in done if t.name.startswith("A seed") or t.name == "A"]
-    spread = {f: _spread([t.features.get(f) for t in seeds]) for f in FEATURES}
-    moved = {f: (a.features[f], b.features[f]) for f in FEATURES if _beyond(a.features.get(f), b.features.get(f), spread[f])}
+    feats = {id(t): _features(t) for t in done}
+    spread = {f: _spread([feats[id(t)][f] for t in seeds]) for f in FEATURES}
+    fa_all, fb_all = feats[id(a)], feats[id(b)]
+    moved = {f: (fa_all[f], fb_all[f]) for f in FEATURES if _beyond(fa_all[f], fb_all[f], spread[f])}
     # A finding counts as new only if no re-run of A (any seed) had it.
     new_codes = sorted(set(b.codes) - {c for t in seeds for c in t.codes})
     culprits = []
@@ -113,7 +133,7 @@ def judge(trials: list[Trial]) -> tuple[list[str], dict[str, Any]]:
             continue
         progress = {}
         for f, (fa, fb) in moved.items():
-            tf = t.features.get(f)
+            tf = feats[id(t)][f]
             if _beyond(fa, tf, spread[f]):
                 progress[f] = round(max(0.0, min(1.0, (tf - fa) / (fb - fa))), 3)
             else:
@@ -130,6 +150,15 @@ def judge(trials: list[Trial]) -> tuple[list[str], dict[str, Any]]:
     summary = {"moved_features": {f: {"a": v[0], "b": v[1], "seed_spread": spread[f]} for f, v in moved.items()},
                "new_findings_in_b": new_codes}
     return [t.change for t in culprits], summary
+
+
+# Features that are None when the symptom is absent: absent is zero, so appearing counts as moving.
+ZERO_WHEN_ABSENT = ("overfit_rise", "plateau_length")
+
+
+def _features(t: Trial) -> dict[str, Any]:
+    return {f: (0.0 if t.features.get(f) is None and f in ZERO_WHEN_ABSENT else t.features.get(f))
+            for f in FEATURES}
 
 
 def _spread(values: list[Any]) -> float:
@@ -151,7 +180,7 @@ def main(ref_a: str, ref_b: str, root: Path, seeds: int = 2, epochs: int = 0,
     rec_a, rec_b = load_record(ref_a, root), load_record(ref_b, root)
     pa, pb = params_mod.from_flat(rec_a.params), params_mod.from_flat(rec_b.params)
     trials = plan(pa, pb, max(seeds, 1), epochs)
-    if not any(t.change for t, _ in trials):
+    if not any(t.change and p is not None for t, p in trials):
         return {"culprits": [], "trials": [], "a": rec_a.run_id, "b": rec_b.run_id,
                 "note": "no replayable param changes between A and B (compare data and env with `losstrace diff`)"}
     store = tracking.tracking_uri(root)
@@ -160,7 +189,9 @@ def main(ref_a: str, ref_b: str, root: Path, seeds: int = 2, epochs: int = 0,
         ws = Workspace(store, "bisect-trial", parent.run_id, inprocess=inprocess)
         try:
             for trial, p in tqdm(trials, desc="bisect trials", unit="trial", file=sys.stderr):
-                outcome = ws.train(p, source_root=root)
+                if p is None:  # errored when planned
+                    continue
+                outcome = ws.train(p, source_root=root, data_seed=trial.data_seed)
                 trial.run_id, trial.error, trial.codes = outcome.run_id, outcome.error, outcome.codes
                 trial.features = {k: outcome.features.get(k) for k in FEATURES}
         finally:

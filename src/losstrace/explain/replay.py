@@ -8,6 +8,7 @@ the caller's MLflow store. The user's workspace and dvc.lock are never touched.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -39,6 +40,15 @@ class Outcome:
     reports: Path | None = None
 
 
+def _absolute_vectors(p: Params, root: Path | None) -> Params:
+    path = p.train.model.embedding.pretrained
+    if not path or root is None or Path(path).is_absolute() or not (Path(root) / path).exists():
+        return p
+    emb = dataclasses.replace(p.train.model.embedding, pretrained=str((Path(root) / path).resolve()))
+    return dataclasses.replace(p, train=dataclasses.replace(p.train, model=dataclasses.replace(p.train.model,
+                                                                                               embedding=emb)))
+
+
 class Workspace:
     """A temp project dir; prepared data is shared between runs with the same data params."""
 
@@ -54,14 +64,20 @@ class Workspace:
             self.env["LOSSTRACE_PARENT_RUN_ID"] = parent_id
         self._count = 0
 
-    def train(self, p: Params, source_root: Path | None = None) -> Outcome:
-        """ingest → validate → train for `p`; validate's error findings do not stop the run."""
+    def train(self, p: Params, source_root: Path | None = None, data_seed: int | None = None) -> Outcome:
+        """ingest → validate → train for `p`; validate's error findings do not stop the run.
+
+        data_seed: split the data with this seed instead of p.base.seed (another training
+        seed on the same split). A relative pretrained-vectors path is the user's, resolved
+        against source_root: the stages run in the temp workspace.
+        """
         self._count += 1
         work = self.dir / f"run{self._count}"
         work.mkdir()
+        p = _absolute_vectors(p, source_root)
         (work / "params.yaml").write_text(yaml.safe_dump(params_mod.to_nested(p), sort_keys=False))
         out = Outcome()
-        prepared = self._prepared(p, work, source_root or work, out)
+        prepared = self._prepared(p, work, source_root or work, out, data_seed)
         if out.error:
             return out
         validate_dir = work / "reports" / "validate"
@@ -80,11 +96,15 @@ class Workspace:
         out.codes = sorted({f["code"] for f in diagnosis["findings"] if f["severity"] in ("warning", "error")})
         return out
 
-    def _prepared(self, p: Params, work: Path, source_root: Path, out: Outcome) -> Path:
-        key = hashlib.sha1(json.dumps([p.base.seed, params_mod.to_nested(p.data)], sort_keys=True).encode()).hexdigest()
+    def _prepared(self, p: Params, work: Path, source_root: Path, out: Outcome, data_seed: int | None) -> Path:
+        seed = p.base.seed if data_seed is None else data_seed
+        key = hashlib.sha1(json.dumps([seed, params_mod.to_nested(p.data)], sort_keys=True).encode()).hexdigest()
         prepared = self.dir / "prepared" / key[:12]
         if not prepared.exists():
-            self._stage(out, source_root, "ingest", "--params", str(work / "params.yaml"), "--out", str(prepared),
+            ingest_params = work / "ingest.yaml"
+            split = dataclasses.replace(p, base=dataclasses.replace(p.base, seed=seed))
+            ingest_params.write_text(yaml.safe_dump(params_mod.to_nested(split), sort_keys=False))
+            self._stage(out, source_root, "ingest", "--params", str(ingest_params), "--out", str(prepared),
                         params=False)
         return prepared
 

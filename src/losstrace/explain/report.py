@@ -48,7 +48,8 @@ def cell(value: Any) -> str:
 
 
 def text_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], width: int = TABLE_WIDTH) -> str:
-    """Columns aligned to their widest cell; the last column wraps so lines fit `width`."""
+    """Columns aligned to their widest cell; the last column wraps to what `width` leaves it
+    (at least 20 characters), so a very wide earlier cell can still make a line longer."""
     body = [[cell(v) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(headers)]
     fixed = sum(widths[:-1]) + 2 * (len(headers) - 1)
@@ -104,7 +105,9 @@ def _evidence_text(ev: dict[str, Any]) -> str:
 
 
 def _md(value: Any) -> str:
-    return cell(value).replace("|", "\\|").replace("\n", " ")
+    """A table-safe cell: GitHub renders raw `<` as HTML (`<pad>` would vanish) and `|` splits cells."""
+    text = cell(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def render_markdown(diff: dict[str, Any], a: RunRecord | None = None, b: RunRecord | None = None) -> str:
@@ -113,7 +116,7 @@ def render_markdown(diff: dict[str, Any], a: RunRecord | None = None, b: RunReco
     causes = diff.get("causes") or []
     if causes:
         top = causes[0]
-        out += [f"**Most likely:** `{top['change']}` → {top['symptom']} "
+        out += [f"**Most likely:** `{top['change']}` → {_md(top['symptom'])} "
                 f"(confidence {cell(top['confidence'])}): {_md(top['why'])}", ""]
     for key, title, cols in _SECTIONS:
         entries = diff.get(key) or []

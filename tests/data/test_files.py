@@ -497,3 +497,11 @@ def test_float32_labels_keep_their_own_digits(tmp_path):
     pq.write_table(pa.table({"text": ["a", "b", "c"], "label": pa.array([0.1, 0.2, 1.0], pa.float32())}),
                    tmp_path / "f.parquet")
     assert load(tmp_path, "f.parquet").frame["label"].tolist() == ["0.1", "0.2", "1"]
+
+
+def test_a_text_with_no_tokens_left_is_a_reject_not_an_empty_sample(tmp_path):
+    write(tmp_path / "p.tsv", "great phone\t1\n!!! ...\t0\nbad\t0\n")
+    loaded = load(tmp_path, "p.tsv", header=False, on_bad_rows="skip")
+    assert loaded.frame["x"].tolist() == ["great phone", "bad"]
+    assert [(r.line, r.reason) for r in loaded.rejects] == [
+        (2, "no tokens left in column 1 (text) after lower-casing and stripping punctuation")]

@@ -656,7 +656,10 @@ def _text_cell_fn(level: str) -> Callable[[Any, str], tuple[str, int] | str]:
     def text_cell(cell: Any, column: str) -> tuple[str, int] | str:
         if cell is None or not cell.strip():
             return f"empty text in column {column}"
-        return cell, featurize.token_count(cell, level)
+        n = featurize.token_count(cell, level)
+        if n == 0:  # the model would see an empty sequence
+            return f"no tokens left in column {column} after lower-casing and stripping punctuation"
+        return cell, n
 
     return text_cell
 

@@ -184,8 +184,8 @@ def markdown(results: list[Result]) -> str:
         for cause in (r.diff or {}).get("causes", [])[:3]:
             lines.append(f"- `{cause['change']}` → {cause['symptom']} (confidence {cause['confidence']}): {cause['why']}")
         if r.bisect is not None:
-            lines += ["", "**`losstrace bisect A B`** (A re-run with another seed for the spread, then A + each "
-                      "single change of B):", "", _bisect_line(r)]
+            lines += ["", "**`losstrace bisect A B`** (A re-run with another training seed on its split for the "
+                      "spread, then A + each single change of B):", "", _bisect_line(r)]
         verdict = "reproduced" if r.ok else f"NOT reproduced (expected `{c.finding}` and top cause `{c.cause}`)"
         lines += ["", f"Expected `{c.finding}` in B and `{c.cause}` ranked first: **{verdict}**.", ""]
     return "\n".join(lines)

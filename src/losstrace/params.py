@@ -26,7 +26,7 @@ class BaseParams:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        _at_least(0, "42", base__seed=self.seed)  # numpy seeds are non-negative
+        _at_least(0, "42", {"base.seed": self.seed})  # numpy seeds are non-negative
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,8 @@ class DataParams:
             if not 0.0 < v < 0.5:
                 raise LosstraceError("params.yaml", f"{key}={v} is outside (0, 0.5)", f"set {key} to e.g. 0.2")
         # two ids are reserved (padding, out-of-vocabulary): 3 keeps one real token
-        _at_least(3, "20000", data__max_tokens=self.max_tokens)
-        _at_least(0, "0 (the longest training sequence)", data__max_len=self.max_len)
+        _at_least(3, "20000", {"data.max_tokens": self.max_tokens})
+        _at_least(0, "0 (the longest training sequence)", {"data.max_len": self.max_len})
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class ValidateParams:
     max_oov_rate: float = 0.2
 
     def __post_init__(self) -> None:
-        _at_least(1, "4.0", validate__max_class_ratio=self.max_class_ratio)
+        _at_least(1, "4.0", {"validate.max_class_ratio": self.max_class_ratio})
         for name in ("max_duplicate_rate", "max_leakage_rate", "max_truncation_rate", "max_oov_rate"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -88,7 +88,7 @@ class EmbeddingParams:
     mask_zero: bool = True
 
     def __post_init__(self) -> None:
-        _at_least(1, "64", train__model__embedding__dim=self.dim)
+        _at_least(1, "64", {"train.model.embedding.dim": self.dim})
 
 
 @dataclass(frozen=True)
@@ -108,12 +108,9 @@ class RnnParams:
 
     def __post_init__(self) -> None:
         _choice("train.model.rnn.cell", self.cell, ("lstm", "gru", "simple"))
-        if self.units < 1:
-            raise LosstraceError("params.yaml", f"train.model.rnn.units={self.units} must be >= 1", "set a positive value")
+        _at_least(1, "64", {"train.model.rnn.units": self.units})
         # 0 layers = the feed-forward baseline (embedding → pooling → dense) users compare against.
-        if self.layers < 0:
-            raise LosstraceError("params.yaml", f"train.model.rnn.layers={self.layers} must be >= 0",
-                                 "set 0 (no recurrent layer) or more")
+        _at_least(0, "1 (0: no recurrent layer)", {"train.model.rnn.layers": self.layers})
         for key, v in (("dropout", self.dropout), ("recurrent_dropout", self.recurrent_dropout)):
             if not 0.0 <= v < 1.0:
                 raise LosstraceError("params.yaml", f"train.model.rnn.{key}={v} is outside [0, 1)", "use e.g. 0.2")
@@ -183,7 +180,7 @@ class CallbackParams:
     checkpoint_monitor: str = ""
 
     def __post_init__(self) -> None:
-        _at_least(0, "5", train__callbacks__patience=self.patience)
+        _at_least(0, "5", {"train.callbacks.patience": self.patience})
 
 
 @dataclass(frozen=True)
@@ -249,16 +246,15 @@ class TrainParams:
         _choice("train.on_lint_error", self.on_lint_error, ("stop", "continue"))
         _choice("train.batching", self.batching, ("pad_to_max", "bucket"))
         _choice("train.distribute", self.distribute, ("none", "mirrored", "multi_worker"))
-        if self.buckets < 1:
-            raise LosstraceError("params.yaml", f"train.buckets={self.buckets} must be >= 1", "e.g. 8")
+        _at_least(1, "8", {"train.buckets": self.buckets})
         if self.batching == "bucket" and self.model.conv.filters > 0:
             # The zoo cuts the Conv1D mask at data.max_len, which needs a fixed sequence length.
             raise LosstraceError("params.yaml", "train.batching=bucket feeds batches shorter than data.max_len, "
                                  f"which train.model.conv (filters={self.model.conv.filters}) does not support",
                                  "set train.batching: pad_to_max, or train.model.conv.filters: 0")
-        _at_least(1, "32", train__batch_size=self.batch_size, train__epochs=self.epochs)
-        _at_least(0, "0.0 (off) or 1.0", train__clipnorm=self.clipnorm, train__momentum=self.momentum)
-        _at_least(0, "0 (the number of classes)", train__output_units=self.output_units)
+        _at_least(1, "32", {"train.batch_size": self.batch_size, "train.epochs": self.epochs})
+        _at_least(0, "0.0 (off) or 1.0", {"train.clipnorm": self.clipnorm, "train.momentum": self.momentum})
+        _at_least(0, "0 (the number of classes)", {"train.output_units": self.output_units})
         if not self.learning_rate > 0:
             raise LosstraceError("params.yaml", f"train.learning_rate={self.learning_rate} must be > 0", "use e.g. 0.001")
         for name in self.metrics:
@@ -284,7 +280,7 @@ class EvaluateParams:
     batch_size: int = 256
 
     def __post_init__(self) -> None:
-        _at_least(1, "256", evaluate__batch_size=self.batch_size)
+        _at_least(1, "256", {"evaluate.batch_size": self.batch_size})
 
 
 @dataclass(frozen=True)
@@ -320,7 +316,7 @@ class DiagnoseParams:
         # Every threshold is a share, a ratio or a count: a negative one would fire on every run.
         for f in dataclasses.fields(self):
             low = 1 if f.type in (int, "int") else 0
-            _at_least(low, str(f.default), **{f"diagnose__{f.name}": getattr(self, f.name)})
+            _at_least(low, str(f.default), {f"diagnose.{f.name}": getattr(self, f.name)})
 
 
 @dataclass(frozen=True)
@@ -331,9 +327,8 @@ class CiParams:
     max_macro_f1_drop: float = 0.03
 
     def __post_init__(self) -> None:
-        for key, v in (("ci.max_accuracy_drop", self.max_accuracy_drop), ("ci.max_macro_f1_drop", self.max_macro_f1_drop)):
-            if v < 0:
-                raise LosstraceError("params.yaml", f"{key}={v} must be >= 0", "e.g. 0.02 (an absolute drop)")
+        _at_least(0, "0.02 (an absolute drop)",
+                  {"ci.max_accuracy_drop": self.max_accuracy_drop, "ci.max_macro_f1_drop": self.max_macro_f1_drop})
 
 
 @dataclass(frozen=True)
@@ -347,10 +342,9 @@ class Params:
     ci: CiParams = field(default_factory=CiParams)
 
 
-def _at_least(low: float, example: str, **values: float) -> None:
-    """Each `values` item (key with dots written as __) must be >= low."""
-    for name, v in values.items():
-        key = name.replace("__", ".")
+def _at_least(low: float, example: str, values: dict[str, float]) -> None:
+    """Each params key in `values` must hold a value >= low."""
+    for key, v in values.items():
         if v < low:
             raise LosstraceError("params.yaml", f"{key}={v:g} must be >= {low:g}", f"set {key} to e.g. {example}")
 

@@ -14,7 +14,7 @@ import sys
 import typing
 from pathlib import Path
 
-from .errors import LosstraceError, from_os_error
+from .errors import LosstraceError, first_line, from_os_error
 
 
 def _quiet_tf() -> None:
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             return mapped.exit_code
         if os.environ.get("LOSSTRACE_DEBUG"):  # a bug, not bad input: still one line unless debugging
             raise
-        print(f"error: internal: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+        print(f"error: internal: {type(e).__name__}: {first_line(e) if str(e).strip() else ''} "
               "(rerun with LOSSTRACE_DEBUG=1 and report the traceback)", file=sys.stderr)
         return 1
 

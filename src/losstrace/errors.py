@@ -20,6 +20,11 @@ class LosstraceError(Exception):
         return f"error: {self.where}: {self.what} ({self.fix})"
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """An exception's message cut to its first line (one-line errors quote it), or its type."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
+
+
 # Out-of-space write failures: a full disk, an exhausted quota, a file-size limit (ulimit -f).
 _NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
              errno.EFBIG: "file too large for the file-size limit"}

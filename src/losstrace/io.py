@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import LosstraceError, from_os_error
+from .errors import LosstraceError, first_line, from_os_error
 
 
 def to_json(obj: Any) -> str:
@@ -56,7 +56,7 @@ def read_prepared(path: str | Path) -> Any:
     try:
         return pd.read_parquet(p)
     except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
-        raise LosstraceError(str(p), f"not a readable parquet file ({str(e).splitlines()[0][:120]})",
+        raise LosstraceError(str(p), f"not a readable parquet file ({first_line(e, 120)})",
                              "regenerate it with `dvc repro -f ingest`") from None
 
 

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import LosstraceError
+from .errors import LosstraceError, first_line
 
 DEFAULT_EXPERIMENT = "losstrace"
 KIND_TAG = "losstrace.kind"  # train | bisect | bisect-trial
@@ -223,7 +223,7 @@ class RunLogger:
         except Exception as e:
             if not (self.resilient and is_outage(e)):
                 raise
-            self.offline = _first_line(e)
+            self.offline = first_line(e)
             print(f"warning: MLflow at {redact(self.uri)} stopped answering ({self.offline}); continuing offline, "
                   "every record stays in reports/ (run `losstrace sync` when it is back)", file=sys.stderr)
 
@@ -350,9 +350,9 @@ def start_run(root: Path, run_name: str, tags: dict[str, Any], resume_id: str | 
                                   tags={k: str(v) for k, v in all_tags.items()}).info.run_id
     except Exception as e:  # unreachable server, locked or corrupt store
         if not offline_ok:
-            raise LosstraceError(f"MLflow at {redact(uri)}", f"cannot open a run: {_first_line(e)}",
+            raise LosstraceError(f"MLflow at {redact(uri)}", f"cannot open a run: {first_line(e)}",
                                  "start the tracking server or fix MLFLOW_TRACKING_URI", exit_code=1) from None
-        print(f"warning: MLflow at {redact(uri)} is unreachable ({_first_line(e)}); training offline "
+        print(f"warning: MLflow at {redact(uri)} is unreachable ({first_line(e)}); training offline "
               "(train.tracking.offline_ok), records stay in reports/ for `losstrace sync`", file=sys.stderr)
         # A resumed run keeps its id offline, so `losstrace sync` completes it, not a new one.
         run_id, offline = resume_id, "unreachable at start"
@@ -382,7 +382,7 @@ def reopen_run(root: Path, run_id: str | None, offline: bool = False) -> Iterato
     except Exception as e:
         if is_outage(e):
             raise  # the caller decides: fail, or keep its outputs for `losstrace sync`
-        raise LosstraceError(f"MLflow at {redact(uri)}", f"run {run_id} not found: {_first_line(e)}",
+        raise LosstraceError(f"MLflow at {redact(uri)}", f"run {run_id} not found: {first_line(e)}",
                              "run `dvc repro -f train` to record a fresh run", exit_code=1) from None
     yield RunLogger(c, run_id, uri)
 
@@ -409,7 +409,7 @@ def answering(root: Path) -> Iterator[None]:
         uri = tracking_uri(root)
         if is_outage(e) and "not a database" not in str(e):
             raise unreachable(uri, e) from None
-        text = _first_line(e)
+        text = first_line(e)
         if "not a database" in text or "malformed" in text:
             raise LosstraceError(redact(uri), f"not a readable MLflow store ({text})",
                                  "point MLFLOW_TRACKING_URI at the right store, or move the damaged file away") from None
@@ -476,7 +476,7 @@ def run_exists(root: Path, run_id: str | None) -> bool:
 
 def unreachable(uri: str, e: BaseException, fix: str = "start the tracking server or fix MLFLOW_TRACKING_URI") -> LosstraceError:
     """The one-line error for a store that is away, naming the (redacted) URI."""
-    return LosstraceError(f"MLflow at {redact(uri)}", f"unreachable: {_first_line(e)}", fix, exit_code=1)
+    return LosstraceError(f"MLflow at {redact(uri)}", f"unreachable: {first_line(e)}", fix, exit_code=1)
 
 
 def _param_value(v: Any) -> str:
@@ -501,10 +501,6 @@ def _now_ms() -> int:
 def redact(uri: str) -> str:
     """The URI without credentials, fit for messages."""
     return re.sub(r"//[^/@]*@", "//***@", uri)
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 # --- Reading runs back -------------------------------------------------------------

@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import LosstraceError
+from ..errors import LosstraceError, first_line
 from ..params import DataParams
 from . import featurize
 
@@ -436,7 +436,7 @@ def _read_parquet(path: Path, shown: str, data: DataParams) -> _Part:
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError, ValueError) as err:
-        raise LosstraceError(shown, f"not a valid Parquet file ({_first_line(err)})", _PARQUET_FIX)
+        raise LosstraceError(shown, f"not a valid Parquet file ({first_line(err)})", _PARQUET_FIX)
     names = list(schema.names)
     missing = [(k, c) for k, c in (("text_column", data.text_column), ("label_column", data.label_column)) if c not in names]
     if missing:
@@ -444,7 +444,7 @@ def _read_parquet(path: Path, shown: str, data: DataParams) -> _Part:
     try:
         table = pq.read_table(path, columns=list(dict.fromkeys([data.text_column, data.label_column])))
     except (pa.ArrowException, OSError, ValueError) as err:
-        raise LosstraceError(shown, f"corrupt Parquet file ({_first_line(err)})", _PARQUET_FIX)
+        raise LosstraceError(shown, f"corrupt Parquet file ({first_line(err)})", _PARQUET_FIX)
 
     column = table.column(data.text_column)
     part = _Part(shown, column=repr(data.text_column), kind=_parquet_kind(column.type, shown, data))
@@ -503,11 +503,6 @@ def _is_list(tp: pa.DataType) -> bool:
     return pa.types.is_list(tp) or pa.types.is_large_list(tp) or pa.types.is_fixed_size_list(tp)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
 # ---------------------------------------------------------------------------- NPZ
 
 
@@ -558,7 +553,7 @@ def _npz_arrays(path: Path, shown: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise LosstraceError(shown, f"not a valid NPZ file ({_first_line(err)})", fix)
+        raise LosstraceError(shown, f"not a valid NPZ file ({first_line(err)})", fix)
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise LosstraceError(shown, "is a single .npy array, not an NPZ archive", fix)
     with archive:
@@ -571,9 +566,9 @@ def _npz_arrays(path: Path, shown: str) -> tuple[np.ndarray, np.ndarray]:
             try:
                 arrays[key] = archive[key]
             except ValueError as err:  # object arrays need pickle, which we never allow
-                raise LosstraceError(shown, f"array {key} is not numeric ({_first_line(err)})", fix)
+                raise LosstraceError(shown, f"array {key} is not numeric ({first_line(err)})", fix)
             except (OSError, EOFError, zipfile.BadZipFile) as err:
-                raise LosstraceError(shown, f"corrupt NPZ file ({_first_line(err)})", fix)
+                raise LosstraceError(shown, f"corrupt NPZ file ({first_line(err)})", fix)
     x, y = arrays["x"], arrays["y"]
     if x.dtype.kind not in "fiu":
         raise LosstraceError(shown, f"x has non-numeric dtype {x.dtype}", "store x as float (N, T, C)")

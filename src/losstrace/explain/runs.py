@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from .. import tracking
-from ..errors import LosstraceError
+from ..errors import LosstraceError, first_line
 from ..params import DiagnoseParams, from_dict
 from .record import RunRecord
 
@@ -60,7 +60,7 @@ def load_record(ref: str | None, root: Path) -> RunRecord:
         try:
             return _csv(data) if name.endswith(".csv") else _json(data)
         except (ValueError, UnicodeDecodeError) as e:  # EmptyDataError, ParserError, JSONDecodeError
-            raise LosstraceError(f"run {run.run_id}: {ARTIFACT_DIR}/{name}", f"unreadable ({_first_line(e)})",
+            raise LosstraceError(f"run {run.run_id}: {ARTIFACT_DIR}/{name}", f"unreadable ({first_line(e)})",
                                  "the run's artifacts are damaged: retrain it (`dvc repro -f train`)") from None
 
     grad_norms = artifact("dynamics.csv")
@@ -129,6 +129,3 @@ def _csv(data: bytes) -> pd.DataFrame:
 def _json(data: bytes | None) -> Any:
     return json.loads(data) if data else None
 
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0][:160]

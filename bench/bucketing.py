@@ -87,7 +87,7 @@ def _train_once(p, ds, test) -> dict[str, Any]:
     """One seeded training: samples/s (steady and end to end) and accuracies."""
     import keras
 
-    from losstrace import train
+    from losstrace.stages import train
 
     keras.backend.clear_session()
     train.seed_everything(p.base.seed)
@@ -126,6 +126,7 @@ def measure(work: Path, epochs: int, reps: int) -> dict[str, Any]:
             seed = p.base.seed + len(runs[name])  # repetition k of every arm uses seed 42 + k
             runs[name].append(_train_once(_with_seed(params[name], seed), ds, test))
             return runs[name][-1]["samples_per_s"]
+
         return go
 
     interleave({name: arm(name) for name in params}, reps)
@@ -138,10 +139,16 @@ def measure(work: Path, epochs: int, reps: int) -> dict[str, Any]:
     return {
         "bucketing_speedup": _speedup(runs, "samples_per_s", available),
         "bucketing_accuracy": accuracy,
-        "bucketing": {"data": "UCI sentiment sentences (3 files, 3000 rows)", "model": "GRU(32), word level",
-                      "epochs": epochs, "seeds": [p.base.seed + k for k in range(reps)],
-                      "train_rows": int(len(ds.x["train"])), "max_len": int(ds.featurizer.max_len), "arms": arms,
-                      "end_to_end_speedup": _speedup(runs, "end_to_end_samples_per_s", available)},
+        "bucketing": {
+            "data": "UCI sentiment sentences (3 files, 3000 rows)",
+            "model": "GRU(32), word level",
+            "epochs": epochs,
+            "seeds": [p.base.seed + k for k in range(reps)],
+            "train_rows": int(len(ds.x["train"])),
+            "max_len": int(ds.featurizer.max_len),
+            "arms": arms,
+            "end_to_end_speedup": _speedup(runs, "end_to_end_samples_per_s", available),
+        },
     }
 
 
@@ -155,11 +162,14 @@ def _paired_difference(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Median speed over repetitions; accuracies averaged over their seeds."""
     tests = [r["test_accuracy"] for r in runs]
-    return {"samples_per_s": median([r["samples_per_s"] for r in runs]),
-            "end_to_end_samples_per_s": median([r["end_to_end_samples_per_s"] for r in runs]),
-            "first_epoch_train_seconds": median([r["first_epoch_train_seconds"] for r in runs]),
-            "val_accuracy": mean([r["val_accuracy"] for r in runs]), "test_accuracy": mean(tests),
-            "test_accuracy_by_seed": tests}
+    return {
+        "samples_per_s": median([r["samples_per_s"] for r in runs]),
+        "end_to_end_samples_per_s": median([r["end_to_end_samples_per_s"] for r in runs]),
+        "first_epoch_train_seconds": median([r["first_epoch_train_seconds"] for r in runs]),
+        "val_accuracy": mean([r["val_accuracy"] for r in runs]),
+        "test_accuracy": mean(tests),
+        "test_accuracy_by_seed": tests,
+    }
 
 
 def _speedup(runs: dict[str, list[dict[str, Any]]], key: str, available: bool) -> float | dict[str, str]:

@@ -157,8 +157,7 @@ def prepare(workdir: Path, overrides: dict[str, Any]):
 
     Returns (params, Dataset, prepared dir)."""
     from losstrace import params as params_mod
-    from losstrace import train
-    from losstrace.data import ingest
+    from losstrace.stages import ingest, train
 
     workdir.mkdir(parents=True, exist_ok=True)
     params_path = workdir / "params.yaml"

@@ -13,8 +13,12 @@ from typing import Any
 
 from .common import UCI_GLOB, build_params, median, prepare, skipped, timed
 
-DATA = {"data.source": UCI_GLOB, "data.header": False, "train.loss": "binary_crossentropy",
-        "train.output_activation": "sigmoid"}
+DATA = {
+    "data.source": UCI_GLOB,
+    "data.header": False,
+    "train.loss": "binary_crossentropy",
+    "train.output_activation": "sigmoid",
+}
 
 
 def gpu_name() -> str | None:
@@ -29,7 +33,7 @@ def gpu_name() -> str | None:
 def _samples_per_s(p, ds, reps: int) -> float:
     import keras
 
-    from losstrace import train
+    from losstrace.stages import train
 
     speeds = []
     for _ in range(reps):
@@ -50,6 +54,13 @@ def measure(work: Path, epochs: int, reps: int) -> dict[str, Any]:
     _samples_per_s(p, ds, 1)  # warm-up: CUDA context, cuDNN autotuning
     cudnn = _samples_per_s(p, ds, reps)
     generic = _samples_per_s(no_cudnn, ds, reps)
-    return {"gpu": {"device": device, "model": "default LSTM(64) on UCI sentiment", "epochs": epochs,
-                    "cudnn_samples_per_s": cudnn, "no_cudnn_samples_per_s": generic,
-                    "cudnn_speedup": cudnn / generic}}
+    return {
+        "gpu": {
+            "device": device,
+            "model": "default LSTM(64) on UCI sentiment",
+            "epochs": epochs,
+            "cudnn_samples_per_s": cudnn,
+            "no_cudnn_samples_per_s": generic,
+            "cudnn_speedup": cudnn / generic,
+        }
+    }

@@ -43,7 +43,7 @@ def write_tsv(path: Path, rows: int, seed: int = 0) -> None:
             tokens = words[rng.integers(0, len(words), int(lengths.sum()))]
             labels = LABELS[rng.choice(len(LABELS), n, p=LABEL_SHARES)]
             bounds = np.concatenate([[0], np.cumsum(lengths)])
-            fh.writelines(f"{' '.join(tokens[bounds[i]:bounds[i + 1]])}\t{labels[i]}\n" for i in range(n))
+            fh.writelines(f"{' '.join(tokens[bounds[i] : bounds[i + 1]])}\t{labels[i]}\n" for i in range(n))
 
 
 def _project(work: Path, rows: int) -> Path:
@@ -59,8 +59,19 @@ def run_size(work: Path, rows: int) -> dict[str, Any]:
     losstrace = str(BIN / "losstrace")
     stages = {
         "ingest": measure([losstrace, "ingest", "--params", "params.yaml", "--out", "data/prepared"], root),
-        "validate": measure([losstrace, "validate", "--params", "params.yaml", "--prepared", "data/prepared",
-                             "--out", "reports/validate"], root),
+        "validate": measure(
+            [
+                losstrace,
+                "validate",
+                "--params",
+                "params.yaml",
+                "--prepared",
+                "data/prepared",
+                "--out",
+                "reports/validate",
+            ],
+            root,
+        ),
     }
     for name, m in stages.items():
         if m.returncode != 0:

@@ -45,5 +45,5 @@ def describe() -> dict[str, Any]:
         "tensorflow": _version("tensorflow", "tensorflow-cpu"),
         "platform": f"{platform.system()}-{platform.machine()}",
         "load_1min_at_start": round(load1, 2) if load1 is not None else None,
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }

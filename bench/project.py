@@ -68,9 +68,13 @@ def noop_repro(project: Project, reps: int) -> dict[str, Any]:
     times = interleave(arms, reps)
     return {
         "noop_repro_ratio": median(times["repro"]) / median(times["status"]),
-        "noop_repro": {"repro_seconds": median(times["repro"]), "status_seconds": median(times["status"]),
-                       "paired_ratio": paired_ratio(times["repro"], times["status"]), "reps": reps,
-                       "train_epochs": project.epochs},
+        "noop_repro": {
+            "repro_seconds": median(times["repro"]),
+            "status_seconds": median(times["status"]),
+            "paired_ratio": paired_ratio(times["repro"], times["status"]),
+            "reps": reps,
+            "train_epochs": project.epochs,
+        },
     }
 
 
@@ -84,5 +88,8 @@ def cli(project: Project, reps: int) -> dict[str, Any]:
     help_seconds = _median_wall([losstrace, "--help"], project.work.parent, reps)
     run_a, run_b = project.second_run()
     diff_seconds = _median_wall([losstrace, "diff", run_a, run_b], project.ready(), reps)
-    return {"cli_help_seconds": help_seconds, "diff_seconds": diff_seconds,
-            "cli": {"reps": reps, "diff_runs": [run_a, run_b], "diff_change": "train.batch_size halved"}}
+    return {
+        "cli_help_seconds": help_seconds,
+        "diff_seconds": diff_seconds,
+        "cli": {"reps": reps, "diff_runs": [run_a, run_b], "diff_change": "train.batch_size halved"},
+    }

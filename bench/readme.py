@@ -51,11 +51,15 @@ def _tracking_note(results: dict[str, Any]) -> str:
         return ""
     t = results["tracking_overhead"]
     ratio = results["tracking_overhead_ratio"]
-    costs = ", ".join(f"{report.LAYER_LABELS.get(layer['arm'], layer['arm']).lstrip('+ ')} "
-                      f"{layer['ms_per_epoch']:+.0f} ms" for layer in t["layers"])
+    costs = ", ".join(
+        f"{report.LAYER_LABELS.get(layer['arm'], layer['arm']).lstrip('+ ')} {layer['ms_per_epoch']:+.0f} ms"
+        for layer in t["layers"]
+    )
     batches = -(-t["train_rows"] // t["batch_size"])
-    head = (f"**Tracking** is measured on the default training, {t['epochs']} epochs of {ms['fit_epoch']:.0f} ms "
-            f"({t['train_rows']} rows in {batches} batches), about the worst case for a fixed per-epoch cost. ")
+    head = (
+        f"**Tracking** is measured on the default training, {t['epochs']} epochs of {ms['fit_epoch']:.0f} ms "
+        f"({t['train_rows']} rows in {batches} batches), about the worst case for a fixed per-epoch cost. "
+    )
     if ratio <= 1.05:
         return head + (
             f"Recording costs {ratio:.3f}× the same training untracked, within the scatter of this shared "
@@ -63,38 +67,44 @@ def _tracking_note(results: dict[str, Any]) -> str:
             "negative). What made it cheap: gradient norms are summed inside Keras' compiled train step instead of "
             "a probe-batch pass with its own traced graph (that pass alone was +18 ms per epoch), and MLflow gets "
             "one write per second of tiny epochs instead of one per epoch. The per-epoch resume backup is a "
-            "training control, not recording; with it the stage's training is the 'resume backup included' row.")
+            "training control, not recording; with it the stage's training is the 'resume backup included' row."
+        )
     return head + (
         f"**It misses its 5 % target**: {ratio:.3f}×. Per epoch, layer by layer: {costs}. These costs are per "
-        "epoch and per run, not per row, so the share falls as epochs and trainings grow.")
+        "epoch and per run, not per row, so the share falls as epochs and trainings grow."
+    )
 
 
 def _bucketing_note(results: dict[str, Any]) -> str:
     speed = results.get("bucketing_speedup")
     if isinstance(speed, dict):
-        return ("**Bucketing** was not measured: `train.batching` is not in this checkout's params yet; "
-                "`python bench/run.py --only bucketing --readme` measures it once it is.")
+        return (
+            "**Bucketing** was not measured: `train.batching` is not in this checkout's params yet; "
+            "`python bench/run.py --only bucketing --readme` measures it once it is."
+        )
     if speed is None:
         return ""
     b = results["bucketing"]
     pad, bucket = b["arms"]["pad_to_max"], b["arms"]["bucket"]
-    text = (f"**Bucketing** trains {speed:.2f}× as many samples per second after the first epoch and "
-            f"{b['end_to_end_speedup']:.2f}× end to end over {b['epochs']} epochs: the first epoch, which traces "
-            f"the graphs, costs both arms alike ({bucket['first_epoch_train_seconds']:.1f} s bucketed, "
-            f"{pad['first_epoch_train_seconds']:.1f} s padded) and weighs less in longer trainings. ")
+    text = (
+        f"**Bucketing** trains {speed:.2f}× as many samples per second after the first epoch and "
+        f"{b['end_to_end_speedup']:.2f}× end to end over {b['epochs']} epochs: the first epoch, which traces "
+        f"the graphs, costs both arms alike ({bucket['first_epoch_train_seconds']:.1f} s bucketed, "
+        f"{pad['first_epoch_train_seconds']:.1f} s padded) and weighs less in longer trainings. "
+    )
     diff = results["bucketing_accuracy"].get("difference")
     if not diff:
         return text
     mean_, se, n = diff["test_mean_points"], diff["test_se_points"], diff["seeds"]
     spread = f" ± {se:.2f} (standard error)" if se is not None else ""
-    verdict = ("equal within the ±1 point target" if abs(mean_) <= 1
-               else "outside the ±1 point target")
+    verdict = "equal within the ±1 point target" if abs(mean_) <= 1 else "outside the ±1 point target"
     return text + (
         f"Test accuracy, bucket − pad-to-max paired by seed over {n} seeds (last epoch): "
         f"{mean_:+.2f}{spread} points, {verdict}. One seed's accuracy moves by more than a point between "
         "the arms by chance alone (which rows share a batch changes the path through training; trimming each "
         "batch to its longest row changes no prediction): an earlier 3-seed run read −3.4 points, and a "
-        "27-seed study −0.35 ± 0.41.")
+        "27-seed study −0.35 ± 0.41."
+    )
 
 
 def section(results: dict[str, Any]) -> str:

@@ -36,27 +36,53 @@ LAYER_LABELS = {
 def tracking_rows(r: dict[str, Any]) -> list[Row]:
     t = r["tracking_overhead"]
     ratio, ms, main = r["tracking_overhead_ratio"], r["tracking_overhead_per_epoch_ms"], t["train_main"]
-    rows: list[Row] = [("Tracking overhead: tracked training / the same `model.fit` untracked",
-                        f"{ratio:.3f}× (an untracked epoch: {ms['fit_epoch']:.0f} ms)", "≤ 1.05", _met(ratio <= 1.05))]
+    rows: list[Row] = [
+        (
+            "Tracking overhead: tracked training / the same `model.fit` untracked",
+            f"{ratio:.3f}× (an untracked epoch: {ms['fit_epoch']:.0f} ms)",
+            "≤ 1.05",
+            _met(ratio <= 1.05),
+        )
+    ]
     for layer in t["layers"]:
-        rows.append((f"  {LAYER_LABELS.get(layer['arm'], layer['arm'])}",
-                     f"{layer['ratio']:.3f}× ({layer['ms_per_epoch']:+.0f} ms per epoch)", "", "–"))
+        rows.append(
+            (
+                f"  {LAYER_LABELS.get(layer['arm'], layer['arm'])}",
+                f"{layer['ratio']:.3f}× ({layer['ms_per_epoch']:+.0f} ms per epoch)",
+                "",
+                "–",
+            )
+        )
     stage = r.get("stage_overhead_ratio")
     if stage is not None:
         rows.append(("  the stage's training, resume backup included / untracked", f"{stage:.3f}×", "reported", "–"))
-    parts = (f"MLflow model {main['log_keras_model_seconds']:.1f} s, artifacts {main['log_artifacts_seconds']:.1f} s, "
-             f"rest {main['other_seconds']:.1f} s")
-    rows.append(("`train.main` time outside fit (not training cost)",
-                 f"{main['outside_fit_seconds']:.1f} s of {main['seconds']:.1f} s ({main['outside_fit_share']:.0%}): "
-                 + parts, "reported", "–"))
+    parts = (
+        f"MLflow model {main['log_keras_model_seconds']:.1f} s, artifacts {main['log_artifacts_seconds']:.1f} s, "
+        f"rest {main['other_seconds']:.1f} s"
+    )
+    rows.append(
+        (
+            "`train.main` time outside fit (not training cost)",
+            f"{main['outside_fit_seconds']:.1f} s of {main['seconds']:.1f} s ({main['outside_fit_share']:.0%}): "
+            + parts,
+            "reported",
+            "–",
+        )
+    )
     return rows
 
 
 def bucketing_rows(r: dict[str, Any]) -> list[Row]:
     speed, acc = r["bucketing_speedup"], r["bucketing_accuracy"]
     skip = _skip(speed)
-    rows: list[Row] = [("Bucketing speedup: samples/s, bucket / pad-to-max (UCI, GRU 32)",
-                        skip or f"{speed:.2f}×", "≥ 1.5×", _met(None if skip else speed >= 1.5))]
+    rows: list[Row] = [
+        (
+            "Bucketing speedup: samples/s, bucket / pad-to-max (UCI, GRU 32)",
+            skip or f"{speed:.2f}×",
+            "≥ 1.5×",
+            _met(None if skip else speed >= 1.5),
+        )
+    ]
     diff = acc.get("difference")
     for arm in ("pad_to_max", "bucket"):
         a = acc[arm]
@@ -69,8 +95,14 @@ def bucketing_rows(r: dict[str, Any]) -> list[Row]:
     if diff:
         se = diff["test_se_points"]
         value = f"{diff['test_mean_points']:+.2f}" + (f" ± {se:.2f} (SE)" if se is not None else "") + " points"
-        rows.append((f"  test accuracy, bucket − pad-to-max, paired over {diff['seeds']} seeds", value, "±1 point",
-                     _met(abs(diff["test_mean_points"]) <= 1.0)))
+        rows.append(
+            (
+                f"  test accuracy, bucket − pad-to-max, paired over {diff['seeds']} seeds",
+                value,
+                "±1 point",
+                _met(abs(diff["test_mean_points"]) <= 1.0),
+            )
+        )
     return rows
 
 
@@ -78,8 +110,14 @@ def ingest_rows(r: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     for n, m in sorted(r["ingest_validate"].items(), key=lambda kv: int(kv[0])):
         big = int(n) >= 1_000_000
-        rows.append((f"Ingest + validate, {int(n):,} rows", f"{m['seconds']:.1f} s, {m['peak_mb']:.0f} MB peak",
-                     "< 2 GB" if big else "linear", _met(m["peak_mb"] < 2048) if big else "–"))
+        rows.append(
+            (
+                f"Ingest + validate, {int(n):,} rows",
+                f"{m['seconds']:.1f} s, {m['peak_mb']:.0f} MB peak",
+                "< 2 GB" if big else "linear",
+                _met(m["peak_mb"] < 2048) if big else "–",
+            )
+        )
     exp = r.get("ingest_validate_scaling_exponent")
     if isinstance(exp, float):
         rows.append(("  time exponent between the two largest sizes", f"{exp:.2f}", "≤ 1 (linear)", _met(exp <= 1.1)))
@@ -90,29 +128,45 @@ def repro_rows(r: dict[str, Any]) -> list[Row]:
     n = r["noop_repro"]
     ratio = r["noop_repro_ratio"]
     # The bench fails unless `dvc repro` ran no stage: nothing of ours ran, which is the target.
-    return [("No-op `dvc repro` / `dvc status`",
-             f"{ratio:.2f}× ({n['repro_seconds']:.2f} s vs {n['status_seconds']:.2f} s)",
-             "no stage runs (ours adds nothing)", "yes")]
+    return [
+        (
+            "No-op `dvc repro` / `dvc status`",
+            f"{ratio:.2f}× ({n['repro_seconds']:.2f} s vs {n['status_seconds']:.2f} s)",
+            "no stage runs (ours adds nothing)",
+            "yes",
+        )
+    ]
 
 
 def cli_rows(r: dict[str, Any]) -> list[Row]:
     h, d = r["cli_help_seconds"], r["diff_seconds"]
-    return [("`losstrace --help`", f"{h:.2f} s", "< 0.5 s", _met(h < 0.5)),
-            ("`losstrace diff A B` (two recorded runs)", f"{d:.2f} s", "< 2 s", _met(d < 2.0))]
+    return [
+        ("`losstrace --help`", f"{h:.2f} s", "< 0.5 s", _met(h < 0.5)),
+        ("`losstrace diff A B` (two recorded runs)", f"{d:.2f} s", "< 2 s", _met(d < 2.0)),
+    ]
 
 
 def gpu_rows(r: dict[str, Any]) -> list[Row]:
     g = r["gpu"]
     if _skip(g):
         return [("GPU: cuDNN vs recurrent_dropout (default LSTM)", _skip(g), "reported", "–")]
-    return [(f"GPU ({g['device']}): cuDNN / no cuDNN samples/s",
-             f"{g['cudnn_speedup']:.2f}× ({g['cudnn_samples_per_s']:.0f} vs {g['no_cudnn_samples_per_s']:.0f})",
-             "reported", "–")]
+    return [
+        (
+            f"GPU ({g['device']}): cuDNN / no cuDNN samples/s",
+            f"{g['cudnn_speedup']:.2f}× ({g['cudnn_samples_per_s']:.0f} vs {g['no_cudnn_samples_per_s']:.0f})",
+            "reported",
+            "–",
+        )
+    ]
 
 
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
-    "tracking": tracking_rows, "bucketing": bucketing_rows, "ingest": ingest_rows,
-    "repro": repro_rows, "cli": cli_rows, "gpu": gpu_rows,
+    "tracking": tracking_rows,
+    "bucketing": bucketing_rows,
+    "ingest": ingest_rows,
+    "repro": repro_rows,
+    "cli": cli_rows,
+    "gpu": gpu_rows,
 }
 
 

@@ -48,12 +48,30 @@ class Sizes:
     gpu_reps: int
 
 
-FULL = Sizes(tracking_epochs=30, tracking_reps=5, bucket_epochs=8, bucket_reps=20,
-             ingest_rows=(10_000, 100_000, 1_000_000), project_epochs=2, repro_reps=5, cli_reps=5,
-             gpu_epochs=5, gpu_reps=3)
-QUICK = Sizes(tracking_epochs=2, tracking_reps=1, bucket_epochs=2, bucket_reps=1,
-              ingest_rows=(1_000, 5_000), project_epochs=1, repro_reps=2, cli_reps=2,
-              gpu_epochs=1, gpu_reps=1)
+FULL = Sizes(
+    tracking_epochs=30,
+    tracking_reps=5,
+    bucket_epochs=8,
+    bucket_reps=20,
+    ingest_rows=(10_000, 100_000, 1_000_000),
+    project_epochs=2,
+    repro_reps=5,
+    cli_reps=5,
+    gpu_epochs=5,
+    gpu_reps=3,
+)
+QUICK = Sizes(
+    tracking_epochs=2,
+    tracking_reps=1,
+    bucket_epochs=2,
+    bucket_reps=1,
+    ingest_rows=(1_000, 5_000),
+    project_epochs=1,
+    repro_reps=2,
+    cli_reps=2,
+    gpu_epochs=1,
+    gpu_reps=1,
+)
 
 
 class Context:
@@ -104,18 +122,32 @@ def _gpu(ctx: Context) -> dict[str, Any]:
 
 # Run order: the subprocess benchmarks first, before this process holds TensorFlow.
 BENCHMARKS: dict[str, Callable[[Context], dict[str, Any]]] = {
-    "cli": _cli, "repro": _repro, "ingest": _ingest, "tracking": _tracking, "bucketing": _bucketing, "gpu": _gpu,
+    "cli": _cli,
+    "repro": _repro,
+    "ingest": _ingest,
+    "tracking": _tracking,
+    "bucketing": _bucketing,
+    "gpu": _gpu,
 }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not figures to quote")
-    parser.add_argument("--only", action="append", choices=list(BENCHMARKS), metavar="NAME",
-                        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(BENCHMARKS),
+        metavar="NAME",
+        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results.json", help="results file")
-    parser.add_argument("--readme", action=argparse.BooleanOptionalAction, default=None,
-                        help="rewrite README.md's Benchmarks section (default: only after a full, non-quick run)")
+    parser.add_argument(
+        "--readme",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rewrite README.md's Benchmarks section (default: only after a full, non-quick run)",
+    )
     parser.add_argument("--work", type=Path, help="keep scratch files here (default: a temp dir, removed)")
     return parser.parse_args(argv)
 

@@ -39,7 +39,7 @@ def _fresh(p) -> None:
     """Same weights and shuffles for every arm, and no Keras state left from the last one."""
     import keras
 
-    from losstrace import train
+    from losstrace.stages import train
 
     keras.backend.clear_session()
     train.seed_everything(p.base.seed)
@@ -48,28 +48,48 @@ def _fresh(p) -> None:
 def _plain_fit(p, ds, controls: bool = True) -> float:
     """The model train.run builds, fitted with Keras alone: with the training controls and
     class weights train.run uses (`controls`), or with no callback at all."""
-    from losstrace import train
     from losstrace.model import zoo
+    from losstrace.stages import train
 
     _fresh(p)
     t = p.train
 
     def go() -> None:
         steps = math.ceil(len(ds.x["train"]) / t.batch_size)
-        model = zoo.build(t, ds.info["input"], ds.featurizer.max_len, ds.featurizer.channels,
-                          ds.featurizer.vocab_size, len(ds.labels), ds.info["multilabel"], steps, ds.featurizer.vocab)
+        model = zoo.build(
+            t,
+            ds.info["input"],
+            ds.featurizer.max_len,
+            ds.featurizer.channels,
+            ds.featurizer.vocab_size,
+            len(ds.labels),
+            ds.info["multilabel"],
+            steps,
+            ds.featurizer.vocab,
+        )
         callbacks = train.training_controls(t)[0] if controls else []
-        weights = (train.class_weights(ds.y["train"], len(ds.labels))
-                   if controls and t.class_weight == "balanced" and not ds.info["multilabel"] else None)
-        model.fit(ds.x["train"], ds.y["train"], validation_data=(ds.x["val"], ds.y["val"]),
-                  batch_size=t.batch_size, epochs=t.epochs, shuffle=t.shuffle, verbose=0,
-                  callbacks=callbacks, class_weight=weights)
+        weights = (
+            train.class_weights(ds.y["train"], len(ds.labels))
+            if controls and t.class_weight == "balanced" and not ds.info["multilabel"]
+            else None
+        )
+        model.fit(
+            ds.x["train"],
+            ds.y["train"],
+            validation_data=(ds.x["val"], ds.y["val"]),
+            batch_size=t.batch_size,
+            epochs=t.epochs,
+            shuffle=t.shuffle,
+            verbose=0,
+            callbacks=callbacks,
+            class_weight=weights,
+        )
 
     return timed(go)[0]
 
 
 def _run_untracked(p, ds) -> float:
-    from losstrace import train
+    from losstrace.stages import train
 
     _fresh(p)
     return timed(lambda: train.run(p, ds, None))[0]
@@ -79,7 +99,8 @@ def _run_tracked(p, ds, root: Path, prepared: Path | None = None) -> float:
     """What the stage does around fit: open a run, log params, train with the logger
     (and, given `prepared`, with the resume backup main makes), finish the run."""
     from losstrace import params as params_mod
-    from losstrace import train, tracking
+    from losstrace.record import tracking
+    from losstrace.stages import train
 
     _fresh(p)
 
@@ -97,15 +118,17 @@ def _run_tracked(p, ds, root: Path, prepared: Path | None = None) -> float:
 
 
 def _backup(p, root: Path, prepared: Path):
-    from losstrace import resume
+    from losstrace.training import resume
 
     return resume.Backup(resume.backup_dir(root), resume.fingerprint(p, prepared))
 
 
 def arms(p, ds, store: Path, prepared: Path, overrides: dict[str, Any]) -> dict[str, Callable[[], float]]:
     """The arms in order, each adding one layer of the stage to the one before."""
-    out: dict[str, Callable[[], float]] = {"fit_bare": lambda: _plain_fit(p, ds, controls=False),
-                                           "fit": lambda: _plain_fit(p, ds)}
+    out: dict[str, Callable[[], float]] = {
+        "fit_bare": lambda: _plain_fit(p, ds, controls=False),
+        "fit": lambda: _plain_fit(p, ds),
+    }
     if has_param("train.dynamics"):
         no_dynamics = build_params({**overrides, "train.dynamics": False})
         out["callback_no_dynamics"] = lambda: _run_untracked(no_dynamics, ds)
@@ -136,26 +159,35 @@ def _timing(owner: Any, name: str, totals: dict[str, float], key: str) -> Iterat
 def stage_breakdown(params_path: Path, prepared: Path, root: Path) -> dict[str, float]:
     """Seconds of one `train.main` and of its parts; "other" is lint, featurize,
     predictions, diagnosis, plots and writing the outputs."""
-    from losstrace import train, tracking
+    from losstrace.record import tracking
+    from losstrace.stages import train
 
     totals = {"fit": 0.0, "log_keras_model": 0.0, "log_artifacts": 0.0}
     with contextlib.ExitStack() as stack:
         stack.enter_context(_timing(train, "run", totals, "fit"))
         stack.enter_context(_timing(tracking.RunLogger, "log_keras_model", totals, "log_keras_model"))
         stack.enter_context(_timing(tracking.RunLogger, "log_artifact", totals, "log_artifacts"))
-        total = timed(lambda: train.main(params_path, prepared, root / "reports" / "validate", root / "models",
-                                         root / "reports" / "train", root))[0]
+        total = timed(
+            lambda: train.main(
+                params_path, prepared, root / "reports" / "validate", root / "models", root / "reports" / "train", root
+            )
+        )[0]
     outside = total - totals["fit"]
-    return {"seconds": total, "fit_seconds": totals["fit"], "outside_fit_seconds": outside,
-            "log_keras_model_seconds": totals["log_keras_model"], "log_artifacts_seconds": totals["log_artifacts"],
-            "other_seconds": outside - totals["log_keras_model"] - totals["log_artifacts"],
-            "outside_fit_share": outside / total}
+    return {
+        "seconds": total,
+        "fit_seconds": totals["fit"],
+        "outside_fit_seconds": outside,
+        "log_keras_model_seconds": totals["log_keras_model"],
+        "log_artifacts_seconds": totals["log_artifacts"],
+        "other_seconds": outside - totals["log_keras_model"] - totals["log_artifacts"],
+        "outside_fit_share": outside / total,
+    }
 
 
 def _warm_up(p, ds, store: Path) -> None:
     """Pay one-time costs outside the timed arms: TensorFlow's first graphs, MLflow's import
     and the new SQLite store's schema migrations (seconds, once per store)."""
-    from losstrace import tracking
+    from losstrace.record import tracking
 
     _plain_fit(p, ds)
     with tracking.start_run(store, "bench-warm-up", {tracking.KIND_TAG: "bench"}):
@@ -169,9 +201,15 @@ def _layers(times: dict[str, list[float]], epochs: int) -> list[dict[str, Any]]:
     The costs are (nearly) fixed per epoch, so the milliseconds say how the ratios
     would shrink on epochs longer than Japanese Vowels' tiny ones."""
     names = list(times)
-    return [{"arm": name, "vs": prev, "ratio": paired_ratio(times[name], times[prev]),
-             "ms_per_epoch": median([a - b for a, b in zip(times[name], times[prev])]) / epochs * 1000}
-            for prev, name in zip(names, names[1:])]
+    return [
+        {
+            "arm": name,
+            "vs": prev,
+            "ratio": paired_ratio(times[name], times[prev]),
+            "ms_per_epoch": median([a - b for a, b in zip(times[name], times[prev])]) / epochs * 1000,
+        }
+        for prev, name in zip(names, names[1:])
+    ]
 
 
 def measure(work: Path, epochs: int, reps: int) -> dict[str, Any]:
@@ -186,8 +224,10 @@ def measure(work: Path, epochs: int, reps: int) -> dict[str, Any]:
     stage = list(times)[-1]
     ratio = paired_ratio(times["mlflow"], times["fit"])
     layers = _layers(times, epochs)
-    per_epoch_ms = {"fit_epoch": median(times["fit"]) / epochs * 1000,
-                    **{layer["arm"]: layer["ms_per_epoch"] for layer in layers}}
+    per_epoch_ms = {
+        "fit_epoch": median(times["fit"]) / epochs * 1000,
+        **{layer["arm"]: layer["ms_per_epoch"] for layer in layers},
+    }
     return {
         "tracking_overhead_ratio": ratio,
         "stage_overhead_ratio": paired_ratio(times[stage], times["fit"]),

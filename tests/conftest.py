@@ -36,7 +36,7 @@ def _isolated_tracking(monkeypatch, tmp_path):
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory):
     """Japanese Vowels ingested once with default params: the real data most train tests use."""
-    from losstrace.data import ingest
+    from losstrace.stages import ingest
 
     tmp = tmp_path_factory.mktemp("prep")
     (tmp / "params.yaml").write_text("base: {seed: 42}\n")  # the dataclass defaults

@@ -22,8 +22,21 @@ MACHINE_KEYS = ("cpu", "cores", "ram_gb", "python", "tensorflow", "date")
 
 def _bench(tmp_path, *args: str) -> tuple[dict, str]:
     out = tmp_path / "results.json"
-    r = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--out", str(out),
-                        "--work", str(tmp_path / "work"), *args], cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "run.py"),
+            "--quick",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "work"),
+            *args,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     return json.loads(out.read_text()), r.stdout
 
@@ -60,8 +73,9 @@ def test_cheap_subset_writes_numeric_figures_and_leaves_the_readme(tmp_path):
 @pytest.mark.slow
 def test_quick_training_benchmarks_write_their_keys(tmp_path):
     # ingest and gpu: the cheap subset above already runs them.
-    results, _ = _bench(tmp_path, *(arg for name in ("cli", "repro", "tracking", "bucketing")
-                                    for arg in ("--only", name)))
+    results, _ = _bench(
+        tmp_path, *(arg for name in ("cli", "repro", "tracking", "bucketing") for arg in ("--only", name))
+    )
     assert "errors" not in results, results.get("errors")
     _check_machine(results)
     for key in ("tracking_overhead_ratio", "noop_repro_ratio", "cli_help_seconds", "diff_seconds"):

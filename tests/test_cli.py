@@ -22,7 +22,8 @@ def test_every_command_has_help(command, tmp_path):
 def test_light_commands_do_not_import_tensorflow():
     code = (
         "import sys; from losstrace import cli; "
-        "from losstrace.explain import runs, diff, report, diagnose; from losstrace.model import lint; "
+        "from losstrace.workflows import runs; from losstrace.explain import diff, report, diagnose; "
+        "from losstrace.model import lint; "
         "cli.build_parser(); print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -59,10 +60,12 @@ def test_diagnose_without_runs_says_what_to_do(tmp_path):
 
 
 def test_usage_mistakes_are_one_line_errors_too(tmp_path):
-    for args, message in ((["diff", "a", "b", "--json", "--md"], "argument --md: not allowed with argument --json"),
-                          (["bisect", "a", "b", "--seeds", "-1"], "argument --seeds: -1 is negative; use 0 or more"),
-                          (["diff", "a", "b", "--html", ""], "argument --html: an empty path"),
-                          (["diff", "a"], "the following arguments are required: run_b")):
+    for args, message in (
+        (["diff", "a", "b", "--json", "--md"], "argument --md: not allowed with argument --json"),
+        (["bisect", "a", "b", "--seeds", "-1"], "argument --seeds: -1 is negative; use 0 or more"),
+        (["diff", "a", "b", "--html", ""], "argument --html: an empty path"),
+        (["diff", "a"], "the following arguments are required: run_b"),
+    ):
         r = run_cli(*args, cwd=tmp_path)
         command = f"losstrace {args[0]}"
         assert r.returncode == 2 and r.stderr == f"error: {command}: {message} (see `{command} --help`)\n"

@@ -24,12 +24,12 @@ import numpy as np
 import pytest
 import yaml
 
-from losstrace import params, train
-from losstrace.data import ingest
+from losstrace import params
 from losstrace.data.bundled import _nrc
 from losstrace.errors import LosstraceError
 from losstrace.io import read_json
 from losstrace.model import lint, zoo
+from losstrace.stages import ingest, train
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -50,8 +50,12 @@ CASES = [
     Case("token_ids_bilstm.yaml", warnings=("cudnn_ineligible", "learning_rate_range"), data="tokens"),
     Case("token_ids_bilstm_lowlr.yaml", warnings=("cudnn_ineligible", "learning_rate_range"), data="tokens"),
     Case("sensor_lstm.yaml", absent=("cudnn_ineligible",)),
-    Case("frozen_glove_bigru_conv.yaml", errors=("activation_loss_mismatch",), warnings=("cudnn_ineligible",),
-         data="glove"),  # glove = nrc sample + a vectors file
+    Case(
+        "frozen_glove_bigru_conv.yaml",
+        errors=("activation_loss_mismatch",),
+        warnings=("cudnn_ineligible",),
+        data="glove",
+    ),  # glove = nrc sample + a vectors file
     Case("frozen_glove_bigru_conv_fixed.yaml", warnings=("cudnn_ineligible",), data="glove"),
     Case("frozen_glove_bigru_conv_multilabel.yaml", warnings=("cudnn_ineligible",), data="glove"),
     Case("sentiment_ffnn.yaml", absent=("cudnn_ineligible", "unmasked_padding"), data="sentiment"),
@@ -158,7 +162,9 @@ def prepare(example: Path, root: Path, data: str, **overrides: Any) -> Prepared:
     path = derive(example, root, data, **overrides)
     ingest.main(path, root / "prepared", root)
     prepared = root / "prepared"
-    return Prepared(params.load(path), read_json(prepared / "ingest.json"), read_json(prepared / "labels.json"), prepared)
+    return Prepared(
+        params.load(path), read_json(prepared / "ingest.json"), read_json(prepared / "labels.json"), prepared
+    )
 
 
 def fit(prep: Prepared):
@@ -236,16 +242,24 @@ def test_example_lints_builds_and_trains_one_epoch(case, tmp_path):
     assert model.output_shape == (None, zoo.output_units(prep.p.train, len(ds.labels), ds.info["multilabel"]))
     if case.data == "glove":
         assert_frozen_vectors(model, prep, ds)
-    print(f"\n{case.file}: loss {history['loss'].iloc[0]:.4f}, val_loss {history['val_loss'].iloc[0]:.4f}, "
-          f"{seconds:.1f}s ({len(ds.x['train'])} train rows)")
+    print(
+        f"\n{case.file}: loss {history['loss'].iloc[0]:.4f}, val_loss {history['val_loss'].iloc[0]:.4f}, "
+        f"{seconds:.1f}s ({len(ds.x['train'])} train rows)"
+    )
 
 
 def test_sigmoid_with_sparse_categorical_stops_the_train_stage(tmp_path):
     """The report-003 mistake never reaches Keras: train.main fails on lint with the fix."""
     prep = prepare(EXAMPLES / "frozen_glove_bigru_conv.yaml", tmp_path, "glove")
     with pytest.raises(LosstraceError, match="activation_loss_mismatch") as e:
-        train.main(tmp_path / "params.yaml", prep.dir, tmp_path / "validate", tmp_path / "models",
-                   tmp_path / "reports", tmp_path)
+        train.main(
+            tmp_path / "params.yaml",
+            prep.dir,
+            tmp_path / "validate",
+            tmp_path / "models",
+            tmp_path / "reports",
+            tmp_path,
+        )
     assert "softmax" in str(e.value)
     assert not (tmp_path / "models").exists()
 
@@ -261,8 +275,15 @@ def assert_frozen_vectors(model, prep: Prepared, ds) -> None:
 
 def test_sentiment_gru_without_mask_is_the_reports_unmasked_model(tmp_path):
     p = params.load(EXAMPLES / "sentiment_gru.yaml")
-    unmasked = dataclasses.replace(p, train=dataclasses.replace(p.train, model=dataclasses.replace(
-        p.train.model, embedding=dataclasses.replace(p.train.model.embedding, mask_zero=False))))
+    unmasked = dataclasses.replace(
+        p,
+        train=dataclasses.replace(
+            p.train,
+            model=dataclasses.replace(
+                p.train.model, embedding=dataclasses.replace(p.train.model.embedding, mask_zero=False)
+            ),
+        ),
+    )
     info = {"input": "text", "multilabel": False, "splits": {"train": 1920}}
     assert "unmasked_padding" in codes(lint.run(unmasked, info, {"0": 0, "1": 1}), "warning")
 
@@ -282,13 +303,16 @@ def test_zero_layers_needs_a_pooling_over_steps():
     assert P(model={"rnn": {"layers": 0}, "pooling": "avg"}).train.model.rnn.layers == 0
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"model": {"conv": {"filters": 8}}}, "cannot reduce the Conv1D output"),
-    ({"model": {"rnn": {"return_sequences": True}}}, "leaves a sequence"),
-    ({"metrics": ["accuracy", "f1"]}, "train.metrics='f1' is not one of"),
-    ({"callbacks": {"checkpoint_monitor": "val_auc"}}, "not logged by this model"),
-    ({"callbacks": {"early_stopping": True, "monitor": "val_los"}}, "did you mean val_loss"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"model": {"conv": {"filters": 8}}}, "cannot reduce the Conv1D output"),
+        ({"model": {"rnn": {"return_sequences": True}}}, "leaves a sequence"),
+        ({"metrics": ["accuracy", "f1"]}, "train.metrics='f1' is not one of"),
+        ({"callbacks": {"checkpoint_monitor": "val_auc"}}, "not logged by this model"),
+        ({"callbacks": {"early_stopping": True, "monitor": "val_los"}}, "did you mean val_loss"),
+    ],
+)
 def test_model_params_that_cannot_build_fail_at_load(bad, match):
     with pytest.raises(LosstraceError, match=match):
         P(**bad)
@@ -296,8 +320,13 @@ def test_model_params_that_cannot_build_fail_at_load(bad, match):
 
 def test_zero_layers_skip_the_recurrent_lint_checks():
     # Settings that would fire cudnn_ineligible / unmasked_padding on a recurrent layer.
-    p = P(model={"rnn": {"layers": 0, "recurrent_dropout": 0.1, "cell": "simple"},
-                 "embedding": {"mask_zero": False}, "pooling": "max"})
+    p = P(
+        model={
+            "rnn": {"layers": 0, "recurrent_dropout": 0.1, "cell": "simple"},
+            "embedding": {"mask_zero": False},
+            "pooling": "max",
+        }
+    )
     found = lint.run(p, {"input": "text", "multilabel": False, "splits": {"train": 1000}}, {"0": 0, "1": 1, "2": 2})
     assert not {"cudnn_ineligible", "unmasked_padding"} & set(codes(found))
 
@@ -325,8 +354,9 @@ def test_masked_conv_and_pooling_ignore_padding_and_survive_save(tmp_path):
     here to keep it fast; the frozen_glove examples train Conv1D after a masked BiGRU.)"""
     import keras
 
-    t = P(model={"rnn": {"layers": 0}, "conv": {"filters": 3, "kernel_size": 2}, "pooling": "avg_max",
-                 "dropout": 0.0}).train
+    t = P(
+        model={"rnn": {"layers": 0}, "conv": {"filters": 3, "kernel_size": 2}, "pooling": "avg_max", "dropout": 0.0}
+    ).train
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # Keras warns when a layer drops a mask
         short, long = zoo.build(t, "text", 6, 0, 10, 3, False, 1), zoo.build(t, "text", 9, 0, 10, 3, False, 1)
@@ -385,8 +415,16 @@ def test_accuracy_on_multi_hot_labels_scores_each_label_not_the_argmax():
 @pytest.mark.parametrize("early_stopping", [False, True])
 def test_best_checkpoint_restores_the_best_epoch(prepared, early_stopping):
     # A high learning rate makes val_loss bounce, so the best epoch is not the last one.
-    p = P(epochs=8, learning_rate=0.05, callbacks={"checkpoint_monitor": "val_loss", "early_stopping": early_stopping,
-                                                   "monitor": "val_accuracy", "patience": 20})
+    p = P(
+        epochs=8,
+        learning_rate=0.05,
+        callbacks={
+            "checkpoint_monitor": "val_loss",
+            "early_stopping": early_stopping,
+            "monitor": "val_accuracy",
+            "patience": 20,
+        },
+    )
     train.seed_everything(p.base.seed)
     ds = train.load_dataset(p, prepared)
     model, rec = train.run(p, ds)

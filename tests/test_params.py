@@ -51,21 +51,24 @@ def test_dense_layers_parse_and_flatten():
     assert flat["train.metrics"] == "accuracy"
 
 
-@pytest.mark.parametrize("yaml_text, message", [
-    ("base: {seed: -1}\n", "base.seed=-1 must be >= 0"),
-    ("train: {batch_size: 0}\n", "train.batch_size=0 must be >= 1"),
-    ("train: {epochs: -3}\n", "train.epochs=-3 must be >= 1"),
-    ("train: {learning_rate: 1e999}\n", "train.learning_rate=inf must be a finite number"),
-    ("train: {model: {embedding: {dim: 0}}}\n", "train.model.embedding.dim=0 must be >= 1"),
-    ("train: {callbacks: {patience: -2}}\n", "train.callbacks.patience=-2 must be >= 0"),
-    ("data: {max_len: -1}\n", "data.max_len=-1 must be >= 0"),
-    ("data: {max_tokens: -5}\n", "data.max_tokens=-5 must be >= 3"),
-    ("evaluate: {batch_size: 0}\n", "evaluate.batch_size=0 must be >= 1"),
-    ("validate: {max_class_ratio: -1}\n", "validate.max_class_ratio=-1 must be >= 1"),
-    ("validate: {max_oov_rate: 2}\n", "validate.max_oov_rate=2 is a share of rows, outside [0, 1]"),
-    ("diagnose: {noise_ratio: -0.1}\n", "diagnose.noise_ratio=-0.1 must be >= 0"),
-    ("diagnose: {plateau_min_epochs: 0}\n", "diagnose.plateau_min_epochs=0 must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        ("base: {seed: -1}\n", "base.seed=-1 must be >= 0"),
+        ("train: {batch_size: 0}\n", "train.batch_size=0 must be >= 1"),
+        ("train: {epochs: -3}\n", "train.epochs=-3 must be >= 1"),
+        ("train: {learning_rate: 1e999}\n", "train.learning_rate=inf must be a finite number"),
+        ("train: {model: {embedding: {dim: 0}}}\n", "train.model.embedding.dim=0 must be >= 1"),
+        ("train: {callbacks: {patience: -2}}\n", "train.callbacks.patience=-2 must be >= 0"),
+        ("data: {max_len: -1}\n", "data.max_len=-1 must be >= 0"),
+        ("data: {max_tokens: -5}\n", "data.max_tokens=-5 must be >= 3"),
+        ("evaluate: {batch_size: 0}\n", "evaluate.batch_size=0 must be >= 1"),
+        ("validate: {max_class_ratio: -1}\n", "validate.max_class_ratio=-1 must be >= 1"),
+        ("validate: {max_oov_rate: 2}\n", "validate.max_oov_rate=2 is a share of rows, outside [0, 1]"),
+        ("diagnose: {noise_ratio: -0.1}\n", "diagnose.noise_ratio=-0.1 must be >= 0"),
+        ("diagnose: {plateau_min_epochs: 0}\n", "diagnose.plateau_min_epochs=0 must be >= 1"),
+    ],
+)
 def test_out_of_range_values_name_the_key_and_value(tmp_path, yaml_text, message):
     f = tmp_path / "params.yaml"
     f.write_text(yaml_text)

@@ -38,12 +38,25 @@ def test_the_shipped_pipeline_is_a_clean_baseline(project):
 
 
 def test_repro_writes_every_output(project):
-    for path in ("data/prepared/train.parquet", "data/prepared/labels.json", "data/prepared/ingest.json",
-                 "reports/validate/results.json", "reports/validate/fingerprint.json",
-                 "reports/validate/datadocs/index.html", "models/model.keras", "models/featurizer.json",
-                 "reports/train/history.csv", "reports/train/batches.csv", "reports/train/lint.json",
-                 "reports/train/diagnosis.json", "reports/train/run.json", "reports/train/curves.png",
-                 "reports/evaluate/metrics.json", "reports/evaluate/confusion.csv", "reports/evaluate/confusion.png"):
+    for path in (
+        "data/prepared/train.parquet",
+        "data/prepared/labels.json",
+        "data/prepared/ingest.json",
+        "reports/validate/results.json",
+        "reports/validate/fingerprint.json",
+        "reports/validate/datadocs/index.html",
+        "models/model.keras",
+        "models/featurizer.json",
+        "reports/train/history.csv",
+        "reports/train/batches.csv",
+        "reports/train/lint.json",
+        "reports/train/diagnosis.json",
+        "reports/train/run.json",
+        "reports/train/curves.png",
+        "reports/evaluate/metrics.json",
+        "reports/evaluate/confusion.csv",
+        "reports/evaluate/confusion.png",
+    ):
         assert (project / path).exists(), path
     history = (project / "reports/train/history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,loss,val_loss,accuracy,val_accuracy,lr")
@@ -54,7 +67,7 @@ def test_repro_writes_every_output(project):
 
 
 def test_mlflow_run_records_params_curves_model_and_evaluation(project):
-    from losstrace import tracking
+    from losstrace.record import tracking
 
     run_id = json.loads((project / "reports/train/run.json").read_text())["run_id"]
     c = tracking.client(tracking.tracking_uri(project))
@@ -153,9 +166,24 @@ def test_user_files_run_through_dvc_with_every_line_accounted_for(tmp_path):
 
     root = make_project(tmp_path / "uci")
     shutil.copytree(REPO / "data" / "external" / "uci-sentiment", root / "uci")
-    run_tool("dvc", "exp", "run", "-S", "data.source=uci/*.txt", "-S", "data.header=false",
-             "-S", "train.epochs=1", "-S", "train.loss=binary_crossentropy", "-S", "validate.max_leakage_rate=0.05",
-             "-S", "train.output_activation=sigmoid", cwd=root)
+    run_tool(
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "data.source=uci/*.txt",
+        "-S",
+        "data.header=false",
+        "-S",
+        "train.epochs=1",
+        "-S",
+        "train.loss=binary_crossentropy",
+        "-S",
+        "validate.max_leakage_rate=0.05",
+        "-S",
+        "train.output_activation=sigmoid",
+        cwd=root,
+    )
     ingest = json.loads((root / "data/prepared/ingest.json").read_text())
     assert ingest["rows_read"] == 3000 and ingest["rows_rejected"] == 0
     assert sum(ingest["splits"].values()) == 3000 and ingest["input"] == "text"
@@ -163,16 +191,19 @@ def test_user_files_run_through_dvc_with_every_line_accounted_for(tmp_path):
     assert metrics["test"]["rows"] == ingest["splits"]["test"]
 
 
-@pytest.mark.parametrize("source, sets, classes, clean", [
-    # (Japanese Vowels, the default source, is the module's project above.)
-    # 6 sensor channels x 100 steps, 32 training rows: batch 16 (2 steps an epoch) and 40
-    # epochs; averaged over time (the last step of 100 forgets the start). At batch 8 Adam
-    # overshoots once the loss is low (train and val loss jump 0.3 -> 0.9): noisy_loss, rightly.
-    ("basic_motions", [*CLEAN, "train.epochs=40", "train.batch_size=16", "train.model.pooling=avg"], 4, True),
-    # words -> one of eight emotions. No clean baseline exists: spelling barely predicts a
-    # word's emotion, so not_learning (val) is the true verdict (docs/diagnosis.md).
-    ("nrc_emotion", ["train.epochs=1", "data.text_level=char"], 8, False),
-])
+@pytest.mark.parametrize(
+    "source, sets, classes, clean",
+    [
+        # (Japanese Vowels, the default source, is the module's project above.)
+        # 6 sensor channels x 100 steps, 32 training rows: batch 16 (2 steps an epoch) and 40
+        # epochs; averaged over time (the last step of 100 forgets the start). At batch 8 Adam
+        # overshoots once the loss is low (train and val loss jump 0.3 -> 0.9): noisy_loss, rightly.
+        ("basic_motions", [*CLEAN, "train.epochs=40", "train.batch_size=16", "train.model.pooling=avg"], 4, True),
+        # words -> one of eight emotions. No clean baseline exists: spelling barely predicts a
+        # word's emotion, so not_learning (val) is the true verdict (docs/diagnosis.md).
+        ("nrc_emotion", ["train.epochs=1", "data.text_level=char"], 8, False),
+    ],
+)
 def test_bundled_source_runs_through_dvc(tmp_path, source, sets, classes, clean):
     """Each bundled dataset other than the default through real `dvc exp run`: every stage
     runs, every row is a sample, the model is a sensible one for it, and a clean baseline

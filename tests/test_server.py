@@ -48,12 +48,24 @@ class Server:
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 300) -> "Server":
+    def start(self, timeout: float = 300) -> Server:
         """Start on the same port and store as before (a restart keeps every run)."""
         self.home.mkdir(parents=True, exist_ok=True)
-        cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-               "--backend-store-uri", f"sqlite:///{self.home / 'store.db'}",
-               "--artifacts-destination", str(self.home / "artifacts"), "--serve-artifacts"]
+        cmd = [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{self.home / 'store.db'}",
+            "--artifacts-destination",
+            str(self.home / "artifacts"),
+            "--serve-artifacts",
+        ]
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         with open(self.home / "server.log", "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -107,9 +119,12 @@ def clones(server, tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("clones")
     a, b = make_project(base / "alice"), make_project(base / "bob")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": server.uri}
-    procs = [subprocess.Popen(["dvc", "exp", "run", *args], cwd=root, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for root, args in ((a, ["-S", "train.epochs=2"]), (b, ["-S", "train.epochs=2", "-S", "train.batch_size=16"]))]
+    procs = [
+        subprocess.Popen(
+            ["dvc", "exp", "run", *args], cwd=root, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        for root, args in ((a, ["-S", "train.epochs=2"]), (b, ["-S", "train.epochs=2", "-S", "train.batch_size=16"]))
+    ]
     for p in procs:
         out, _ = p.communicate(timeout=1800)
         assert p.returncode == 0, out
@@ -121,7 +136,7 @@ def _run_json(root: Path, reports: str = "reports/train") -> dict:
 
 
 def _client(uri: str):
-    from losstrace import tracking
+    from losstrace.record import tracking
 
     return tracking.client(uri)
 
@@ -136,8 +151,9 @@ def test_two_clones_log_to_one_server_and_diff_compares_them(server, clones):
     assert len(list((server.home / "artifacts").rglob("history.csv"))) >= 2
     for root in (clones["a"], clones["b"]):
         assert not (root / "mlflow.db").exists() and not (root / "mlruns").exists()
-    r = run_cli("diff", clones["run_a"], clones["run_b"], "--json", cwd=clones["a"],
-                env={"MLFLOW_TRACKING_URI": server.uri})
+    r = run_cli(
+        "diff", clones["run_a"], clones["run_b"], "--json", cwd=clones["a"], env={"MLFLOW_TRACKING_URI": server.uri}
+    )
     assert r.returncode == 0, r.stderr
     diff = json.loads(r.stdout)
     assert {"key": "train.batch_size", "a": "32", "b": "16"} in diff["params"]
@@ -162,8 +178,19 @@ def test_unreachable_server_fails_training_before_it_starts(clones):
 
 def test_offline_training_is_uploaded_later_by_sync_as_one_complete_run(server, clones):
     root, dead = clones["b"], f"http://127.0.0.1:{free_port()}"
-    r = run_tool("dvc", "exp", "run", "-S", "train.tracking.offline_ok=true", "-S", "train.epochs=2",
-                 "-S", "train.batch_size=16", cwd=root, env={"MLFLOW_TRACKING_URI": dead, **FAST_FAIL})
+    r = run_tool(
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "train.tracking.offline_ok=true",
+        "-S",
+        "train.epochs=2",
+        "-S",
+        "train.batch_size=16",
+        cwd=root,
+        env={"MLFLOW_TRACKING_URI": dead, **FAST_FAIL},
+    )
     assert "recorded offline" in r.stdout, r.stdout + r.stderr
     info = _run_json(root)
     assert info["run_id"] is None and info["offline"] is True
@@ -191,8 +218,19 @@ def test_offline_training_is_uploaded_later_by_sync_as_one_complete_run(server, 
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     assert run.data.tags["losstrace.synced"] == "true" and len(run.data.tags["git.commit"]) == 40
     uploaded = {Path(a.path).name for folder in ("losstrace", "evaluate") for a in c.list_artifacts(run_id, folder)}
-    assert {"history.csv", "batches.csv", "context.json", "diagnosis.json", "lint.json", "curves.png",
-            "featurizer.json", "fingerprint.json", "results.json", "metrics.json", "confusion.png"} <= uploaded
+    assert {
+        "history.csv",
+        "batches.csv",
+        "context.json",
+        "diagnosis.json",
+        "lint.json",
+        "curves.png",
+        "featurizer.json",
+        "fingerprint.json",
+        "results.json",
+        "metrics.json",
+        "confusion.png",
+    } <= uploaded
     assert len(c.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")) == 1
     # run.json is a DVC output: its new hash is in dvc.lock, so the next repro retrains nothing.
     assert "up to date" in run_tool("dvc", "status", cwd=root).stdout
@@ -205,11 +243,30 @@ def test_server_killed_mid_training_loses_nothing_and_sync_completes_the_run(ser
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["train"]["epochs"] = LONG_EPOCHS
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": server.uri,
-           "MLFLOW_EXPERIMENT_NAME": "killed", **FAST_FAIL}
-    train = subprocess.Popen([str(BIN / "losstrace"), "train", "--params", str(tmp_path / "params.yaml"),
-                              "--models", str(out / "models"), "--reports", str(out / "reports")],
-                             cwd=root, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": server.uri,
+        "MLFLOW_EXPERIMENT_NAME": "killed",
+        **FAST_FAIL,
+    }
+    train = subprocess.Popen(
+        [
+            str(BIN / "losstrace"),
+            "train",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--models",
+            str(out / "models"),
+            "--reports",
+            str(out / "reports"),
+        ],
+        cwd=root,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         run_id = _wait_for_first_epoch(_client(server.uri), train)
         server.stop(signal.SIGKILL)
@@ -228,9 +285,17 @@ def test_server_killed_mid_training_loses_nothing_and_sync_completes_the_run(ser
     c = _client(server.uri)
     assert 1 <= len(c.get_metric_history(run_id, "val_loss")) < LONG_EPOCHS  # the server saw part of it
     assert c.get_run(run_id).info.status == "RUNNING"
-    r = run_cli("sync", "--reports", str(out / "reports"), "--models", str(out / "models"),
-                "--evaluate", str(out / "evaluate"), cwd=root,
-                env={"MLFLOW_TRACKING_URI": server.uri, "MLFLOW_EXPERIMENT_NAME": "killed"})
+    r = run_cli(
+        "sync",
+        "--reports",
+        str(out / "reports"),
+        "--models",
+        str(out / "models"),
+        "--evaluate",
+        str(out / "evaluate"),
+        cwd=root,
+        env={"MLFLOW_TRACKING_URI": server.uri, "MLFLOW_EXPERIMENT_NAME": "killed"},
+    )
     assert r.returncode == 0, r.stderr
     assert _run_json(out, "reports")["run_id"] == run_id  # the same run, completed
     run = c.get_run(run_id)
@@ -264,8 +329,18 @@ def test_server_down_during_evaluate_fails_in_one_line_or_leaves_the_upload_to_s
     (tmp_path / "offline_ok.yaml").write_text(yaml.safe_dump(params))
     env = {"MLFLOW_TRACKING_URI": server.uri, "MLFLOW_EXPERIMENT_NAME": "evaluate-outage", **FAST_FAIL}
     where = ["--models", str(out / "models"), "--train-reports", str(out / "reports"), "--out", str(out / "evaluate")]
-    run_cli("train", "--params", str(tmp_path / "params.yaml"), "--models", str(out / "models"),
-            "--reports", str(out / "reports"), cwd=root, env=env, check=True)
+    run_cli(
+        "train",
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "--models",
+        str(out / "models"),
+        "--reports",
+        str(out / "reports"),
+        cwd=root,
+        env=env,
+        check=True,
+    )
     run_id = _run_json(out, "reports")["run_id"]
     try:
         server.stop(signal.SIGKILL)
@@ -276,14 +351,25 @@ def test_server_down_during_evaluate_fails_in_one_line_or_leaves_the_upload_to_s
             server.start()
     assert failed.returncode == 1, failed.stderr
     assert failed.stderr.strip().splitlines() == [failed.stderr.strip()]  # one line, no traceback
-    assert failed.stderr.startswith(f"error: MLflow at {server.uri}: unreachable") and "only its upload failed" in failed.stderr
+    assert (
+        failed.stderr.startswith(f"error: MLflow at {server.uri}: unreachable")
+        and "only its upload failed" in failed.stderr
+    )
     assert kept.returncode == 0, kept.stderr
     assert "`losstrace sync` uploads them" in kept.stderr and "evaluate: test accuracy" in kept.stdout
     assert json.loads((out / "evaluate/pending_upload.json").read_text()) == {"run_id": run_id}
     c = _client(server.uri)
     assert "test_accuracy" not in c.get_run(run_id).data.metrics
 
-    sync = ["sync", "--reports", str(out / "reports"), "--evaluate", str(out / "evaluate"), "--models", str(out / "models")]
+    sync = [
+        "sync",
+        "--reports",
+        str(out / "reports"),
+        "--evaluate",
+        str(out / "evaluate"),
+        "--models",
+        str(out / "models"),
+    ]
     r = run_cli(*sync, cwd=root, env=env)
     assert r.returncode == 0 and "uploaded its" in r.stdout and "missing test metrics" in r.stdout, r.stdout + r.stderr
     metrics = json.loads((out / "evaluate/metrics.json").read_text())

@@ -52,7 +52,7 @@ def _run_id(root: Path) -> str:
 
 
 def _store(root: Path):
-    from losstrace import tracking
+    from losstrace.record import tracking
 
     return tracking.client(tracking.tracking_uri(root))
 
@@ -63,8 +63,17 @@ def _store(root: Path):
 def test_ci_report_fails_on_a_regression_and_explains_it(project, tmp_path):
     root, summary = project["root"], tmp_path / "summary.md"
     summary.write_text("earlier step\n")
-    r = run_cli("ci-report", "--rev", "HEAD", "--out", str(tmp_path / "report.md"), "--html", str(tmp_path / "d.html"),
-                cwd=root, env={"GITHUB_STEP_SUMMARY": str(summary)})
+    r = run_cli(
+        "ci-report",
+        "--rev",
+        "HEAD",
+        "--out",
+        str(tmp_path / "report.md"),
+        "--html",
+        str(tmp_path / "d.html"),
+        cwd=root,
+        env={"GITHUB_STEP_SUMMARY": str(summary)},
+    )
     assert r.returncode == 1, r.stderr
     assert r.stderr.strip().startswith("ci-report: regression in test.accuracy")
     report = (tmp_path / "report.md").read_text()
@@ -89,7 +98,8 @@ def test_ci_report_refuses_a_named_run_that_does_not_exist_and_writes_nothing(pr
     root = project["root"]
     r = run_cli("ci-report", "--rev", "HEAD", "--run", "0" * 32, "--out", str(tmp_path / "r.md"), cwd=root)
     assert r.returncode == 2 and r.stderr.strip() == (
-        f"error: run {'0' * 32}: no such MLflow run (pass a run id, latest or latest~N)")
+        f"error: run {'0' * 32}: no such MLflow run (pass a run id, latest or latest~N)"
+    )
     r = run_cli("ci-report", "--rev", "HEAD", "--out", str(tmp_path / "r.md"), "--html", str(tmp_path), cwd=root)
     assert r.returncode == 2 and r.stderr.strip().startswith(f"error: {tmp_path}: is a directory")
     assert not (tmp_path / "r.md").exists()  # the Markdown is not written without its HTML twin
@@ -99,8 +109,11 @@ def test_read_commands_name_a_tracking_server_that_is_away(project):
     # Port 9 (discard) has no server: diagnose and diff give up, in one line. (Without the
     # retries setting they give up after ~7 s of MLflow's retries instead of ~4 minutes.)
     for args in (["diagnose", project["b"]], ["diff", project["a"], project["b"]]):
-        r = run_cli(*args, cwd=project["root"],
-                    env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
+        r = run_cli(
+            *args,
+            cwd=project["root"],
+            env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"},
+        )
         assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert r.stderr.startswith("error: MLflow at http://127.0.0.1:9: unreachable:")
 
@@ -112,7 +125,8 @@ def test_diff_html_into_a_read_only_directory_fails_in_one_line(project, tmp_pat
         r = run_unprivileged("diff", project["a"], project["b"], "--html", str(out / "d.html"), cwd=project["root"])
     assert r.returncode == 2 and r.stderr.strip() == (
         f"error: {out}: permission denied while writing (make it readable/writable for this user, "
-        "or choose another path)")
+        "or choose another path)"
+    )
     assert list(out.iterdir()) == []
 
 
@@ -153,14 +167,16 @@ def test_queued_experiments_ran_in_parallel_into_the_project_store(project):
     assert rows.get("bad-lr") == rows.get("small-batch") == "Success", status
     # Queued runs execute in temp copies under .dvc/tmp/exps; they must land in the project's store.
     new = [r for r in _train_runs(root) if r.info.run_id not in project["runs_before"]]
-    assert sorted((r.data.params["train.batch_size"], r.data.params["train.learning_rate"]) for r in new) \
-        == [("16", "0.001"), ("32", "1e-05")]
+    assert sorted((r.data.params["train.batch_size"], r.data.params["train.learning_rate"]) for r in new) == [
+        ("16", "0.001"),
+        ("32", "1e-05"),
+    ]
     assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in new)
     assert project["b"] in {r.info.run_id for r in new}  # the applied experiment's run.json points at its run
 
 
 def _train_runs(root: Path) -> list:
-    from losstrace import tracking
+    from losstrace.record import tracking
 
     c = _store(root)
     exp = c.get_experiment_by_name(tracking.experiment_name())

@@ -14,7 +14,7 @@ import sys
 import typing
 from pathlib import Path
 
-from .errors import LosstraceError, first_line, from_os_error
+from losstrace.errors import LosstraceError, first_line, from_os_error
 
 
 def _quiet_tf() -> None:
@@ -27,27 +27,32 @@ def _quiet_tf() -> None:
 
 
 def cmd_ingest(a: argparse.Namespace) -> int:
-    from .data import ingest
+    from losstrace.stages import ingest
 
     summary = ingest.main(a.params, a.out, Path("."))
-    print(f"ingest: {summary['source']}: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
-          + (f", {summary['rows_rejected']} rejected" if summary["rows_rejected"] else ""))
+    print(
+        f"ingest: {summary['source']}: "
+        + ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+        + (f", {summary['rows_rejected']} rejected" if summary["rows_rejected"] else "")
+    )
     return 0
 
 
 def cmd_validate(a: argparse.Namespace) -> int:
-    from .data import validate
+    from losstrace.stages import validate
 
     return validate.main(a.prepared, a.out, a.params, a.reference)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from . import train
+    from losstrace.stages import train
 
     result = train.main(a.params, a.prepared, a.validate, a.models, a.reports, Path("."))
     if result["offline"]:
-        print(f"train: {result['epochs']} epochs recorded offline in {a.reports} ({result['offline']}); "
-              "upload them with `losstrace sync`")
+        print(
+            f"train: {result['epochs']} epochs recorded offline in {a.reports} ({result['offline']}); "
+            "upload them with `losstrace sync`"
+        )
     else:
         print(f"train: run {result['run_id']}, {result['epochs']} epochs")
     for f in result["diagnosis"]["findings"]:
@@ -57,7 +62,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from . import evaluate
+    from losstrace.stages import evaluate
 
     metrics = evaluate.main(a.params, a.prepared, a.models, a.train_reports, a.out, Path("."))
     t = metrics["test"]
@@ -66,9 +71,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_lint(a: argparse.Namespace) -> int:
-    from . import params as params_mod
-    from .io import read_json
-    from .model import lint
+    from losstrace import params as params_mod
+    from losstrace.io import read_json
+    from losstrace.model import lint
 
     p = params_mod.load(a.params)
     info = read_json(a.prepared / "ingest.json")
@@ -77,22 +82,22 @@ def cmd_lint(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps({"findings": [f.to_dict() for f in findings]}, indent=2, sort_keys=True))
     else:
-        from .explain.report import findings_table
+        from losstrace.explain.report import findings_table
 
         print(findings_table([f.to_dict() for f in findings]) if findings else "lint: no findings")
     return 1 if any(f.severity == "error" for f in findings) else 0
 
 
 def cmd_diagnose(a: argparse.Namespace) -> int:
-    from . import tracking
-    from .explain import runs
+    from losstrace.record import tracking
+    from losstrace.workflows import runs
 
     tracking.fail_fast_reads()
     diagnosis = runs.diagnose(a.run, Path("."))
     if a.json:
         print(json.dumps(diagnosis, indent=2, sort_keys=True))
     else:
-        from .explain.report import findings_table
+        from losstrace.explain.report import findings_table
 
         print(f"run {diagnosis['run_id']}")
         print(findings_table(diagnosis["findings"]) if diagnosis["findings"] else "no findings")
@@ -100,13 +105,14 @@ def cmd_diagnose(a: argparse.Namespace) -> int:
 
 
 def cmd_diff(a: argparse.Namespace) -> int:
-    from . import tracking
-    from .explain import report, runs
+    from losstrace.explain import report
+    from losstrace.record import tracking
+    from losstrace.workflows import runs
 
     tracking.fail_fast_reads()
     result = runs.diff(a.run_a, a.run_b, Path("."))
     if a.html:
-        from .io import write_text
+        from losstrace.io import write_text
 
         write_text(a.html, report.render_html(result["diff"], result["a"], result["b"]))
     if a.json:
@@ -119,7 +125,7 @@ def cmd_diff(a: argparse.Namespace) -> int:
 
 
 def cmd_bisect(a: argparse.Namespace) -> int:
-    from .explain import bisect
+    from losstrace.workflows import bisect
 
     result = bisect.main(a.run_a, a.run_b, Path("."), seeds=a.seeds, epochs=a.epochs)
     if a.json:
@@ -130,7 +136,7 @@ def cmd_bisect(a: argparse.Namespace) -> int:
 
 
 def cmd_gallery(a: argparse.Namespace) -> int:
-    from .explain import gallery
+    from losstrace.workflows import gallery
 
     if a.list:
         for case in gallery.CASES:
@@ -146,7 +152,7 @@ def cmd_gallery(a: argparse.Namespace) -> int:
 
 
 def cmd_sync(a: argparse.Namespace) -> int:
-    from . import sync
+    from losstrace.record import sync
 
     result = sync.main(Path("."), a.reports, a.validate, a.evaluate, a.models, a.prepared)
     if not result["uploaded"]:
@@ -154,16 +160,22 @@ def cmd_sync(a: argparse.Namespace) -> int:
         done = f"uploaded its {added} missing test metrics" if added else "nothing recorded offline"
         print(f"sync: {done}; {a.reports / 'run.json'} points at run {result['run_id']}")
         return 0
-    print(f"sync: run {result['run_id']} complete ({result['values']} new metric values); "
-          f"{a.reports / 'run.json'} points at it")
+    print(
+        f"sync: run {result['run_id']} complete ({result['values']} new metric values); "
+        f"{a.reports / 'run.json'} points at it"
+    )
     if result["lock"] == "stale":
-        print(f"warning: dvc.lock not updated because the pipeline has other changes; once they are intended: "
-              f"dvc commit {' '.join(result['stages'])}", file=sys.stderr)
+        print(
+            f"warning: dvc.lock not updated because the pipeline has other changes; once they are intended: "
+            f"dvc commit {' '.join(result['stages'])}",
+            file=sys.stderr,
+        )
     return 0
 
 
 def cmd_ci_report(a: argparse.Namespace) -> int:
-    from . import ci_report, tracking
+    from losstrace.record import tracking
+    from losstrace.workflows import ci_report
 
     tracking.fail_fast_reads()
     result = ci_report.main(Path("."), a.params, a.rev, a.run, a.baseline, a.out, a.html)
@@ -217,8 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("validate", cmd_validate, "Run the Great Expectations suite and write results, fingerprint and Data Docs.")
     p.add_argument("--prepared", type=_path, default=Path("data/prepared"))
     p.add_argument("--out", type=_path, default=Path("reports/validate"))
-    p.add_argument("--reference", type=_path, default=Path("data/labels.reference.json"),
-                   help="committed label map to check the encoding against (skipped if absent)")
+    p.add_argument(
+        "--reference",
+        type=_path,
+        default=Path("data/labels.reference.json"),
+        help="committed label map to check the encoding against (skipped if absent)",
+    )
 
     p = add("train", cmd_train, "Lint, then train the model from params.yaml and record the run in MLflow.")
     p.add_argument("--prepared", type=_path, default=Path("data/prepared"))
@@ -251,18 +267,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("bisect", cmd_bisect, "Re-run A with each single change from B to prove which one moved the curve.")
     p.add_argument("run_a")
     p.add_argument("run_b")
-    p.add_argument("--seeds", type=_count, default=2,
-                   help="runs of A for the seed spread: A plus N-1 re-runs with other seeds (default 2)")
-    p.add_argument("--epochs", type=_count, default=0,
-                   help="train every trial this many epochs, usually fewer than recorded (0 = as recorded)")
+    p.add_argument(
+        "--seeds",
+        type=_count,
+        default=2,
+        help="runs of A for the seed spread: A plus N-1 re-runs with other seeds (default 2)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=_count,
+        default=0,
+        help="train every trial this many epochs, usually fewer than recorded (0 = as recorded)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add("gallery", cmd_gallery, "Reproduce the classic loss problems on bundled data (docs/gallery.md).")
     p.add_argument("cases", nargs="*", help="case names (default: all, and regenerate docs/gallery.md)")
     p.add_argument("--list", action="store_true", help="list the cases")
     p.add_argument("--out", type=_path, default=Path("docs"), help="where gallery.md and gallery/*.png go")
     p.add_argument("--epochs", type=_count, default=0, help="shrink every run to this many epochs (0 = the case's own)")
-    p.add_argument("--bisect", action="store_true",
-                   help="also prove each case with `losstrace bisect A B` (four more trainings per case)")
+    p.add_argument(
+        "--bisect",
+        action="store_true",
+        help="also prove each case with `losstrace bisect A B` (four more trainings per case)",
+    )
 
     p = add("sync", cmd_sync, "Upload a training recorded offline (reports/train/run.json) as one complete MLflow run.")
     p.add_argument("--reports", type=_path, default=Path("reports/train"), help="the train stage's reports")
@@ -271,8 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", type=_path, default=Path("models"))
     p.add_argument("--prepared", type=_path, default=Path("data/prepared"))
 
-    p = add("ci-report", cmd_ci_report, "Compare the workspace run with a git rev's: Markdown report, "
-            "exit 1 when a test metric fell past params.yaml's ci thresholds.")
+    p = add(
+        "ci-report",
+        cmd_ci_report,
+        "Compare the workspace run with a git rev's: Markdown report, "
+        "exit 1 when a test metric fell past params.yaml's ci thresholds.",
+    )
     p.add_argument("--rev", default="main", help="git rev holding the baseline metrics and run.json (default: main)")
     p.add_argument("--run", help="current run (default: the one in reports/train/run.json)")
     p.add_argument("--baseline", help="baseline run (default: the one committed at --rev)")
@@ -306,8 +337,11 @@ def main(argv: list[str] | None = None) -> int:
             return mapped.exit_code
         if os.environ.get("LOSSTRACE_DEBUG"):  # a bug, not bad input: still one line unless debugging
             raise
-        print(f"error: internal: {type(e).__name__}: {first_line(e) if str(e).strip() else ''} "
-              "(rerun with LOSSTRACE_DEBUG=1 and report the traceback)", file=sys.stderr)
+        print(
+            f"error: internal: {type(e).__name__}: {first_line(e) if str(e).strip() else ''} "
+            "(rerun with LOSSTRACE_DEBUG=1 and report the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

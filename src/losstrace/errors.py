@@ -26,8 +26,11 @@ def first_line(e: BaseException, limit: int = 200) -> str:
 
 
 # Out-of-space write failures: a full disk, an exhausted quota, a file-size limit (ulimit -f).
-_NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-             errno.EFBIG: "file too large for the file-size limit"}
+_NO_SPACE = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for the file-size limit",
+}
 
 
 # A path the user chose that cannot be used as one: (what, how to fix).
@@ -51,8 +54,11 @@ def from_os_error(e: OSError, writing: bool = False) -> LosstraceError | None:
     where = str(e.filename or "output")
     what = _NO_SPACE.get(e.errno or 0)
     if what is not None:
-        return LosstraceError(where, f"{what} while writing",
-                              "free disk space (or raise the limit) and rerun; the previous outputs are untouched")
+        return LosstraceError(
+            where,
+            f"{what} while writing",
+            "free disk space (or raise the limit) and rerun; the previous outputs are untouched",
+        )
     if e.errno in _BAD_PATH:
         what, fix = _BAD_PATH[e.errno]
         refused = e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import LosstraceError, first_line, from_os_error
+from losstrace.errors import LosstraceError, first_line, from_os_error
 
 
 def to_json(obj: Any) -> str:
@@ -39,11 +39,11 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise LosstraceError(str(p), "file not found", "run the stage that produces it, e.g. `dvc repro`")
+        raise LosstraceError(str(p), "file not found", "run the stage that produces it, e.g. `dvc repro`") from None
     except json.JSONDecodeError as e:
-        raise LosstraceError(f"{p}:{e.lineno}", f"invalid JSON: {e.msg}", "regenerate it with `dvc repro -f`")
+        raise LosstraceError(f"{p}:{e.lineno}", f"invalid JSON: {e.msg}", "regenerate it with `dvc repro -f`") from None
     except UnicodeDecodeError as e:
-        raise LosstraceError(str(p), f"not UTF-8 JSON (byte {e.start})", "regenerate it with `dvc repro -f`")
+        raise LosstraceError(str(p), f"not UTF-8 JSON (byte {e.start})", "regenerate it with `dvc repro -f`") from None
 
 
 def read_prepared(path: str | Path) -> Any:
@@ -56,8 +56,9 @@ def read_prepared(path: str | Path) -> Any:
     try:
         return pd.read_parquet(p)
     except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
-        raise LosstraceError(str(p), f"not a readable parquet file ({first_line(e, 120)})",
-                             "regenerate it with `dvc repro -f ingest`") from None
+        raise LosstraceError(
+            str(p), f"not a readable parquet file ({first_line(e, 120)})", "regenerate it with `dvc repro -f ingest`"
+        ) from None
 
 
 @contextmanager
@@ -67,9 +68,11 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
     _mkdir(dest.parent)
     if dest.is_dir():  # os.replace would fail late, after the content was computed
         raise LosstraceError(str(dest), "is a directory", "give a file path")
-    fd, tmp = _guard_write(dest.parent, lambda: tempfile.mkstemp(prefix=f".{dest.name}.",
-                                                                  suffix=suffix or dest.suffix, dir=dest.parent),
-                           name_it=True)
+    fd, tmp = _guard_write(
+        dest.parent,
+        lambda: tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or dest.suffix, dir=dest.parent),
+        name_it=True,
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; outputs are ordinary shared files
@@ -100,8 +103,9 @@ class Staging:
     def __init__(self, root: str | Path = "."):
         self.root = Path(root)
         _mkdir(self.root)
-        self.dir = Path(_guard_write(self.root, lambda: tempfile.mkdtemp(prefix=".losstrace-stage-", dir=self.root),
-                                     name_it=True))
+        self.dir = Path(
+            _guard_write(self.root, lambda: tempfile.mkdtemp(prefix=".losstrace-stage-", dir=self.root), name_it=True)
+        )
         self._targets: list[tuple[Path, Path]] = []
 
     def path(self, dest: str | Path) -> Path:
@@ -118,8 +122,9 @@ class Staging:
         # and then fail on the other.
         for parent in sorted({dest.parent for _, dest in ready}):
             _mkdir(parent)
-            fd, probe = _guard_write(parent, lambda: tempfile.mkstemp(prefix=".losstrace-probe-", dir=parent),
-                                     name_it=True)
+            fd, probe = _guard_write(
+                parent, lambda parent=parent: tempfile.mkstemp(prefix=".losstrace-probe-", dir=parent), name_it=True
+            )
             os.close(fd)
             os.unlink(probe)
         for staged, dest in ready:
@@ -128,7 +133,7 @@ class Staging:
                 old = dest.with_name(f".{dest.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
                 os.replace(dest, old)
-            _guard_write(dest, lambda: os.replace(staged, dest))
+            _guard_write(dest, lambda staged=staged, dest=dest: os.replace(staged, dest))
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
         self.discard()
@@ -136,7 +141,7 @@ class Staging:
     def discard(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "Staging":
+    def __enter__(self) -> Staging:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -166,4 +171,4 @@ def _guard_write(path: str | Path, action: Callable[[], Any], name_it: bool = Fa
     except OSError as e:
         if e.filename is None or name_it:
             e.filename = str(path)
-        raise from_os_error(e, writing=True) or e
+        raise from_os_error(e, writing=True) or e  # noqa: B904 (the mapped error names the path; the OSError stays as context)

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .errors import LosstraceError
+from losstrace.errors import LosstraceError
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,11 @@ class ValidateParams:
         for name in ("max_duplicate_rate", "max_leakage_rate", "max_truncation_rate", "max_oov_rate"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
-                raise LosstraceError("params.yaml", f"validate.{name}={v:g} is a share of rows, outside [0, 1]",
-                                     f"set validate.{name} to e.g. 0.05")
+                raise LosstraceError(
+                    "params.yaml",
+                    f"validate.{name}={v:g} is a share of rows, outside [0, 1]",
+                    f"set validate.{name} to e.g. 0.05",
+                )
 
 
 @dataclass(frozen=True)
@@ -123,8 +126,11 @@ class ConvParams:
 
     def __post_init__(self) -> None:
         if self.filters < 0 or self.kernel_size < 1:
-            raise LosstraceError("params.yaml", "train.model.conv.filters must be >= 0 and .kernel_size >= 1",
-                                 "e.g. filters: 64, kernel_size: 3 (filters: 0 = no Conv1D)")
+            raise LosstraceError(
+                "params.yaml",
+                "train.model.conv.filters must be >= 0 and .kernel_size >= 1",
+                "e.g. filters: 64, kernel_size: 3 (filters: 0 = no Conv1D)",
+            )
 
 
 @dataclass(frozen=True)
@@ -135,8 +141,11 @@ class DenseParams:
 
     def __post_init__(self) -> None:
         if self.units < 1 or self.l2 < 0:
-            raise LosstraceError("params.yaml", f"train.model.dense: units={self.units}, l2={self.l2:g} need units >= 1 "
-                                 "and l2 >= 0", "e.g. {units: 64, activation: relu, l2: 0.0}")
+            raise LosstraceError(
+                "params.yaml",
+                f"train.model.dense: units={self.units}, l2={self.l2:g} need units >= 1 and l2 >= 0",
+                "e.g. {units: 64, activation: relu, l2: 0.0}",
+            )
 
 
 @dataclass(frozen=True)
@@ -160,14 +169,25 @@ class ModelParams:
         a sequence instead would give the Dense head a 3-D input and a per-step output."""
         fix = "set train.model.pooling: max, avg or avg_max"
         if self.rnn.layers == 0:
-            raise LosstraceError("params.yaml", "train.model.pooling=last needs a recurrent layer, but "
-                                 "train.model.rnn.layers=0 (feed-forward baseline)", fix)
+            raise LosstraceError(
+                "params.yaml",
+                "train.model.pooling=last needs a recurrent layer, but "
+                "train.model.rnn.layers=0 (feed-forward baseline)",
+                fix,
+            )
         if self.conv.filters > 0:
-            raise LosstraceError("params.yaml", "train.model.pooling=last cannot reduce the Conv1D output sequence "
-                                 f"(train.model.conv.filters={self.conv.filters})", fix)
+            raise LosstraceError(
+                "params.yaml",
+                "train.model.pooling=last cannot reduce the Conv1D output sequence "
+                f"(train.model.conv.filters={self.conv.filters})",
+                fix,
+            )
         if self.rnn.return_sequences:
-            raise LosstraceError("params.yaml", "train.model.rnn.return_sequences=true with pooling=last leaves a "
-                                 "sequence for the dense head", f"{fix}, or train.model.rnn.return_sequences: false")
+            raise LosstraceError(
+                "params.yaml",
+                "train.model.rnn.return_sequences=true with pooling=last leaves a sequence for the dense head",
+                f"{fix}, or train.model.rnn.return_sequences: false",
+            )
 
 
 @dataclass(frozen=True)
@@ -249,14 +269,19 @@ class TrainParams:
         _at_least(1, "8", {"train.buckets": self.buckets})
         if self.batching == "bucket" and self.model.conv.filters > 0:
             # The zoo cuts the Conv1D mask at data.max_len, which needs a fixed sequence length.
-            raise LosstraceError("params.yaml", "train.batching=bucket feeds batches shorter than data.max_len, "
-                                 f"which train.model.conv (filters={self.model.conv.filters}) does not support",
-                                 "set train.batching: pad_to_max, or train.model.conv.filters: 0")
+            raise LosstraceError(
+                "params.yaml",
+                "train.batching=bucket feeds batches shorter than data.max_len, "
+                f"which train.model.conv (filters={self.model.conv.filters}) does not support",
+                "set train.batching: pad_to_max, or train.model.conv.filters: 0",
+            )
         _at_least(1, "32", {"train.batch_size": self.batch_size, "train.epochs": self.epochs})
         _at_least(0, "0.0 (off) or 1.0", {"train.clipnorm": self.clipnorm, "train.momentum": self.momentum})
         _at_least(0, "0 (the number of classes)", {"train.output_units": self.output_units})
         if not self.learning_rate > 0:
-            raise LosstraceError("params.yaml", f"train.learning_rate={self.learning_rate} must be > 0", "use e.g. 0.001")
+            raise LosstraceError(
+                "params.yaml", f"train.learning_rate={self.learning_rate} must be > 0", "use e.g. 0.001"
+            )
         for name in self.metrics:
             _choice("train.metrics", name, METRICS)
         self._check_monitors()
@@ -266,13 +291,18 @@ class TrainParams:
         so early stopping never stops and no best epoch is kept: refuse it here."""
         known = [f"{prefix}{name}" for name in ("loss", *self.metrics) for prefix in ("", "val_")]
         cb = self.callbacks
-        for key, monitor, used in (("train.callbacks.monitor", cb.monitor, cb.early_stopping),
-                                   ("train.callbacks.checkpoint_monitor", cb.checkpoint_monitor, bool(cb.checkpoint_monitor))):
+        for key, monitor, used in (
+            ("train.callbacks.monitor", cb.monitor, cb.early_stopping),
+            ("train.callbacks.checkpoint_monitor", cb.checkpoint_monitor, bool(cb.checkpoint_monitor)),
+        ):
             if used and monitor not in known:
                 close = difflib.get_close_matches(monitor, known, n=1)
                 hint = f"did you mean {close[0]}? " if close else ""
-                raise LosstraceError("params.yaml", f"{key}={monitor!r} is not logged by this model",
-                                     f"{hint}use one of {', '.join(known)} (metrics come from train.metrics)")
+                raise LosstraceError(
+                    "params.yaml",
+                    f"{key}={monitor!r} is not logged by this model",
+                    f"{hint}use one of {', '.join(known)} (metrics come from train.metrics)",
+                )
 
 
 @dataclass(frozen=True)
@@ -327,8 +357,11 @@ class CiParams:
     max_macro_f1_drop: float = 0.03
 
     def __post_init__(self) -> None:
-        _at_least(0, "0.02 (an absolute drop)",
-                  {"ci.max_accuracy_drop": self.max_accuracy_drop, "ci.max_macro_f1_drop": self.max_macro_f1_drop})
+        _at_least(
+            0,
+            "0.02 (an absolute drop)",
+            {"ci.max_accuracy_drop": self.max_accuracy_drop, "ci.max_macro_f1_drop": self.max_macro_f1_drop},
+        )
 
 
 @dataclass(frozen=True)
@@ -351,7 +384,9 @@ def _at_least(low: float, example: str, values: dict[str, float]) -> None:
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise LosstraceError("params.yaml", f"{key}={value!r} is not one of {', '.join(allowed)}", f"set {key} to one of them")
+        raise LosstraceError(
+            "params.yaml", f"{key}={value!r} is not one of {', '.join(allowed)}", f"set {key} to one of them"
+        )
 
 
 class _Yaml12Floats(yaml.SafeLoader):
@@ -373,18 +408,21 @@ def load(path: str | Path = "params.yaml") -> Params:
         text = path.read_text(encoding="utf-8")
         raw = yaml.load(text, Loader=_Yaml12Floats)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
-        raise LosstraceError(str(path), "file not found", "run from the project root or pass --params")
+        raise LosstraceError(str(path), "file not found", "run from the project root or pass --params") from None
     except UnicodeDecodeError as e:
-        raise LosstraceError(str(path), f"not UTF-8 text (byte {e.start})", "pass the YAML params file")
+        raise LosstraceError(str(path), f"not UTF-8 text (byte {e.start})", "pass the YAML params file") from None
     except IsADirectoryError:
-        raise LosstraceError(str(path), "is a directory", "pass the YAML params file")
+        raise LosstraceError(str(path), "is a directory", "pass the YAML params file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise LosstraceError(where, "invalid YAML", "fix the syntax")
+        raise LosstraceError(where, "invalid YAML", "fix the syntax") from None
     if raw is None:  # an empty or all-comment file: most likely truncated, never meant as "all defaults"
-        raise LosstraceError(str(path), "holds no params", "restore it (git checkout params.yaml), or write "
-                             "`base: {seed: 42}` to run on the defaults")
+        raise LosstraceError(
+            str(path),
+            "holds no params",
+            "restore it (git checkout params.yaml), or write `base: {seed: 42}` to run on the defaults",
+        )
     try:
         return from_dict(Params, raw, "")
     except LosstraceError as e:
@@ -400,7 +438,9 @@ def from_dict(cls: type, raw: Any, prefix: str) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise LosstraceError("params.yaml", f"{where} must be a mapping, got {type(raw).__name__}", "see the README's params reference")
+        raise LosstraceError(
+            "params.yaml", f"{where} must be a mapping, got {type(raw).__name__}", "see the README's params reference"
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in raw:
@@ -437,8 +477,11 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise LosstraceError("params.yaml", f"{key}={value!r} must be a number", f"set {key} to a number")
         if not math.isfinite(value):
-            raise LosstraceError("params.yaml", f"{key}={value!r} must be a finite number",
-                                 f"set {key} to a number (a large one to switch a check off)")
+            raise LosstraceError(
+                "params.yaml",
+                f"{key}={value!r} must be a finite number",
+                f"set {key} to a number (a large one to switch a check off)",
+            )
         return float(value)
     if tp is str:
         if value is None:

@@ -207,7 +207,11 @@ def test_label_set_clean():
         ({"a": 0, "b": 1, "c": 2, "d": 3}, "added", ["d"]),
         ({"a": 0, "b": 1}, "removed", ["c"]),
         ({"a": 0, "b": 1, "z": 2}, "renamed", [{"index": 2, "from": "c", "to": "z"}]),
-        ({"a": 0, "c": 1, "b": 2}, "reordered", [{"label": "b", "from": 1, "to": 2}, {"label": "c", "from": 2, "to": 1}]),
+        (
+            {"a": 0, "c": 1, "b": 2},
+            "reordered",
+            [{"label": "b", "from": 1, "to": 2}, {"label": "c", "from": 2, "to": 1}],
+        ),
     ],
 )
 def test_label_encoding_changed(current, key, expected):
@@ -281,7 +285,9 @@ def test_conflicting_labels_within_and_across_splits():
 
 def test_conflicting_labels_clean():
     splits = clean_splits()
-    splits["train"].loc[1, ["x", "label"]] = splits["train"].loc[0, ["x", "label"]].to_numpy()  # a duplicate, same label
+    splits["train"].loc[1, ["x", "label"]] = (
+        splits["train"].loc[0, ["x", "label"]].to_numpy()
+    )  # a duplicate, same label
     assert checks.check_conflicting_labels(splits) == []
 
 
@@ -356,7 +362,10 @@ def test_run_checks_order_and_json_safe_evidence():
     info = {"input": "text", "rows_read": 130, "rows_rejected": 10}
     found = checks.run_checks(splits, LABELS, {"a": 0, "b": 1}, info, VP)
     assert [f.code for f in found] == [
-        "rows_rejected", "label_encoding_changed", "train_val_leakage", "label_order_clustered",
+        "rows_rejected",
+        "label_encoding_changed",
+        "train_val_leakage",
+        "label_order_clustered",
     ]
     json.dumps([f.to_dict() for f in found], allow_nan=False)
 

@@ -64,7 +64,9 @@ def test_uci_sentiment_three_files_load_literally():
     assert loaded.input_kind == "text"
     assert sorted(frame["label"].unique()) == ["0", "1"]
     counts = frame["source_file"].value_counts()
-    assert sorted(counts.index) == [f"data/external/uci-sentiment/{n}_labelled.txt" for n in ("amazon_cells", "imdb", "yelp")]
+    assert sorted(counts.index) == [
+        f"data/external/uci-sentiment/{n}_labelled.txt" for n in ("amazon_cells", "imdb", "yelp")
+    ]
     assert (counts == 1000).all()
     # Files are read in sorted order, each numbered from line 1.
     assert frame["source_file"].iloc[0].endswith("amazon_cells_labelled.txt")
@@ -472,30 +474,36 @@ def test_header_that_is_not_utf8_is_an_error(tmp_path):
 
 def test_numeric_files_must_share_one_channel_count(tmp_path):
     pq.write_table(pa.table({"text": [[[1.0, 2.0]], [[3.0, 4.0]]], "label": ["a", "b"]}), tmp_path / "c2.parquet")
-    pq.write_table(pa.table({"text": [[[1.0, 2.0, 3.0]], [[4.0, 5.0, 6.0]]], "label": ["a", "b"]}),
-                   tmp_path / "c3.parquet")
+    pq.write_table(
+        pa.table({"text": [[[1.0, 2.0, 3.0]], [[4.0, 5.0, 6.0]]], "label": ["a", "b"]}), tmp_path / "c3.parquet"
+    )
     pq.write_table(pa.table({"text": [[[1.0, 2.0]], [[0.0, 1.0]]], "label": ["b", "a"]}), tmp_path / "d2.parquet")
     e = load_error(tmp_path, "*.parquet")
     assert e.line().startswith("error: c3.parquet: 3 channels per time step, while c2.parquet, d2.parquet have 2")
 
 
 def test_parquet_list_labels_are_label_sets_only_for_multilabel_data(tmp_path):
-    pq.write_table(pa.table({"text": ["happy day", "sad night", "calm"], "label": [["joy", "trust"], ["sadness"], None]}),
-                   tmp_path / "m.parquet")
+    pq.write_table(
+        pa.table({"text": ["happy day", "sad night", "calm"], "label": [["joy", "trust"], ["sadness"], None]}),
+        tmp_path / "m.parquet",
+    )
     loaded = load(tmp_path, "m.parquet", multilabel=True)
     assert loaded.frame["label"].tolist() == ["joy|trust", "sadness"]
     assert [(r.line, r.reason) for r in loaded.rejects] == [(3, "empty label")]
     e = load_error(tmp_path, "m.parquet")
-    assert e.line() == ("error: m.parquet: label column 'label' holds lists (list<element: string>) "
-                        "(set data.multilabel: true for multi-label data)")
+    assert e.line() == (
+        "error: m.parquet: label column 'label' holds lists (list<element: string>) "
+        "(set data.multilabel: true for multi-label data)"
+    )
 
 
 def test_float32_labels_keep_their_own_digits(tmp_path):
     y = np.array([0.1, 0.1, 2.0, 0.25], dtype=np.float32)
     np.savez(tmp_path / "f.npz", x=np.ones((4, 2, 1)), y=y)
     assert load(tmp_path, "f.npz").frame["label"].tolist() == ["0.1", "0.1", "2", "0.25"]
-    pq.write_table(pa.table({"text": ["a", "b", "c"], "label": pa.array([0.1, 0.2, 1.0], pa.float32())}),
-                   tmp_path / "f.parquet")
+    pq.write_table(
+        pa.table({"text": ["a", "b", "c"], "label": pa.array([0.1, 0.2, 1.0], pa.float32())}), tmp_path / "f.parquet"
+    )
     assert load(tmp_path, "f.parquet").frame["label"].tolist() == ["0.1", "0.2", "1"]
 
 
@@ -504,4 +512,5 @@ def test_a_text_with_no_tokens_left_is_a_reject_not_an_empty_sample(tmp_path):
     loaded = load(tmp_path, "p.tsv", header=False, on_bad_rows="skip")
     assert loaded.frame["x"].tolist() == ["great phone", "bad"]
     assert [(r.line, r.reason) for r in loaded.rejects] == [
-        (2, "no tokens left in column 1 (text) after lower-casing and stripping punctuation")]
+        (2, "no tokens left in column 1 (text) after lower-casing and stripping punctuation")
+    ]

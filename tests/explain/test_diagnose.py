@@ -113,8 +113,10 @@ def test_rows_sorted_by_class_not_learning_suggests_shuffling(make_run):
 
 def test_val_stuck_with_epoch_reshuffling_points_at_generalisation_not_order(make_run):
     # Keras reshuffles every epoch, so grouped source rows cannot be the cause here.
-    f = only(diagnose_curves(*make_run(val_stuck=True, params={"data.shuffle": False, "train.shuffle": True})),
-             "not_learning")
+    f = only(
+        diagnose_curves(*make_run(val_stuck=True, params={"data.shuffle": False, "train.shuffle": True})),
+        "not_learning",
+    )
     assert "data.shuffle" not in f.suggestion
     assert "memorises" in f.suggestion and "train.model.dropout" in f.suggestion
 
@@ -150,8 +152,12 @@ def test_not_learning_suggests_only_changes_that_change_something(make_run):
 
 
 def test_sigmoid_with_categorical_ce_stuck_loss_suggests_softmax(make_run):
-    run = make_run(stuck=True, stuck_level=0.46, n_classes=7,
-                   params={"train.output_activation": "sigmoid", "train.loss": "categorical_crossentropy"})
+    run = make_run(
+        stuck=True,
+        stuck_level=0.46,
+        n_classes=7,
+        params={"train.output_activation": "sigmoid", "train.loss": "categorical_crossentropy"},
+    )
     f = only(diagnose_curves(*run), "not_learning")
     assert f.suggestion.startswith("train.output_activation: sigmoid → softmax")
 
@@ -167,8 +173,9 @@ def test_overfitting_without_dropout(make_run):
 
 
 def test_overfitting_suggestion_moves_on_when_dropout_is_set_and_best_weights_kept(make_run):
-    run = make_run(epochs=80, overfit_at=30, params={"train.model.dropout": 0.5,
-                                                     "train.callbacks.checkpoint_monitor": "val_loss"})
+    run = make_run(
+        epochs=80, overfit_at=30, params={"train.model.dropout": 0.5, "train.callbacks.checkpoint_monitor": "val_loss"}
+    )
     f = only(diagnose_curves(*run), "overfitting")
     assert f.severity == "info"
     assert f.suggestion.startswith("train.model.rnn.dropout: 0.0 → 0.2")
@@ -189,8 +196,11 @@ def test_explosion_is_diverged(make_run):
 
 def test_explosion_carries_the_gradient_norm_evidence(make_run):
     h, b, c = make_run(explode_at=12)
-    rows = [{"epoch": e, "layer": layer, "grad_norm": g, "grad_norm_max": g * 1.5}
-            for e in range(len(h)) for layer, g in (("lstm_0", 0.5 * 3.0 ** max(0, e - 10)), ("output", 0.2))]
+    rows = [
+        {"epoch": e, "layer": layer, "grad_norm": g, "grad_norm_max": g * 1.5}
+        for e in range(len(h))
+        for layer, g in (("lstm_0", 0.5 * 3.0 ** max(0, e - 10)), ("output", 0.2))
+    ]
     rows[-1]["grad_norm_max"] = float("nan")  # the last epoch's norms were already NaN
     f = only(diagnose_curves(h, b, {**c, "grad_norms": pd.DataFrame(rows)}), "diverged")
     ev = f.evidence
@@ -212,8 +222,11 @@ def test_saturated_predictions_only_when_confidence_outruns_accuracy(make_run):
 
 
 def test_sigmoid_outputs_drifting_to_zero_are_saturated(make_run):
-    preds = {"max_prob_share_above_0_99": 0.0, "mean_max_prob": 0.004,
-             "pred_class_shares": {f"c{i}": 1 / 10 for i in range(10)}}
+    preds = {
+        "max_prob_share_above_0_99": 0.0,
+        "mean_max_prob": 0.004,
+        "pred_class_shares": {f"c{i}": 1 / 10 for i in range(10)},
+    }
     run = make_run(n_classes=10, predictions=preds, params={"train.output_activation": "sigmoid"})
     f = only(diagnose_curves(*run), "saturated_predictions")
     assert f.evidence["outputs_below_uniform"] is True
@@ -221,8 +234,11 @@ def test_sigmoid_outputs_drifting_to_zero_are_saturated(make_run):
 
 
 def test_majority_collapse_compares_with_the_majority_share(make_run):
-    collapsed = {"pred_class_shares": {"c0": 0.95, "c1": 0.02, "c2": 0.03}, "max_prob_share_above_0_99": 0.0,
-                 "mean_max_prob": 0.5}
+    collapsed = {
+        "pred_class_shares": {"c0": 0.95, "c1": 0.02, "c2": 0.03},
+        "max_prob_share_above_0_99": 0.0,
+        "mean_max_prob": 0.5,
+    }
     f = only(diagnose_curves(*make_run(n_classes=3, predictions=collapsed)), "majority_collapse")
     assert f.evidence["pred_top_share"] == 0.95 and f.evidence["top_class_share"] == pytest.approx(1 / 3, abs=1e-3)
     h, b, c = make_run(n_classes=3, predictions=collapsed)
@@ -239,29 +255,40 @@ def test_thresholds_come_from_diagnose_params(make_run):
     assert f.evidence["noise_ratio"] == 0.3
 
 
-@pytest.mark.parametrize("kwargs,code,factors", [
-    ({"batch_size": 4, "train_rows": 1024}, "noisy_loss", (0.1, 10.0)),
-    ({"plateau": (2, 10)}, "plateau", (0.1, 10.0)),
-    # Overfitting also checks val once beat the prior ln K, an absolute anchor: scale down only.
-    ({"epochs": 60, "overfit_at": 20}, "overfitting", (0.05, 0.5)),
-])
+@pytest.mark.parametrize(
+    "kwargs,code,factors",
+    [
+        ({"batch_size": 4, "train_rows": 1024}, "noisy_loss", (0.1, 10.0)),
+        ({"plateau": (2, 10)}, "plateau", (0.1, 10.0)),
+        # Overfitting also checks val once beat the prior ln K, an absolute anchor: scale down only.
+        ({"epochs": 60, "overfit_at": 20}, "overfitting", (0.05, 0.5)),
+    ],
+)
 def test_rules_are_scale_free(make_run, kwargs, code, factors):
     h, b, c = make_run(**kwargs)
     for k in factors:
-        scaled = diagnose_curves(h.assign(loss=h["loss"] * k, val_loss=h["val_loss"] * k),
-                                 b.assign(loss=b["loss"] * k), c)
+        scaled = diagnose_curves(
+            h.assign(loss=h["loss"] * k, val_loss=h["val_loss"] * k), b.assign(loss=b["loss"] * k), c
+        )
         assert code in codes(scaled)
 
 
 def test_merge_orders_by_severity_then_source_and_keeps_the_contract_shape():
-    data = [Finding("class_imbalance", "warning", {"ratio": 5.0}, "train.class_weight: none → balanced"),
-            {"code": "label_order_clustered", "severity": "error", "evidence": {}, "suggestion": "", "where": "train"}]
+    data = [
+        Finding("class_imbalance", "warning", {"ratio": 5.0}, "train.class_weight: none → balanced"),
+        {"code": "label_order_clustered", "severity": "error", "evidence": {}, "suggestion": "", "where": "train"},
+    ]
     lint = [Finding("cudnn_ineligible", "info", {}, "")]
     curve = [Finding("not_learning", "error", {}, "x"), Finding("plateau", "warning", {}, "y")]
     out = merge_findings(data, lint, curve, run_id="abc")
     assert out["run_id"] == "abc"
     assert [f["code"] for f in out["findings"]] == [
-        "label_order_clustered", "not_learning", "class_imbalance", "plateau", "cudnn_ineligible"]
+        "label_order_clustered",
+        "not_learning",
+        "class_imbalance",
+        "plateau",
+        "cudnn_ineligible",
+    ]
     assert set(out["findings"][1]) == {"code", "severity", "evidence", "suggestion"}
     json.dumps(out)
     twice = merge_findings(curve, [], curve)
@@ -287,8 +314,7 @@ def test_batch_noise_of_a_tiny_training_set_is_info_when_the_batch_cannot_grow(m
 def test_bouncing_epochs_on_a_tiny_training_set_blame_the_step_the_batch_cannot_grow(make_run):
     # BasicMotions at batch 8: 32 rows, 4 steps per epoch, and the epoch loss jumps back up
     # once low. The batch cannot grow without leaving fewer than 8 steps, so the fix, and its why, is the step.
-    f = only(diagnose_curves(*make_run(batch_size=8, train_rows=32, sample_cv=0.6, epoch_jitter=0.15)),
-             "noisy_loss")
+    f = only(diagnose_curves(*make_run(batch_size=8, train_rows=32, sample_cv=0.6, epoch_jitter=0.15)), "noisy_loss")
     assert f.severity == "warning" and f.evidence["driver"] == "batch_size"
     assert f.suggestion.startswith("train.learning_rate: 0.001 → ") and "train.clipnorm: 0.0 → 1.0" in f.suggestion
     assert "fewer than 8 steps per epoch" in f.evidence["why"] and "learning rate" in f.evidence["why"]
@@ -313,8 +339,11 @@ def test_the_batch_cap_uses_the_batch_log_when_train_rows_were_not_recorded(make
     h, b, c = make_run(epochs=40, batch_size=4, train_rows=128, sample_cv=0.8, seed=1)
     with_rows = only(diagnose_curves(h, b, c), "noisy_loss").suggestion
     del c["train_rows"]
-    assert only(diagnose_curves(h, b, c), "noisy_loss").suggestion == with_rows == \
-        "train.batch_size: 4 → 16 (noise ∝ 1/sqrt(batch): expect ~2.0x less)"  # 128 rows / 16 = 8 steps
+    assert (
+        only(diagnose_curves(h, b, c), "noisy_loss").suggestion
+        == with_rows
+        == "train.batch_size: 4 → 16 (noise ∝ 1/sqrt(batch): expect ~2.0x less)"
+    )  # 128 rows / 16 = 8 steps
 
 
 def test_a_high_learning_rate_is_lowered_to_the_optimizer_default(make_run):
@@ -323,7 +352,11 @@ def test_a_high_learning_rate_is_lowered_to_the_optimizer_default(make_run):
 
 
 def test_overfitting_suggestions_are_never_empty_and_name_the_monitor_in_use(make_run):
-    kept = {"train.model.dropout": 0.5, "train.model.rnn.dropout": 0.3, "train.callbacks.checkpoint_monitor": "val_loss"}
+    kept = {
+        "train.model.dropout": 0.5,
+        "train.model.rnn.dropout": 0.3,
+        "train.callbacks.checkpoint_monitor": "val_loss",
+    }
     f = only(diagnose_curves(*make_run(epochs=40, overfit_at=15, params=kept)), "overfitting")
     assert f.severity == "info" and "best epoch" in f.suggestion and "→" not in f.suggestion
     watch_loss = {"train.callbacks.checkpoint_monitor": "loss", "train.callbacks.early_stopping": True}
@@ -332,13 +365,18 @@ def test_overfitting_suggestions_are_never_empty_and_name_the_monitor_in_use(mak
 
 
 def test_prediction_rules_never_suggest_a_no_op_and_tolerate_missing_shares(make_run):
-    below_uniform = {"mean_max_prob": 0.1, "max_prob_share_above_0_99": 0.0,
-                     "pred_class_shares": {"c0": 0.3, "c1": 0.2, "c2": 0.2, "c3": 0.2, "c4": 0.1}}
+    below_uniform = {
+        "mean_max_prob": 0.1,
+        "max_prob_share_above_0_99": 0.0,
+        "pred_class_shares": {"c0": 0.3, "c1": 0.2, "c2": 0.2, "c3": 0.2, "c4": 0.1},
+    }
     f = only(diagnose_curves(*make_run(epochs=20, predictions=below_uniform)), "saturated_predictions")
     assert "softmax → softmax" not in f.suggestion
     collapsed = {"pred_class_shares": {"c0": 0.95, "c1": 0.05, "c2": None}}
-    assert only(diagnose_curves(*make_run(epochs=20, predictions=collapsed)), "majority_collapse").evidence[
-        "top_class"] == "c0"
+    assert (
+        only(diagnose_curves(*make_run(epochs=20, predictions=collapsed)), "majority_collapse").evidence["top_class"]
+        == "c0"
+    )
     # An older run without n_classes: the class shares still tell an imbalanced train set.
     h, b, c = make_run(epochs=20, predictions={"pred_class_shares": {"c0": 0.97, "c1": 0.03}})
     c["class_shares"] = {"c0": 0.8, "c1": 0.05, "c2": 0.05, "c3": 0.05, "c4": 0.05}

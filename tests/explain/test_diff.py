@@ -11,10 +11,16 @@ import pytest
 
 from losstrace.explain import report
 from losstrace.explain.diff import diff_data, diff_env, diff_params, diff_runs
-from losstrace.explain.record import RunRecord
+from losstrace.record.run_record import RunRecord
 
-ENV = {"python": "3.11.7", "tensorflow": "2.21.0", "keras": "3.12.0", "numpy": "2.3.5", "device": "cpu",
-       "determinism": "op-determinism"}
+ENV = {
+    "python": "3.11.7",
+    "tensorflow": "2.21.0",
+    "keras": "3.12.0",
+    "numpy": "2.3.5",
+    "device": "cpu",
+    "determinism": "op-determinism",
+}
 
 
 def first(d: dict) -> dict:
@@ -39,8 +45,9 @@ def check_contract(d: dict) -> None:
     json.dumps(d)
 
 
-@pytest.mark.parametrize("config", [{}, {"n_classes": 2, "epochs": 80, "tau": 15, "batch_size": 16},
-                                    {"epochs": 60, "overfit_at": 25}])
+@pytest.mark.parametrize(
+    "config", [{}, {"n_classes": 2, "epochs": 80, "tau": 15, "batch_size": 16}, {"epochs": 60, "overfit_at": 25}]
+)
 @pytest.mark.parametrize("seeds", [(1, 2), (3, 4), (5, 6)])
 def test_same_config_other_seed_is_within_seed_variation(make_record, config, seeds):
     a = make_record("run-a", seed=seeds[0], **config)
@@ -65,8 +72,14 @@ def test_identical_records_are_within_seed_variation(make_record):
 
 def test_smaller_batch_ranks_batch_size_first_with_the_expected_noise_ratio(make_record):
     a = make_record("run-a", batch_size=64, train_rows=4096, seed=1)
-    b = make_record("run-b", batch_size=4, train_rows=4096, seed=2,
-                    env={**ENV, "numpy": "2.3.4"}, params={"train.model.rnn.units": 96})
+    b = make_record(
+        "run-b",
+        batch_size=4,
+        train_rows=4096,
+        seed=2,
+        env={**ENV, "numpy": "2.3.4"},
+        params={"train.model.rnn.units": 96},
+    )
     d = diff_runs(a, b)
     check_contract(d)
     cause = first(d)
@@ -94,8 +107,9 @@ def test_lower_learning_rate_with_plateau_ranks_learning_rate_first(make_record)
 
 def test_label_grouped_rows_rank_data_order_first(make_record, make_fingerprint):
     a = make_record("run-a", seed=1, fp=make_fingerprint())
-    b = make_record("run-b", seed=2, val_stuck=True, fp=make_fingerprint(clustered=True),
-                    env={**ENV, "keras": "3.11.0"})
+    b = make_record(
+        "run-b", seed=2, val_stuck=True, fp=make_fingerprint(clustered=True), env={**ENV, "keras": "3.11.0"}
+    )
     d = diff_runs(a, b)
     check_contract(d)
     order = [x for x in d["data"] if x["aspect"] == "data.order"]
@@ -109,8 +123,9 @@ def test_label_grouped_rows_rank_data_order_first(make_record, make_fingerprint)
 
 def test_shuffle_param_and_order_both_listed_order_first(make_record, make_fingerprint):
     a = make_record("run-a", seed=1)
-    b = make_record("run-b", seed=2, val_stuck=True, fp=make_fingerprint(clustered=True),
-                    params={"data.shuffle": False})
+    b = make_record(
+        "run-b", seed=2, val_stuck=True, fp=make_fingerprint(clustered=True), params={"data.shuffle": False}
+    )
     d = diff_runs(a, b)
     assert [c["change"] for c in d["causes"][:2]] == ["data.order", "data.shuffle"]
 
@@ -125,9 +140,18 @@ def test_removed_dropout_explains_overfitting(make_record):
 
 def test_activation_change_explains_the_stuck_loss(make_record):
     a = make_record("run-a", n_classes=7, seed=1, params={"train.loss": "categorical_crossentropy"})
-    b = make_record("run-b", n_classes=7, seed=2, stuck=True, stuck_level=0.46,
-                    params={"train.loss": "categorical_crossentropy", "train.output_activation": "sigmoid",
-                            "train.model.rnn.units": 32})
+    b = make_record(
+        "run-b",
+        n_classes=7,
+        seed=2,
+        stuck=True,
+        stuck_level=0.46,
+        params={
+            "train.loss": "categorical_crossentropy",
+            "train.output_activation": "sigmoid",
+            "train.model.rnn.units": 32,
+        },
+    )
     d = diff_runs(a, b)
     cause = first(d)
     assert cause["change"] == "train.output_activation" and cause["symptom"] == "not_learning"
@@ -160,17 +184,31 @@ def test_env_only_change_with_a_different_curve_gets_low_confidence(make_record)
 
 
 def test_params_compare_numerically_and_leave_fingerprint_facts_to_data():
-    a = {"train.learning_rate": "0.001", "train.batch_size": "32", "data.train.rows": "100",
-         "data.label_map_hash": "x", "train.cell": "lstm"}
-    b = {"train.learning_rate": "1e-3", "train.batch_size": "32.0", "data.train.rows": "120",
-         "data.label_map_hash": "y", "train.cell": "gru", "train.new": "1"}
-    assert diff_params(a, b) == [{"key": "train.cell", "a": "lstm", "b": "gru"},
-                                 {"key": "train.new", "a": None, "b": "1"}]
+    a = {
+        "train.learning_rate": "0.001",
+        "train.batch_size": "32",
+        "data.train.rows": "100",
+        "data.label_map_hash": "x",
+        "train.cell": "lstm",
+    }
+    b = {
+        "train.learning_rate": "1e-3",
+        "train.batch_size": "32.0",
+        "data.train.rows": "120",
+        "data.label_map_hash": "y",
+        "train.cell": "gru",
+        "train.new": "1",
+    }
+    assert diff_params(a, b) == [
+        {"key": "train.cell", "a": "lstm", "b": "gru"},
+        {"key": "train.new", "a": None, "b": "1"},
+    ]
 
 
 def test_env_prefix_is_normalised():
     assert diff_env({"env.numpy": "2.3.5", "python": "3.11"}, {"numpy": "2.3.4", "env.python": "3.11"}) == [
-        {"key": "env.numpy", "a": "2.3.5", "b": "2.3.4"}]
+        {"key": "env.numpy", "a": "2.3.5", "b": "2.3.4"}
+    ]
 
 
 def test_data_aspects(make_fingerprint):
@@ -198,10 +236,22 @@ def test_missing_fingerprint_is_noted_and_params_fallback_is_used(make_record):
     assert d["data"] == [] and "no data fingerprint for run b" in d["notes"][0]
     # The train stage also logs headline fingerprint facts as params: they are used when present.
     a.fingerprint = None
-    a.params.update({"data.train.rows": "100", "data.train.content_hash": "h", "data.train.ordered_hash": "o1",
-                     "data.train.clustered": "False"})
-    b.params.update({"data.train.rows": "100", "data.train.content_hash": "h", "data.train.ordered_hash": "o2",
-                     "data.train.clustered": "True"})
+    a.params.update(
+        {
+            "data.train.rows": "100",
+            "data.train.content_hash": "h",
+            "data.train.ordered_hash": "o1",
+            "data.train.clustered": "False",
+        }
+    )
+    b.params.update(
+        {
+            "data.train.rows": "100",
+            "data.train.content_hash": "h",
+            "data.train.ordered_hash": "o2",
+            "data.train.clustered": "True",
+        }
+    )
     d = diff_runs(a, b)
     assert [x["aspect"] for x in d["data"]] == ["data.order"]
     assert all(not p["key"].startswith("data.train.") for p in d["params"])
@@ -236,8 +286,10 @@ def test_record_defaults_are_usable():
 
 
 def test_explain_imports_neither_tensorflow_nor_mlflow():
-    code = ("import sys; import losstrace.explain.diff, losstrace.explain.report, losstrace.explain.diagnose; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'mlflow'}))")
+    code = (
+        "import sys; import losstrace.explain.diff, losstrace.explain.report, losstrace.explain.diagnose; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'mlflow'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

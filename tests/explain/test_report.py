@@ -15,8 +15,9 @@ from losstrace.findings import Finding
 
 def batch_vs_lr(make_record):
     a = make_record("aaaa1111bbbb2222", batch_size=64, train_rows=4096, seed=1, name="lstm-bs64")
-    b = make_record("cccc3333dddd4444", batch_size=4, train_rows=4096, lr=0.0001, plateau=(0, 12), seed=2,
-                    name="lstm-bs4")
+    b = make_record(
+        "cccc3333dddd4444", batch_size=4, train_rows=4096, lr=0.0001, plateau=(0, 12), seed=2, name="lstm-bs4"
+    )
     return a, b, diff_runs(a, b)
 
 

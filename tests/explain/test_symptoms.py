@@ -10,8 +10,16 @@ import pandas as pd
 import pytest
 
 from losstrace.explain import symptoms
-from losstrace.explain.symptoms import (chance_loss, curve_features, decreasing_fit, epoch_jitter, val_prior_loss,
-                                        longest_plateau, parse_value, prior_loss)
+from losstrace.explain.symptoms import (
+    chance_loss,
+    curve_features,
+    decreasing_fit,
+    epoch_jitter,
+    longest_plateau,
+    parse_value,
+    prior_loss,
+    val_prior_loss,
+)
 
 
 def test_chance_and_prior_loss_follow_the_number_and_balance_of_classes():

@@ -1,1 +1,1 @@
-"""Data layer: sources, ingest, validation, fingerprint, featurization."""
+"""Data layer: sources and file formats, data checks, fingerprint, featurization."""

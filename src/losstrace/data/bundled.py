@@ -70,13 +70,16 @@ def _tokenize(frame: pd.DataFrame, edges: list[np.ndarray]) -> pd.DataFrame:
     A real, offline stand-in for the integer-id traces (system calls, events) users bring:
     variable length, a small vocabulary, and order that matters.
     """
+
     def symbols(x) -> list[int]:
         arr = np.asarray(x)
         b0, b1 = np.searchsorted(edges[0], arr[:, 0]), np.searchsorted(edges[1], arr[:, 1])
         return (b0 * TOKEN_BINS + b1 + 1).astype(int).tolist()
 
-    return frame.assign(x=[symbols(x) for x in frame["x"]],
-                        source_file=frame["source_file"].str.replace("aeon:", "aeon-tokens:", regex=False))
+    return frame.assign(
+        x=[symbols(x) for x in frame["x"]],
+        source_file=frame["source_file"].str.replace("aeon:", "aeon-tokens:", regex=False),
+    )
 
 
 def _nrc(multilabel: bool, delimiter: str) -> pd.DataFrame:

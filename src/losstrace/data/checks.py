@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..findings import Finding
-from ..params import ValidateParams
-from . import featurize
+from losstrace.data import featurize
+from losstrace.findings import Finding
+from losstrace.params import ValidateParams
 
 SPLITS = ("train", "val", "test")
 KEY_BYTES = 16
@@ -213,8 +213,11 @@ def check_class_balance(
             shift = max(abs(shares.get(k, 0.0) - train_shares.get(k, 0.0)) for k in set(shares) | set(train_shares))
             if shift <= SHARE_TOLERANCE and min_n:
                 severity = "info"
-        fix = ("resample or collect more rows of the rare label (train.class_weight applies to single-label data only)"
-               if delimiter else "set train.class_weight: balanced, or resample/collect more rows of the rare class")
+        fix = (
+            "resample or collect more rows of the rare label (train.class_weight applies to single-label data only)"
+            if delimiter
+            else "set train.class_weight: balanced, or resample/collect more rows of the rare class"
+        )
         if severity == "info":
             fix = "nothing to change here: same class shares as train (see train's class_imbalance)"
         out.append(
@@ -225,8 +228,11 @@ def check_class_balance(
                     "observed": _num(ratio),
                     "threshold": vp.max_class_ratio,
                     **({"error_above": error_above} if split == "train" else {}),
-                    **({"max_share_shift_vs_train": round(shift, 4), "share_tolerance": SHARE_TOLERANCE}
-                       if shift is not None else {}),
+                    **(
+                        {"max_share_shift_vs_train": round(shift, 4), "share_tolerance": SHARE_TOLERANCE}
+                        if shift is not None
+                        else {}
+                    ),
                     "max_class": max_cls,
                     "max_count": max_n,
                     "min_class": min_cls,
@@ -326,8 +332,12 @@ def check_label_encoding(
         Finding(
             "label_encoding_changed",
             "warning" if vp.allow_label_change else "error",
-            {"observed": {k: v for k, v in change.items() if v}, **change,
-             "current": dict(sorted(labels.items())), "reference": dict(sorted(reference.items()))},
+            {
+                "observed": {k: v for k, v in change.items() if v},
+                **change,
+                "current": dict(sorted(labels.items())),
+                "reference": dict(sorted(reference.items())),
+            },
             "if the change is intended set validate.allow_label_change: true and update the reference map",
             "labels",
         )
@@ -376,8 +386,13 @@ def check_duplicates(
             Finding(
                 "duplicate_inputs",
                 "warning",
-                {"observed": _num(rate), "threshold": vp.max_duplicate_rate, "duplicates": n_dup, "rows": n,
-                 "examples": _locations(frame, dup)},
+                {
+                    "observed": _num(rate),
+                    "threshold": vp.max_duplicate_rate,
+                    "duplicates": n_dup,
+                    "rows": n,
+                    "examples": _locations(frame, dup),
+                },
                 "deduplicate the source (keep one row per input)",
                 split,
             )
@@ -409,8 +424,13 @@ def check_leakage(
             Finding(
                 "train_val_leakage",
                 "error",
-                {"observed": _num(rate), "threshold": vp.max_leakage_rate, "leaked_rows": n_leak, "rows": n,
-                 "examples": _locations(frame, leaked)},
+                {
+                    "observed": _num(rate),
+                    "threshold": vp.max_leakage_rate,
+                    "leaked_rows": n_leak,
+                    "rows": n,
+                    "examples": _locations(frame, leaked),
+                },
                 "deduplicate the source before splitting so each input lands in one split",
                 split,
             )
@@ -431,9 +451,7 @@ def check_conflicting_labels(
         return []
     # Integer codes instead of strings: a million (key, label) pairs deduplicate in a few MB.
     key_codes, _ = pd.factorize(pd.concat([keys[s] for s, _ in ordered], ignore_index=True))
-    label_codes, _ = pd.factorize(
-        pd.concat([f["label"] for _, f in ordered], ignore_index=True), use_na_sentinel=False
-    )
+    label_codes, _ = pd.factorize(pd.concat([f["label"] for _, f in ordered], ignore_index=True), use_na_sentinel=False)
     pairs = pd.DataFrame({"key": key_codes, "label": label_codes}).drop_duplicates()
     conflicting = pairs.loc[pairs["key"].duplicated(keep=False), "key"].unique()
     if not len(conflicting):
@@ -448,8 +466,13 @@ def check_conflicting_labels(
             Finding(
                 "conflicting_labels",
                 "warning",
-                {"observed": _num(n_hit / len(frame)), "threshold": 0.0, "rows": n_hit,
-                 "inputs": int(keys[split][hit].nunique()), "examples": _locations(frame, hit, with_label=True)},
+                {
+                    "observed": _num(n_hit / len(frame)),
+                    "threshold": 0.0,
+                    "rows": n_hit,
+                    "inputs": int(keys[split][hit].nunique()),
+                    "examples": _locations(frame, hit, with_label=True),
+                },
                 "fix or drop the contradictory rows; no model can fit both labels",
                 split,
             )
@@ -475,8 +498,14 @@ def check_truncation(splits: Mapping[str, pd.DataFrame], vp: ValidateParams, max
             Finding(
                 "truncation",
                 "warning",
-                {"observed": _num(rate), "threshold": vp.max_truncation_rate, "max_len": limit,
-                 "truncated_rows": cut, "rows": len(lengths), "longest": int(lengths.max())},
+                {
+                    "observed": _num(rate),
+                    "threshold": vp.max_truncation_rate,
+                    "max_len": limit,
+                    "truncated_rows": cut,
+                    "rows": len(lengths),
+                    "longest": int(lengths.max()),
+                },
                 f"raise data.max_len above {limit} (0 = longest training sequence)",
                 split,
             )
@@ -518,10 +547,17 @@ def check_oov(
             Finding(
                 "high_oov_rate",
                 "warning",
-                {"observed": _num(rate), "threshold": vp.max_oov_rate, "oov_tokens": n_oov, "tokens": total,
-                 "train_vocabulary": len(vocab),
-                 "examples": [str(tok) for tok, _ in sorted(unseen.items(), key=lambda kv: (-kv[1], str(kv[0])))
-                              [:_MAX_EXAMPLES]]},
+                {
+                    "observed": _num(rate),
+                    "threshold": vp.max_oov_rate,
+                    "oov_tokens": n_oov,
+                    "tokens": total,
+                    "train_vocabulary": len(vocab),
+                    "examples": [
+                        str(tok)
+                        for tok, _ in sorted(unseen.items(), key=lambda kv: (-kv[1], str(kv[0])))[:_MAX_EXAMPLES]
+                    ],
+                },
                 "val/test text differs from train: check the source/domain, or use char-level text (data.text_level)",
                 split,
             )

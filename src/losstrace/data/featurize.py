@@ -64,7 +64,7 @@ class Featurizer:
         return dict(self.__dict__)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Featurizer":
+    def from_dict(cls, d: dict[str, Any]) -> Featurizer:
         return cls(**d)
 
     def transform(self, xs: pd.Series) -> tuple[np.ndarray, dict[str, float]]:
@@ -261,7 +261,9 @@ def _vocabulary(seqs: list[list[str]], max_tokens: int) -> list[str]:
     return [tok for tok, _ in ranked[: max(max_tokens - 2, 1)]]
 
 
-def encode_labels(labels: pd.Series, label_index: dict[str, int], multilabel: bool, delimiter: str, loss: str) -> np.ndarray:
+def encode_labels(
+    labels: pd.Series, label_index: dict[str, int], multilabel: bool, delimiter: str, loss: str
+) -> np.ndarray:
     """Label format follows the loss: integer ids, one-hot, or multi-hot."""
     k = len(label_index)
     if multilabel:

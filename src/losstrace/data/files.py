@@ -34,9 +34,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import LosstraceError, first_line
-from ..params import DataParams
-from . import featurize
+from losstrace.data import featurize
+from losstrace.errors import LosstraceError, first_line
+from losstrace.params import DataParams
 
 __all__ = ["Reject", "Loaded", "load_files", "detect_format", "FORMAT_BY_EXTENSION"]
 
@@ -161,7 +161,9 @@ def _match_files(source: str, root: Path) -> list[tuple[Path, str]]:
     files = [(root / m if not Path(m).is_absolute() else Path(m), _shown(m, root)) for m in matched]
     files = [(p, s) for p, s in files if p.is_file()]
     if not files:
-        raise LosstraceError(source, "no files match this pattern", f"check data.source; relative patterns start at {root}")
+        raise LosstraceError(
+            source, "no files match this pattern", f"check data.source; relative patterns start at {root}"
+        )
     return files
 
 
@@ -343,7 +345,9 @@ def _read_delimited(records: Iterable[Record], shown: str, data: DataParams, sep
         if data.header and header is None:
             if reason is not None:
                 raise LosstraceError(
-                    f"{shown}:{lineno}", f"unreadable header line: {reason}", "fix the header line, or set data.header: false"
+                    f"{shown}:{lineno}",
+                    f"unreadable header line: {reason}",
+                    "fix the header line, or set data.header: false",
                 )
             header = (lineno, fields)
             text_i, label_i = _header_columns(fields, shown, lineno, data)
@@ -382,7 +386,9 @@ def _read_delimited(records: Iterable[Record], shown: str, data: DataParams, sep
 
 def _header_columns(fields: list[str], shown: str, lineno: int, data: DataParams) -> tuple[int, int]:
     names = [f.strip() for f in fields]
-    missing = [(k, c) for k, c in (("text_column", data.text_column), ("label_column", data.label_column)) if c not in names]
+    missing = [
+        (k, c) for k, c in (("text_column", data.text_column), ("label_column", data.label_column)) if c not in names
+    ]
     if missing:
         raise _missing_columns(f"{shown}:{lineno}", missing, names, header_hint=True)
     return names.index(data.text_column), names.index(data.label_column)
@@ -419,7 +425,9 @@ def _drop_wrong_field_counts(part: _Part, counts: array, sep: str) -> None:
     keep = [i for i, n in enumerate(counts) if n == expected]
     for i, n in enumerate(counts):
         if n != expected:
-            part.reject(part.lines[i], _field_count_reason(n, expected, sep) + (" (text and label)" if expected == 2 else ""))
+            part.reject(
+                part.lines[i], _field_count_reason(n, expected, sep) + (" (text and label)" if expected == 2 else "")
+            )
     _keep_rows(part, keep)
 
 
@@ -436,15 +444,17 @@ def _read_parquet(path: Path, shown: str, data: DataParams) -> _Part:
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError, ValueError) as err:
-        raise LosstraceError(shown, f"not a valid Parquet file ({first_line(err)})", _PARQUET_FIX)
+        raise LosstraceError(shown, f"not a valid Parquet file ({first_line(err)})", _PARQUET_FIX) from None
     names = list(schema.names)
-    missing = [(k, c) for k, c in (("text_column", data.text_column), ("label_column", data.label_column)) if c not in names]
+    missing = [
+        (k, c) for k, c in (("text_column", data.text_column), ("label_column", data.label_column)) if c not in names
+    ]
     if missing:
         raise _missing_columns(shown, missing, names)
     try:
         table = pq.read_table(path, columns=list(dict.fromkeys([data.text_column, data.label_column])))
     except (pa.ArrowException, OSError, ValueError) as err:
-        raise LosstraceError(shown, f"corrupt Parquet file ({first_line(err)})", _PARQUET_FIX)
+        raise LosstraceError(shown, f"corrupt Parquet file ({first_line(err)})", _PARQUET_FIX) from None
 
     column = table.column(data.text_column)
     part = _Part(shown, column=repr(data.text_column), kind=_parquet_kind(column.type, shown, data))
@@ -469,10 +479,15 @@ def _parquet_labels(column: pa.ChunkedArray, shown: str, data: DataParams) -> li
     tp = column.type
     if _is_list(tp):
         if not data.multilabel:
-            raise LosstraceError(shown, f"label column {data.label_column!r} holds lists ({tp})",
-                                 "set data.multilabel: true for multi-label data")
-        return [None if v is None else data.label_delimiter.join(str(x) for x in v if x is not None)
-                for v in column.to_pylist()]
+            raise LosstraceError(
+                shown,
+                f"label column {data.label_column!r} holds lists ({tp})",
+                "set data.multilabel: true for multi-label data",
+            )
+        return [
+            None if v is None else data.label_delimiter.join(str(x) for x in v if x is not None)
+            for v in column.to_pylist()
+        ]
     if pa.types.is_floating(tp):
         return _label_values(column.to_numpy(zero_copy_only=False))
     return column.to_pylist()
@@ -517,13 +532,17 @@ def _read_npz(path: Path, shown: str, data: DataParams) -> _Part:
     if x.ndim == 2:
         x = x[:, :, None]  # (N, T) is a univariate series
     if x.ndim != 3:
-        raise LosstraceError(shown, f"x has shape {x.shape}", "store x as (N, T, C), NaN-padded past each sequence's end")
+        raise LosstraceError(
+            shown, f"x has shape {x.shape}", "store x as (N, T, C), NaN-padded past each sequence's end"
+        )
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
         raise LosstraceError(shown, f"y has shape {y.shape}", "store y as (N,) labels (one per row of x)")
     if len(x) != len(y):
-        raise LosstraceError(shown, f"x has {len(x)} rows but y has {len(y)}", "save x and y with the same first dimension")
+        raise LosstraceError(
+            shown, f"x has {len(x)} rows but y has {len(y)}", "save x and y with the same first dimension"
+        )
     if len(x) == 0:
         raise LosstraceError(shown, "file has no rows", "point data.source at a file with data")
 
@@ -553,7 +572,7 @@ def _npz_arrays(path: Path, shown: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise LosstraceError(shown, f"not a valid NPZ file ({first_line(err)})", fix)
+        raise LosstraceError(shown, f"not a valid NPZ file ({first_line(err)})", fix) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise LosstraceError(shown, "is a single .npy array, not an NPZ archive", fix)
     with archive:
@@ -566,9 +585,9 @@ def _npz_arrays(path: Path, shown: str) -> tuple[np.ndarray, np.ndarray]:
             try:
                 arrays[key] = archive[key]
             except ValueError as err:  # object arrays need pickle, which we never allow
-                raise LosstraceError(shown, f"array {key} is not numeric ({first_line(err)})", fix)
+                raise LosstraceError(shown, f"array {key} is not numeric ({first_line(err)})", fix) from None
             except (OSError, EOFError, zipfile.BadZipFile) as err:
-                raise LosstraceError(shown, f"corrupt NPZ file ({first_line(err)})", fix)
+                raise LosstraceError(shown, f"corrupt NPZ file ({first_line(err)})", fix) from None
     x, y = arrays["x"], arrays["y"]
     if x.dtype.kind not in "fiu":
         raise LosstraceError(shown, f"x has non-numeric dtype {x.dtype}", "store x as float (N, T, C)")
@@ -746,9 +765,12 @@ def _check_channels(frames: list[dict[str, Any]]) -> None:
     expected = tally.most_common(1)[0][0]
     odd = next(name for name, c in per_file.items() if c != expected)
     others = [name for name, c in per_file.items() if c == expected]
-    raise LosstraceError(odd, f"{per_file[odd]} channels per time step, while {', '.join(others[:3])} "
-                         f"{'has' if len(others) == 1 else 'have'} {expected}",
-                         "every sequence needs the same channels: fix this file or leave it out of data.source")
+    raise LosstraceError(
+        odd,
+        f"{per_file[odd]} channels per time step, while {', '.join(others[:3])} "
+        f"{'has' if len(others) == 1 else 'have'} {expected}",
+        "every sequence needs the same channels: fix this file or leave it out of data.source",
+    )
 
 
 # ------------------------------------------------------------------- assembly

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .checks import KEY_BYTES, class_counts, input_keys, runs_test
+from losstrace.data.checks import KEY_BYTES, class_counts, input_keys, runs_test
 
 PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
 _NULL_LABEL = b"\x00null"
@@ -82,9 +82,9 @@ def row_records(keys: pd.Series, labels: pd.Series) -> np.ndarray:
     n = len(keys)
     key_bytes = np.frombuffer(bytes.fromhex("".join(keys.tolist())), dtype=np.uint8).reshape(n, KEY_BYTES)
     codes, uniques = pd.factorize(labels, use_na_sentinel=True)
-    label_table = np.frombuffer(
-        b"".join(_label_digest(u) for u in [*uniques, None]), dtype=np.uint8
-    ).reshape(len(uniques) + 1, KEY_BYTES)
+    label_table = np.frombuffer(b"".join(_label_digest(u) for u in [*uniques, None]), dtype=np.uint8).reshape(
+        len(uniques) + 1, KEY_BYTES
+    )
     label_bytes = label_table[codes]  # code -1 (null) picks the last row: the null digest
     rec = np.ascontiguousarray(np.hstack([key_bytes, label_bytes]))
     return rec.view(f"S{2 * KEY_BYTES}").ravel()

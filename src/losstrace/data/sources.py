@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import LosstraceError
-from ..params import DataParams
-from .bundled import BUNDLED, load_bundled
+from losstrace.data.bundled import BUNDLED, load_bundled
+from losstrace.errors import LosstraceError
+from losstrace.params import DataParams
 
 
 @dataclass
@@ -39,11 +39,15 @@ def load_source(data: DataParams, root: Path) -> Source:
             f"unknown data.source {data.source!r}",
             f"use one of {', '.join(BUNDLED)} or a path/glob to CSV, TSV, Parquet or NPZ files",
         )
-    from .files import load_files  # user-file parsing only when needed
+    from losstrace.data.files import load_files  # user-file parsing only when needed
 
     loaded = load_files(data, root)
     return Source(
-        train=loaded.frame, test=None, input_kind=loaded.input_kind, rejects=loaded.rejects, lines_read=loaded.lines_read
+        train=loaded.frame,
+        test=None,
+        input_kind=loaded.input_kind,
+        rejects=loaded.rejects,
+        lines_read=loaded.lines_read,
     )
 
 

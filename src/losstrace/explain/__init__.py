@@ -1,1 +1,1 @@
-"""Explain loss curves: curve features, diagnosis rules, run-to-run diffs and their reports."""
+"""Pure analysis of recorded runs: curve symptoms, diagnosis, diffs and their reports (no MLflow, TensorFlow or subprocess)."""

@@ -15,14 +15,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..findings import SEVERITIES, Finding
-from ..params import DiagnoseParams
-from .symptoms import DEFAULT_LR, curve_features, param
+from losstrace.explain.symptoms import DEFAULT_LR, curve_features, param
+from losstrace.findings import SEVERITIES, Finding
+from losstrace.params import DiagnoseParams
 
 Features = dict[str, Any]
 
-CURVE_CODES = ("diverged", "not_learning", "noisy_loss", "plateau", "overfitting",
-               "saturated_predictions", "majority_collapse")
+CURVE_CODES = (
+    "diverged",
+    "not_learning",
+    "noisy_loss",
+    "plateau",
+    "overfitting",
+    "saturated_predictions",
+    "majority_collapse",
+)
 
 
 # ---------------------------------------------------------------- formatting
@@ -91,10 +98,16 @@ def rule_diverged(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Findin
         return None
     lr, opt, _ = _lr_context(ctx)
     clip = float(param(ctx, "train.clipnorm", 0.0) or 0.0)
-    ev = {"first_nonfinite_epoch": f["first_nonfinite_epoch"], "max_loss_ratio": _r(f["max_loss_ratio"]),
-          "explode_factor": t.explode_factor, "threshold_key": "diagnose.explode_factor",
-          "initial_loss": _r(f["initial_loss"]), "learning_rate": lr, "optimizer": opt,
-          "recovered": f["recovered"]}
+    ev = {
+        "first_nonfinite_epoch": f["first_nonfinite_epoch"],
+        "max_loss_ratio": _r(f["max_loss_ratio"]),
+        "explode_factor": t.explode_factor,
+        "threshold_key": "diagnose.explode_factor",
+        "initial_loss": _r(f["initial_loss"]),
+        "learning_rate": lr,
+        "optimizer": opt,
+        "recovered": f["recovered"],
+    }
     ev.update(gradient_evidence(ctx.get("grad_norms")))
     steps = [change("train.learning_rate", lr, _lower_lr(lr, opt))]
     if clip <= 0:
@@ -124,9 +137,16 @@ def gradient_evidence(norms: Any) -> dict[str, Any]:
         return out
     first = finite[finite["epoch"] == finite["epoch"].min()]["_v"].max()
     peak = finite.loc[finite["_v"].idxmax()]
-    out.update({"grad_norm_first_epoch": _r(first), "grad_norm_peak": _r(peak["_v"]),
-                "grad_norm_peak_layer": str(peak.get("layer", "")), "grad_norm_peak_epoch": int(peak["epoch"]),
-                "grad_norm_growth": _r(peak["_v"] / first) if first > 0 else None, "grad_norm_statistic": col})
+    out.update(
+        {
+            "grad_norm_first_epoch": _r(first),
+            "grad_norm_peak": _r(peak["_v"]),
+            "grad_norm_peak_layer": str(peak.get("layer", "")),
+            "grad_norm_peak_epoch": int(peak["epoch"]),
+            "grad_norm_growth": _r(peak["_v"] / first) if first > 0 else None,
+            "grad_norm_statistic": col,
+        }
+    )
     return out
 
 
@@ -174,19 +194,31 @@ def rule_not_learning(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Fi
     val_stuck = val_prior is not None and bv is not None and bv >= val_prior * (1 - drop)
     if not (train_stuck or val_stuck):
         return None
-    pattern = ("train and val loss stay at their start" if train_stuck and (val_stuck or bv is None)
-               else "train loss stays at its start" if train_stuck
-               else "train loss falls but val loss never gets below the class-prior level")
-    ev = {"pattern": pattern, "initial_loss": _r(init), "best_loss": _r(best), "loss_drop": _r(f["loss_drop"]),
-          "chance_loss": _r(f["chance_loss"]), "prior_loss": _r(prior), "val_prior_loss": _r(val_prior),
-          "best_val_loss": _r(bv),
-          "not_learning_rel_drop": drop, "threshold_key": "diagnose.not_learning_rel_drop",
-          "final_val_accuracy": _r(f["final_val_accuracy"]), "majority_share": _r(f["majority_share"])}
+    pattern = (
+        "train and val loss stay at their start"
+        if train_stuck and (val_stuck or bv is None)
+        else "train loss stays at its start"
+        if train_stuck
+        else "train loss falls but val loss never gets below the class-prior level"
+    )
+    ev = {
+        "pattern": pattern,
+        "initial_loss": _r(init),
+        "best_loss": _r(best),
+        "loss_drop": _r(f["loss_drop"]),
+        "chance_loss": _r(f["chance_loss"]),
+        "prior_loss": _r(prior),
+        "val_prior_loss": _r(val_prior),
+        "best_val_loss": _r(bv),
+        "not_learning_rel_drop": drop,
+        "threshold_key": "diagnose.not_learning_rel_drop",
+        "final_val_accuracy": _r(f["final_val_accuracy"]),
+        "majority_share": _r(f["majority_share"]),
+    }
     return Finding("not_learning", "error", ev, _not_learning_fix(f, ctx, t, train_stuck, val_stuck))
 
 
-def _not_learning_fix(f: Features, ctx: dict[str, Any], t: DiagnoseParams, train_stuck: bool,
-                      val_stuck: bool) -> str:
+def _not_learning_fix(f: Features, ctx: dict[str, Any], t: DiagnoseParams, train_stuck: bool, val_stuck: bool) -> str:
     """Suggestions ordered by how directly the run's own context points at them."""
     fixes: list[str] = []
     head = head_mismatch(ctx)
@@ -207,10 +239,12 @@ def _not_learning_fix(f: Features, ctx: dict[str, Any], t: DiagnoseParams, train
         dropout = float(param(ctx, "train.model.dropout", 0.0) or 0.0)
         if dropout < 0.3:
             tries.append(change("train.model.dropout", dropout, 0.3))
-        fixes.append("the model memorises training inputs that val does not share: check high_oov_rate "
-                     "and train_val_leakage in the data findings"
-                     + (", try " + " or ".join(tries) if tries else "")
-                     + "; if none helps, the inputs may carry little signal about the labels")
+        fixes.append(
+            "the model memorises training inputs that val does not share: check high_oov_rate "
+            "and train_val_leakage in the data findings"
+            + (", try " + " or ".join(tries) if tries else "")
+            + "; if none helps, the inputs may carry little signal about the labels"
+        )
     if param(ctx, "train.model.embedding.mask_zero", True) is False:
         fixes.append(change("train.model.embedding.mask_zero", False, True))
     lr, opt, ratio = _lr_context(ctx)
@@ -219,8 +253,10 @@ def _not_learning_fix(f: Features, ctx: dict[str, Any], t: DiagnoseParams, train
     elif ratio >= t.lr_factor:
         fixes.append(change("train.learning_rate", lr, _lower_lr(lr, opt)))
     if not fixes:
-        fixes.append(change("train.learning_rate", lr, _raise_lr(lr, opt)) +
-                     "; also check that labels match inputs (label order, activation/loss)")
+        fixes.append(
+            change("train.learning_rate", lr, _raise_lr(lr, opt))
+            + "; also check that labels match inputs (label order, activation/loss)"
+        )
     return "; ".join(fixes)
 
 
@@ -242,13 +278,24 @@ def rule_noisy_loss(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Find
     cv = f["noise_cv_implied"]
     driver = _noise_driver(batch_hit, epoch_hit, cv, lr_ratio, bsize, t)
     rows = ctx.get("train_rows")
-    ev = {"driver": driver, "batch_noise": _r(noise), "noise_ratio": t.noise_ratio,
-          "epoch_jitter": _r(jitter), "jitter_ratio": t.jitter_ratio,
-          "threshold_keys": ["diagnose.noise_ratio", "diagnose.jitter_ratio"],
-          "epoch_up_share": _r(f["epoch_up_share"]), "batch_size": bsize, "train_rows": rows,
-          "steps_per_epoch": f["steps_per_epoch"], "noise_cv_implied": _r(cv),
-          "sampling_cv_max": t.sampling_cv_max, "learning_rate": lr, "optimizer": opt,
-          "lr_vs_default": _r(lr_ratio), "lr_factor": t.lr_factor}
+    ev = {
+        "driver": driver,
+        "batch_noise": _r(noise),
+        "noise_ratio": t.noise_ratio,
+        "epoch_jitter": _r(jitter),
+        "jitter_ratio": t.jitter_ratio,
+        "threshold_keys": ["diagnose.noise_ratio", "diagnose.jitter_ratio"],
+        "epoch_up_share": _r(f["epoch_up_share"]),
+        "batch_size": bsize,
+        "train_rows": rows,
+        "steps_per_epoch": f["steps_per_epoch"],
+        "noise_cv_implied": _r(cv),
+        "sampling_cv_max": t.sampling_cv_max,
+        "learning_rate": lr,
+        "optimizer": opt,
+        "lr_vs_default": _r(lr_ratio),
+        "lr_factor": t.lr_factor,
+    }
     ev["why"] = _noise_why(driver, noise, jitter, bsize, cv, lr, opt, lr_ratio, t)
     suggestion = _noise_fix(driver, f, ctx, bsize, noise, lr, opt, t)
     # Mild = batch-level only and within 10% of the threshold: worth knowing, not a warning.
@@ -258,20 +305,25 @@ def rule_noisy_loss(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Find
         # the scatter is the per-sample spread of a small training set, not a setting to fix.
         strong = False
         ev["why"] += "; the batch is already as large as the training set allows (>= 8 steps per epoch)"
-        suggestion = ("nothing to change: the epoch curve is calm and a larger batch would leave fewer than "
-                      "8 steps per epoch; more training rows would smooth it")
+        suggestion = (
+            "nothing to change: the epoch curve is calm and a larger batch would leave fewer than "
+            "8 steps per epoch; more training rows would smooth it"
+        )
     elif driver == "batch_size" and not suggestion.startswith("train.batch_size"):
         # The epoch curve bounces and the batch cannot grow: the step is what is left to
         # shrink, so say so rather than blame the batch and then suggest the learning rate.
-        ev["why"] += ("; a larger batch would leave fewer than 8 steps per epoch, so a smaller step "
-                      "(learning rate or clipping) is the knob left")
+        ev["why"] += (
+            "; a larger batch would leave fewer than 8 steps per epoch, so a smaller step "
+            "(learning rate or clipping) is the knob left"
+        )
     severity = "warning" if strong else "info"
     return Finding("noisy_loss", severity, ev, suggestion)
 
 
-def _noise_driver(batch_hit: bool, epoch_hit: bool, cv: float | None, lr_ratio: float, bsize: int,
-                  t: DiagnoseParams) -> str:
-    """"learning_rate" or "batch_size": which knob the evidence points at.
+def _noise_driver(
+    batch_hit: bool, epoch_hit: bool, cv: float | None, lr_ratio: float, bsize: int, t: DiagnoseParams
+) -> str:
+    """ "learning_rate" or "batch_size": which knob the evidence points at.
 
     Learning rate when: it is high for the optimizer and either the epoch curve bounces or
     batch sampling cannot explain the scatter (or there is no batch log to tell); or only
@@ -289,28 +341,50 @@ def _noise_driver(batch_hit: bool, epoch_hit: bool, cv: float | None, lr_ratio: 
     return "batch_size"
 
 
-def _noise_why(driver: str, noise: float | None, jitter: float | None, bsize: int, cv: float | None,
-               lr: float, opt: str, lr_ratio: float, t: DiagnoseParams) -> str:
+def _noise_why(
+    driver: str,
+    noise: float | None,
+    jitter: float | None,
+    bsize: int,
+    cv: float | None,
+    lr: float,
+    opt: str,
+    lr_ratio: float,
+    t: DiagnoseParams,
+) -> str:
     if driver == "batch_size":
         head = f"batch of {bsize}: sampling noise scales ~1/sqrt(batch); implied per-sample spread"
         if cv is None:
             return f"{head} unknown (no batch log or batch size), so the batch is the first knob to try"
         if cv <= t.sampling_cv_max:
             return f"{head} {cv:.2f} <= {t.sampling_cv_max}, so small batches explain the scatter"
-        return (f"{head} {cv:.2f} > {t.sampling_cv_max}, more than sampling alone gives, but the learning rate is "
-                f"already low ({lr_ratio:.3g}x the {opt} default), so a larger batch is the knob left")
+        return (
+            f"{head} {cv:.2f} > {t.sampling_cv_max}, more than sampling alone gives, but the learning rate is "
+            f"already low ({lr_ratio:.3g}x the {opt} default), so a larger batch is the knob left"
+        )
     parts = [f"learning rate {show(lr)} is {lr_ratio:.3g}x the {opt} default {show(DEFAULT_LR.get(opt, 1e-3))}"]
     if jitter is not None and jitter > t.jitter_ratio:
-        parts.append(f"epoch loss itself bounces (jitter {jitter:.3g} > {t.jitter_ratio}), which batch sampling "
-                     "cannot cause since every epoch averages the whole train set")
+        parts.append(
+            f"epoch loss itself bounces (jitter {jitter:.3g} > {t.jitter_ratio}), which batch sampling "
+            "cannot cause since every epoch averages the whole train set"
+        )
     if cv is not None and cv > t.sampling_cv_max:
-        parts.append(f"batch noise would need a per-sample spread of {cv:.3g} > {t.sampling_cv_max} to come from "
-                     "sampling alone")
+        parts.append(
+            f"batch noise would need a per-sample spread of {cv:.3g} > {t.sampling_cv_max} to come from sampling alone"
+        )
     return "; ".join(parts)
 
 
-def _noise_fix(driver: str, f: Features, ctx: dict[str, Any], bsize: int, noise: float | None, lr: float,
-               opt: str, t: DiagnoseParams) -> str:
+def _noise_fix(
+    driver: str,
+    f: Features,
+    ctx: dict[str, Any],
+    bsize: int,
+    noise: float | None,
+    lr: float,
+    opt: str,
+    t: DiagnoseParams,
+) -> str:
     """Batch: grow it until sampling noise ~ falls under the threshold (noise ∝ 1/sqrt(b)),
     keeping >= 8 steps per epoch. LR (or no room to grow the batch): lower it."""
     rows = int(ctx.get("train_rows") or 0) or int(f["steps_per_epoch"] or 0) * bsize
@@ -320,10 +394,13 @@ def _noise_fix(driver: str, f: Features, ctx: dict[str, Any], bsize: int, noise:
         if rows:
             target = min(target, _pow2_at_most(rows / 8))
         if target > bsize:
-            return change("train.batch_size", bsize, target) + \
-                f" (noise ∝ 1/sqrt(batch): expect ~{math.sqrt(target / bsize):.1f}x less)"
+            return (
+                change("train.batch_size", bsize, target)
+                + f" (noise ∝ 1/sqrt(batch): expect ~{math.sqrt(target / bsize):.1f}x less)"
+            )
     return change("train.learning_rate", lr, _lower_lr(lr, opt)) + (
-        "" if float(param(ctx, "train.clipnorm", 0.0) or 0) > 0 else f"; or {change('train.clipnorm', 0.0, 1.0)}")
+        "" if float(param(ctx, "train.clipnorm", 0.0) or 0) > 0 else f"; or {change('train.clipnorm', 0.0, 1.0)}"
+    )
 
 
 def rule_plateau(f: Features, ctx: dict[str, Any], t: DiagnoseParams, history: pd.DataFrame) -> Finding | None:
@@ -333,18 +410,32 @@ def rule_plateau(f: Features, ctx: dict[str, Any], t: DiagnoseParams, history: p
     start, length = int(f["plateau_start"]), int(f["plateau_length"])
     lr, opt, lr_ratio = _lr_context(ctx)
     sched_drop = _lr_dropped_at(history, start + length)
-    ev = {"start_epoch": start, "length": length, "level": _r(f["plateau_level"]),
-          "drop_after": _r(f["plateau_drop"]), "chance_loss": _r(f["chance_loss"]),
-          "plateau_min_epochs": t.plateau_min_epochs, "plateau_rel_change": t.plateau_rel_change,
-          "plateau_drop": t.plateau_drop,
-          "threshold_keys": ["diagnose.plateau_min_epochs", "diagnose.plateau_rel_change", "diagnose.plateau_drop"],
-          "learning_rate": lr, "lr_vs_default": _r(lr_ratio), "ended_by_lr_schedule": sched_drop}
+    ev = {
+        "start_epoch": start,
+        "length": length,
+        "level": _r(f["plateau_level"]),
+        "drop_after": _r(f["plateau_drop"]),
+        "chance_loss": _r(f["chance_loss"]),
+        "plateau_min_epochs": t.plateau_min_epochs,
+        "plateau_rel_change": t.plateau_rel_change,
+        "plateau_drop": t.plateau_drop,
+        "threshold_keys": ["diagnose.plateau_min_epochs", "diagnose.plateau_rel_change", "diagnose.plateau_drop"],
+        "learning_rate": lr,
+        "lr_vs_default": _r(lr_ratio),
+        "ended_by_lr_schedule": sched_drop,
+    }
     chance = f["chance_loss"]
     if chance and abs(f["plateau_level"] - chance) <= 0.05 * chance:
         ev["at_chance"] = True
     if sched_drop:
-        return Finding("plateau", "info", ev, "the drop follows a learning-rate reduction by the schedule; "
-                       + change("train.learning_rate", lr, _lower_lr(lr, opt)) + " would reach it sooner")
+        return Finding(
+            "plateau",
+            "info",
+            ev,
+            "the drop follows a learning-rate reduction by the schedule; "
+            + change("train.learning_rate", lr, _lower_lr(lr, opt))
+            + " would reach it sooner",
+        )
     fixes = [change("train.learning_rate", lr, _raise_lr(lr, opt))]
     if param(ctx, "train.model.embedding.mask_zero", True) is False:
         fixes.append(change("train.model.embedding.mask_zero", False, True))
@@ -364,11 +455,17 @@ def rule_overfitting(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Fin
     """Val loss turns up for good after its minimum while train loss keeps falling."""
     if f["overfit_onset"] is None:
         return None
-    ev = {"best_val_epoch": f["overfit_onset"], "best_val_loss": _r(f["best_val_loss"]),
-          "final_val_loss": _r(f["final_val_loss"]), "val_rise": _r(f["overfit_rise"]),
-          "epochs_above": f["overfit_epochs_above"], "train_fall_since": _r(f["overfit_train_fall"]),
-          "overfit_rel_rise": t.overfit_rel_rise, "overfit_min_epochs": t.overfit_min_epochs,
-          "threshold_keys": ["diagnose.overfit_rel_rise", "diagnose.overfit_min_epochs"]}
+    ev = {
+        "best_val_epoch": f["overfit_onset"],
+        "best_val_loss": _r(f["best_val_loss"]),
+        "final_val_loss": _r(f["final_val_loss"]),
+        "val_rise": _r(f["overfit_rise"]),
+        "epochs_above": f["overfit_epochs_above"],
+        "train_fall_since": _r(f["overfit_train_fall"]),
+        "overfit_rel_rise": t.overfit_rel_rise,
+        "overfit_min_epochs": t.overfit_min_epochs,
+        "threshold_keys": ["diagnose.overfit_rel_rise", "diagnose.overfit_min_epochs"],
+    }
     fixes = []
     drop = float(param(ctx, "train.model.dropout", 0.0) or 0.0)
     rnn_drop = float(param(ctx, "train.model.rnn.dropout", 0.0) or 0.0)
@@ -383,8 +480,10 @@ def rule_overfitting(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Fin
             fixes.append(change("train.callbacks.early_stopping", False, True))
         fixes.append(change("train.callbacks.checkpoint_monitor", monitor, "val_loss"))
     if not fixes:
-        fixes.append(f"the best epoch ({f['overfit_onset']}) is kept already; more training rows, "
-                     "or a smaller model (train.model.rnn.units), would move the minimum later")
+        fixes.append(
+            f"the best epoch ({f['overfit_onset']}) is kept already; more training rows, "
+            "or a smaller model (train.model.rnn.units), would move the minimum later"
+        )
     ev["best_weights_kept"] = guarded
     return Finding("overfitting", "info" if guarded else "warning", ev, "; ".join(fixes))
 
@@ -398,19 +497,35 @@ def rule_saturated(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Findi
     high = sat is not None and sat >= t.saturation_share and (acc is None or acc < sat - 0.05)
     if not (low or high):
         return None
-    ev = {"saturated_share": _r(sat), "saturation_share": t.saturation_share,
-          "threshold_key": "diagnose.saturation_share", "final_val_accuracy": _r(acc),
-          "mean_max_prob": _r(mmp), "pinned_output_share": _r(f["pinned_output_share"])}
+    ev = {
+        "saturated_share": _r(sat),
+        "saturation_share": t.saturation_share,
+        "threshold_key": "diagnose.saturation_share",
+        "final_val_accuracy": _r(acc),
+        "mean_max_prob": _r(mmp),
+        "pinned_output_share": _r(f["pinned_output_share"]),
+    }
     if low:
         ev["outputs_below_uniform"] = True
         act = str(param(ctx, "train.output_activation", "sigmoid"))
-        return Finding("saturated_predictions", "warning", ev, head_mismatch(ctx) or (
-            change("train.output_activation", act, "softmax") if act != "softmax" else
-            "a softmax head cannot average below uniform: check that the recorded predictions are this model's"))
+        return Finding(
+            "saturated_predictions",
+            "warning",
+            ev,
+            head_mismatch(ctx)
+            or (
+                change("train.output_activation", act, "softmax")
+                if act != "softmax"
+                else "a softmax head cannot average below uniform: check that the recorded predictions are this model's"
+            ),
+        )
     lr, opt, _ = _lr_context(ctx)
     drop = float(param(ctx, "train.model.dropout", 0.0) or 0.0)
-    fix = (change("train.model.dropout", drop, 0.3) if drop < 0.3
-           else change("train.learning_rate", lr, _lower_lr(lr, opt)))
+    fix = (
+        change("train.model.dropout", drop, 0.3)
+        if drop < 0.3
+        else change("train.learning_rate", lr, _lower_lr(lr, opt))
+    )
     return Finding("saturated_predictions", "warning", ev, head_mismatch(ctx) or fix)
 
 
@@ -425,18 +540,23 @@ def rule_majority_collapse(f: Features, ctx: dict[str, Any], t: DiagnoseParams) 
         return None
     major = f["majority_share"]
     top = f["pred_top_share"]
-    preds = {c: float(v) for c, v in ((ctx.get("predictions") or {}).get("pred_class_shares") or {}).items()
-             if v is not None}
+    preds = {
+        c: float(v) for c, v in ((ctx.get("predictions") or {}).get("pred_class_shares") or {}).items() if v is not None
+    }
     k = f["n_classes"] or len(ctx.get("class_shares") or preds)
-    ev: dict[str, Any] = {"collapse_share": t.collapse_share, "threshold_key": "diagnose.collapse_share",
-                          "majority_share": _r(major)}
+    ev: dict[str, Any] = {
+        "collapse_share": t.collapse_share,
+        "threshold_key": "diagnose.collapse_share",
+        "majority_share": _r(major),
+    }
     if top is not None and preds:
         label = max(preds, key=preds.get)
         true = float((ctx.get("class_shares") or {}).get(label, major or 0.0) or 0.0)
         if top < t.collapse_share or top < true + (1 - true) / 2:
             return None
-        ev.update({"basis": "val predictions", "pred_top_share": _r(top), "top_class": label,
-                   "top_class_share": _r(true)})
+        ev.update(
+            {"basis": "val predictions", "pred_top_share": _r(top), "top_class": label, "top_class_share": _r(true)}
+        )
     else:
         acc = f["final_val_accuracy"]
         if major is None or acc is None or k < 2 or major < 1.5 / k or abs(acc - major) > 0.01:
@@ -444,16 +564,23 @@ def rule_majority_collapse(f: Features, ctx: dict[str, Any], t: DiagnoseParams) 
         ev.update({"basis": "val accuracy equals the majority share", "final_val_accuracy": _r(acc)})
     weight = str(param(ctx, "train.class_weight", "none"))
     lr, opt, _ = _lr_context(ctx)
-    fix = change("train.class_weight", weight, "balanced") if (major or 0) * max(k, 1) >= 1.5 and weight != "balanced" \
+    fix = (
+        change("train.class_weight", weight, "balanced")
+        if (major or 0) * max(k, 1) >= 1.5 and weight != "balanced"
         else change("train.learning_rate", lr, _lower_lr(lr, opt))
+    )
     return Finding("majority_collapse", "warning", ev, fix)
 
 
 # ---------------------------------------------------------------- entry points
 
 
-def diagnose_curves(history: pd.DataFrame, batches: pd.DataFrame | None, context: dict[str, Any],
-                    thresholds: DiagnoseParams | None = None) -> list[Finding]:
+def diagnose_curves(
+    history: pd.DataFrame,
+    batches: pd.DataFrame | None,
+    context: dict[str, Any],
+    thresholds: DiagnoseParams | None = None,
+) -> list[Finding]:
     """All curve findings of one run, most severe first.
 
     A run that reached NaN/inf is judged on diverged and the prediction rules only:
@@ -466,8 +593,9 @@ def diagnose_curves(history: pd.DataFrame, batches: pd.DataFrame | None, context
     return findings_from_features(f, history, context, t)
 
 
-def findings_from_features(f: Features, history: pd.DataFrame, context: dict[str, Any],
-                           t: DiagnoseParams) -> list[Finding]:
+def findings_from_features(
+    f: Features, history: pd.DataFrame, context: dict[str, Any], t: DiagnoseParams
+) -> list[Finding]:
     """The rules applied to precomputed features (diff reuses the features it already has)."""
     out: list[Finding] = []
     div = rule_diverged(f, context, t)
@@ -487,9 +615,12 @@ def findings_from_features(f: Features, history: pd.DataFrame, context: dict[str
     return sorted(out, key=lambda x: SEVERITIES.index(x.severity))
 
 
-def merge_findings(data_findings: Iterable[Finding | dict[str, Any]],
-                   lint_findings: Iterable[Finding | dict[str, Any]],
-                   curve_findings: Iterable[Finding | dict[str, Any]], run_id: str = "") -> dict[str, Any]:
+def merge_findings(
+    data_findings: Iterable[Finding | dict[str, Any]],
+    lint_findings: Iterable[Finding | dict[str, Any]],
+    curve_findings: Iterable[Finding | dict[str, Any]],
+    run_id: str = "",
+) -> dict[str, Any]:
     """The diagnose JSON: `{"run_id", "findings": [...]}`, errors, then warnings, then info.
 
     Within a severity the order is data, lint, curve and each list's own order (stable),

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..params import DiagnoseParams
-from .diagnose import findings_from_features, head_mismatch
-from .record import RunRecord
-from .symptoms import DEFAULT_LR, curve_features, parse_value
+from losstrace.explain.diagnose import findings_from_features, head_mismatch
+from losstrace.explain.symptoms import DEFAULT_LR, curve_features, parse_value
+from losstrace.params import DiagnoseParams
+from losstrace.record.run_record import RunRecord
 
 # ---------------------------------------------------------------- seed-to-seed tolerances
 # Differences below these are what re-running the same config with another seed does;
@@ -47,8 +47,10 @@ _IMMATERIAL_PREFIXES = ("evaluate.", "diagnose.")
 _IMMATERIAL_KEYS = {"base.seed", "train.metrics", "train.probe_batches"}
 HEAD_KEYS = ("train.output_activation", "train.loss", "train.from_logits", "train.output_units")
 _DROPOUT = re.compile(r"^train\.model\.(dropout|rnn\.dropout|rnn\.recurrent_dropout|dense\.\d+\.l2)$")
-_CAPACITY = re.compile(r"^train\.model\.(rnn\.(units|layers|bidirectional|cell)|dense\.\d+\.units"
-                       r"|embedding\.dim|conv\.filters)$")
+_CAPACITY = re.compile(
+    r"^train\.model\.(rnn\.(units|layers|bidirectional|cell)|dense\.\d+\.units"
+    r"|embedding\.dim|conv\.filters)$"
+)
 _SPLIT_ORDER = ("train", "val", "test")
 
 
@@ -95,8 +97,12 @@ class Cause:
     why: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"change": self.change, "symptom": self.symptom, "confidence": round(self.confidence, 3),
-                "why": self.why}
+        return {
+            "change": self.change,
+            "symptom": self.symptom,
+            "confidence": round(self.confidence, 3),
+            "why": self.why,
+        }
 
 
 # ---------------------------------------------------------------- entry point
@@ -116,7 +122,9 @@ def diff_runs(a: RunRecord, b: RunRecord, thresholds: DiagnoseParams | None = No
     changes = material_changes(params, data, env)
     causes = rank_causes(changes, evidence, seed_changed=_seed_changed(params))
     out: dict[str, Any] = {
-        "params": params, "data": data, "env": env,
+        "params": params,
+        "data": data,
+        "env": env,
         "behaviour": [d.to_dict() for d in sorted(deltas, key=lambda d: -d.effect) if d.material],
         "causes": [c.to_dict() for c in causes],
     }
@@ -150,8 +158,12 @@ def _same(a: Any, b: Any) -> bool:
     if a is None or b is None:
         return a is None and b is None
     pa, pb = parse_value(a), parse_value(b)
-    if isinstance(pa, (int, float)) and isinstance(pb, (int, float)) and not isinstance(pa, bool) \
-            and not isinstance(pb, bool):
+    if (
+        isinstance(pa, (int, float))
+        and isinstance(pb, (int, float))
+        and not isinstance(pa, bool)
+        and not isinstance(pb, bool)
+    ):
         return math.isclose(float(pa), float(pb), rel_tol=1e-9, abs_tol=1e-15)
     return str(pa) == str(pb)
 
@@ -176,8 +188,9 @@ def diff_env(ea: dict[str, Any], eb: dict[str, Any]) -> list[dict[str, Any]]:
     """Environment entries that differ, as `env.<package>` (an `env.` prefix in the input is dropped)."""
     na = {k.removeprefix("env."): str(v) for k, v in (ea or {}).items()}
     nb = {k.removeprefix("env."): str(v) for k, v in (eb or {}).items()}
-    return [{"key": f"env.{k}", "a": na.get(k), "b": nb.get(k)}
-            for k in sorted(set(na) | set(nb)) if na.get(k) != nb.get(k)]
+    return [
+        {"key": f"env.{k}", "a": na.get(k), "b": nb.get(k)} for k in sorted(set(na) | set(nb)) if na.get(k) != nb.get(k)
+    ]
 
 
 def _seed_changed(params: list[dict[str, Any]]) -> bool:
@@ -221,13 +234,23 @@ def diff_data(fa: dict[str, Any] | None, fb: dict[str, Any] | None) -> tuple[lis
     for split in _splits({**fa, **fb}):
         sa, sb = fa.get(split), fb.get(split)
         if not isinstance(sa, dict) or not isinstance(sb, dict):
-            out.append(_entry("data.rows", split, (sa or {}).get("rows"), (sb or {}).get("rows"),
-                              "split present in one run only"))
+            out.append(
+                _entry(
+                    "data.rows", split, (sa or {}).get("rows"), (sb or {}).get("rows"), "split present in one run only"
+                )
+            )
             continue
         out += _split_diff(split, sa, sb)
     if fa.get("label_map_hash") != fb.get("label_map_hash"):
-        out.append(_entry("data.labels", None, _short(fa.get("label_map_hash")), _short(fb.get("label_map_hash")),
-                          "label → index map differs"))
+        out.append(
+            _entry(
+                "data.labels",
+                None,
+                _short(fa.get("label_map_hash")),
+                _short(fb.get("label_map_hash")),
+                "label → index map differs",
+            )
+        )
     return out, []
 
 
@@ -255,8 +278,15 @@ def _split_diff(split: str, sa: dict[str, Any], sb: dict[str, Any]) -> list[dict
         out.append(_entry("data.rows", split, ra, rb, f"{(rb or 0) - (ra or 0):+d} rows{rel}"))
     same_content = sa.get("content_hash") == sb.get("content_hash")
     if not same_content:
-        out.append(_entry("data.content", split, _short(sa.get("content_hash")), _short(sb.get("content_hash")),
-                          "different rows (order-insensitive content hash differs)"))
+        out.append(
+            _entry(
+                "data.content",
+                split,
+                _short(sa.get("content_hash")),
+                _short(sb.get("content_hash")),
+                "different rows (order-insensitive content hash differs)",
+            )
+        )
     oa, ob = sa.get("order") or {}, sb.get("order") or {}
     reordered = same_content and sa.get("ordered_hash") != sb.get("ordered_hash")
     if reordered or bool(oa.get("clustered")) != bool(ob.get("clustered")):
@@ -296,14 +326,24 @@ def _balance_diff(split: str, ca: dict[str, Any], cb: dict[str, Any]) -> list[di
         return out
     only_a, only_b = sorted(set(ca) - set(cb)), sorted(set(cb) - set(ca))
     if only_a or only_b:
-        out.append(_entry("data.labels", split, len(ca), len(cb),
-                          f"labels only in a: {only_a or '-'}; only in b: {only_b or '-'}"))
+        out.append(
+            _entry(
+                "data.labels", split, len(ca), len(cb), f"labels only in a: {only_a or '-'}; only in b: {only_b or '-'}"
+            )
+        )
     sa, sb = shares(ca), shares(cb)
     moves = sorted(((abs(sb.get(k, 0) - sa.get(k, 0)), k) for k in set(sa) | set(sb)), reverse=True)
     if moves and moves[0][0] > BALANCE_TOL:
         detail = "; ".join(f"{k} {sa.get(k, 0):.2f} → {sb.get(k, 0):.2f}" for _, k in moves[:3])
-        out.append(_entry("data.class_balance", split, f"max share {max(sa.values()):.2f}",
-                          f"max share {max(sb.values()):.2f}", detail))
+        out.append(
+            _entry(
+                "data.class_balance",
+                split,
+                f"max share {max(sa.values()):.2f}",
+                f"max share {max(sb.values()):.2f}",
+                detail,
+            )
+        )
     return out
 
 
@@ -318,7 +358,8 @@ _SHARE = ("final_accuracy", "final_val_accuracy", "pred_top_share", "saturated_s
 # Which features must move for a finding that flips to count (a threshold crossing by a
 # statistic that barely moved is seed noise, not a change).
 _CODE_FEATURES = {
-    "noisy_loss": ("batch_noise", "epoch_jitter"), "plateau": ("plateau_length", "epochs_to_half"),
+    "noisy_loss": ("batch_noise", "epoch_jitter"),
+    "plateau": ("plateau_length", "epochs_to_half"),
     "not_learning": ("best_loss", "best_val_loss", "final_val_accuracy"),
     "overfitting": ("val_rise", "final_val_loss"),  # diverged: ungated, a NaN is never seed noise
     "saturated_predictions": ("saturated_share", "final_val_accuracy"),
@@ -344,8 +385,9 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
-def diff_behaviour(fa: dict[str, Any], fb: dict[str, Any], codes_a: dict[str, str],
-                   codes_b: dict[str, str]) -> list[Delta]:
+def diff_behaviour(
+    fa: dict[str, Any], fb: dict[str, Any], codes_a: dict[str, str], codes_b: dict[str, str]
+) -> list[Delta]:
     """Every compared feature as a Delta (material or not); finding flips included."""
     out: list[Delta] = []
     n_epochs = min(fa.get("epochs") or 0, fb.get("epochs") or 0) or 1
@@ -353,8 +395,10 @@ def diff_behaviour(fa: dict[str, Any], fb: dict[str, Any], codes_a: dict[str, st
     # exp(4/sqrt(n)) = 1.9x from 40 values, 1.5x from 100, the 1.3 floor from ~180 on.
     # batch_noise pools the learning-phase batches, epoch_jitter only the epochs.
     n_batches = min(fa.get("batch_noise_steps") or 0, fb.get("batch_noise_steps") or 0) or 1
-    ratio_tol = {"batch_noise": max(RATIO_TOL, math.exp(4 / math.sqrt(n_batches))),
-                 "epoch_jitter": max(RATIO_TOL, math.exp(4 / math.sqrt(n_epochs)))}
+    ratio_tol = {
+        "batch_noise": max(RATIO_TOL, math.exp(4 / math.sqrt(n_batches))),
+        "epoch_jitter": max(RATIO_TOL, math.exp(4 / math.sqrt(n_epochs))),
+    }
     for name in _RATIO:
         out += _ratio_delta(name, fa.get(name), fb.get(name), ratio_tol[name])
     scale = 0.1 * max(fa.get("initial_loss") or 0, fb.get("initial_loss") or 0)
@@ -364,8 +408,7 @@ def diff_behaviour(fa: dict[str, Any], fb: dict[str, Any], codes_a: dict[str, st
     vnoise = max(fa.get("val_noise") or 0.0, fb.get("val_noise") or 0.0)
     for name in _LOSS:
         rel = max(LOSS_TOL, 2.5 * (vnoise if "val" in name else jitter))
-        out += _linear_delta(name, fa.get(name), fb.get(name),
-                             lambda x, y, rel=rel: rel * max(abs(x), abs(y), scale))
+        out += _linear_delta(name, fa.get(name), fb.get(name), lambda x, y, rel=rel: rel * max(abs(x), abs(y), scale))
     epochs = max(fa.get("epochs") or 0, fb.get("epochs") or 0)
     epoch_tol = max(2.0, EPOCH_TOL_SHARE * epochs) * (1 + 4 * jitter)
     for name in _EPOCHS:
@@ -377,13 +420,22 @@ def diff_behaviour(fa: dict[str, Any], fb: dict[str, Any], codes_a: dict[str, st
     for name in _SHARE:
         # Accuracies of a bouncing curve bounce too: half the (val) jitter as a floor.
         spread = 0.5 * (vnoise if name != "final_accuracy" else jitter)
-        out += _linear_delta(name, fa.get(name), fb.get(name), lambda x, y, t=max(SHARE_TOL, spread): t)
-    out += _linear_delta("val_rise", val_rise(fa), val_rise(fb),
-                         lambda x, y: max(RISE_TOL, LOSS_TOL * max(abs(x), abs(y))))
+        tolerance = max(SHARE_TOL, spread)
+        out += _linear_delta(name, fa.get(name), fb.get(name), lambda x, y, t=tolerance: t)
+    out += _linear_delta(
+        "val_rise", val_rise(fa), val_rise(fb), lambda x, y: max(RISE_TOL, LOSS_TOL * max(abs(x), abs(y)))
+    )
     if bool(fa.get("diverged")) != bool(fb.get("diverged")):
-        out.append(Delta("diverged", bool(fa.get("diverged")), bool(fb.get("diverged")),
-                         "now diverges" if fb.get("diverged") else "no longer diverges", 3.0,
-                         1 if fb.get("diverged") else -1))
+        out.append(
+            Delta(
+                "diverged",
+                bool(fa.get("diverged")),
+                bool(fb.get("diverged")),
+                "now diverges" if fb.get("diverged") else "no longer diverges",
+                3.0,
+                1 if fb.get("diverged") else -1,
+            )
+        )
     moved = {d.feature for d in out if d.material}
     for code in sorted(set(codes_a) | set(codes_b)):
         if (code in codes_a) == (code in codes_b):
@@ -391,8 +443,16 @@ def diff_behaviour(fa: dict[str, Any], fb: dict[str, Any], codes_a: dict[str, st
         related = _CODE_FEATURES.get(code)
         effect = 3.0 if related is None or moved.intersection(related) else 0.5
         appeared = code in codes_b
-        out.append(Delta(f"finding.{code}", codes_a.get(code), codes_b.get(code),
-                         "appeared" if appeared else "gone", effect, 1 if appeared else -1))
+        out.append(
+            Delta(
+                f"finding.{code}",
+                codes_a.get(code),
+                codes_b.get(code),
+                "appeared" if appeared else "gone",
+                effect,
+                1 if appeared else -1,
+            )
+        )
     return out
 
 
@@ -466,12 +526,16 @@ def _num(x: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def material_changes(params: list[dict[str, Any]], data: list[dict[str, Any]],
-                     env: list[dict[str, Any]]) -> list[Change]:
+def material_changes(
+    params: list[dict[str, Any]], data: list[dict[str, Any]], env: list[dict[str, Any]]
+) -> list[Change]:
     """Differences that could move training: immaterial params (seed, evaluate.*, diagnose.*)
     are left out; the seed is judged separately."""
-    out = [Change(p["key"], "param", p["a"], p["b"]) for p in params
-           if p["key"] not in _IMMATERIAL_KEYS and not p["key"].startswith(_IMMATERIAL_PREFIXES)]
+    out = [
+        Change(p["key"], "param", p["a"], p["b"])
+        for p in params
+        if p["key"] not in _IMMATERIAL_KEYS and not p["key"].startswith(_IMMATERIAL_PREFIXES)
+    ]
     seen: set[str] = set()
     for d in data:  # one change per aspect; the train split (which training reads) wins
         key = d["aspect"]
@@ -495,12 +559,24 @@ def rank_causes(changes: list[Change], ev: Evidence, seed_changed: bool = False)
         return [Cause("none", "no material behaviour change", 0.9 if not changes else 0.7, why)]
     if not changes:
         if seed_changed:
-            return [Cause("base.seed", _symptom(top), 0.5,
-                          f"only the seed differs; {_describe(top)} is larger than typical seed-to-seed "
-                          "variation but nothing else changed")]
-        return [Cause("none", _symptom(top), 0.5,
-                      f"no param, data or env difference: {_describe(top)} comes from nondeterministic "
-                      "training, beyond typical seed-to-seed variation")]
+            return [
+                Cause(
+                    "base.seed",
+                    _symptom(top),
+                    0.5,
+                    f"only the seed differs; {_describe(top)} is larger than typical seed-to-seed "
+                    "variation but nothing else changed",
+                )
+            ]
+        return [
+            Cause(
+                "none",
+                _symptom(top),
+                0.5,
+                f"no param, data or env difference: {_describe(top)} comes from nondeterministic "
+                "training, beyond typical seed-to-seed variation",
+            )
+        ]
     causes = [explain_change(c, ev, changes) for c in changes]
     order = {"param": 0, "data": 1, "env": 2}
     return sorted(causes, key=lambda c: (-round(c.confidence, 3), order.get(_kind_of(c.change), 3)))
@@ -534,8 +610,12 @@ def explain_change(ch: Change, ev: Evidence, all_changes: list[Change]) -> Cause
             break
     top = ev.strongest()
     base = 0.04 if ch.kind == "env" else 0.15
-    return Cause(ch.key, _symptom(top), base * _m(top.effect),
-                 f"{_change_text(ch)}; no known mechanism links it to {_describe(top)}")
+    return Cause(
+        ch.key,
+        _symptom(top),
+        base * _m(top.effect),
+        f"{_change_text(ch)}; no known mechanism links it to {_describe(top)}",
+    )
 
 
 def _change_text(ch: Change) -> str:
@@ -559,27 +639,44 @@ def _batch_size(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
     if not ba or not bb:
         return None
     expected = math.sqrt(ba / bb)  # gradient (and batch-loss) noise std ∝ 1/sqrt(batch)
-    head = (f"train.batch_size {ba:g} → {bb:g} {'multiplies' if expected > 1 else 'divides'} gradient noise by "
-            f"~{max(expected, 1 / expected):.1f}x (sqrt({ba:g}/{bb:g}))")
+    head = (
+        f"train.batch_size {ba:g} → {bb:g} {'multiplies' if expected > 1 else 'divides'} gradient noise by "
+        f"~{max(expected, 1 / expected):.1f}x (sqrt({ba:g}/{bb:g}))"
+    )
     cands: list[Candidate | None] = []
     d = ev.d("batch_noise")
     if d and d.ratio and (d.ratio > 1) == (expected > 1):
         lr_, le = abs(math.log(d.ratio)), abs(math.log(expected))
         agree = min(lr_, le) / max(lr_, le, 1e-9)
         measured = max(d.ratio, 1 / d.ratio)
-        cands.append((0.92 * (0.55 + 0.45 * agree) * _m(d.effect), _finding_or(ev, "noisy_loss", "batch_noise"),
-                      f"{head}; per-batch loss noise {'rose' if d.ratio > 1 else 'fell'} {measured:.1f}x "
-                      f"({_fmt(d.a)} → {_fmt(d.b)})"))
+        cands.append(
+            (
+                0.92 * (0.55 + 0.45 * agree) * _m(d.effect),
+                _finding_or(ev, "noisy_loss", "batch_noise"),
+                f"{head}; per-batch loss noise {'rose' if d.ratio > 1 else 'fell'} {measured:.1f}x "
+                f"({_fmt(d.a)} → {_fmt(d.b)})",
+            )
+        )
     j = ev.d("epoch_jitter")
     if j and (j.direction > 0) == (expected > 1):
-        cands.append((0.6 * _m(j.effect), _finding_or(ev, "noisy_loss", "epoch_jitter"),
-                      f"{head}: at the same learning rate each step is noisier (lr/batch x{ba / bb:.2g}); "
-                      f"epoch loss jitter {_fmt(j.a)} → {_fmt(j.b)}"))
+        cands.append(
+            (
+                0.6 * _m(j.effect),
+                _finding_or(ev, "noisy_loss", "epoch_jitter"),
+                f"{head}: at the same learning rate each step is noisier (lr/batch x{ba / bb:.2g}); "
+                f"epoch loss jitter {_fmt(j.a)} → {_fmt(j.b)}",
+            )
+        )
     h = ev.d("epochs_to_half")
     if h and (h.direction < 0) == (bb < ba):  # smaller batch → more updates per epoch → faster per epoch
-        cands.append((0.45 * _m(h.effect), "epochs_to_half",
-                      f"train.batch_size {ba:g} → {bb:g} changes updates per epoch x{ba / bb:.2g}; "
-                      f"epochs to halve the loss {_fmt(h.a)} → {_fmt(h.b)}"))
+        cands.append(
+            (
+                0.45 * _m(h.effect),
+                "epochs_to_half",
+                f"train.batch_size {ba:g} → {bb:g} changes updates per epoch x{ba / bb:.2g}; "
+                f"epochs to halve the loss {_fmt(h.a)} → {_fmt(h.b)}",
+            )
+        )
     return _best(cands)
 
 
@@ -601,20 +698,32 @@ def _lr_candidates(factor: float, label: str, ev: Evidence, prior: float) -> Can
             eff = p.effect if p else 3.0
             lvl = fb.get("plateau_level")
             at = f" (flat at {lvl:.3g}{_chance_note(lvl, fb)})" if lvl is not None else ""
-            cands.append((0.88 * s * _m(eff), _finding_or(ev, "plateau", "plateau_length"),
-                          f"{head}; a {fb.get('plateau_length')}-epoch plateau from epoch {fb.get('plateau_start')}"
-                          f"{at}{_half_note(ev)}"))
+            cands.append(
+                (
+                    0.88 * s * _m(eff),
+                    _finding_or(ev, "plateau", "plateau_length"),
+                    f"{head}; a {fb.get('plateau_length')}-epoch plateau from epoch {fb.get('plateau_start')}"
+                    f"{at}{_half_note(ev)}",
+                )
+            )
         if ev.appeared("not_learning"):
-            cands.append((0.7 * s, "not_learning", f"{head}; the loss no longer leaves its start"
-                          f" ({_fmt(ev.fa.get('best_loss'))} → {_fmt(fb.get('best_loss'))})"))
+            cands.append(
+                (
+                    0.7 * s,
+                    "not_learning",
+                    f"{head}; the loss no longer leaves its start"
+                    f" ({_fmt(ev.fa.get('best_loss'))} → {_fmt(fb.get('best_loss'))})",
+                )
+            )
         h = ev.up("epochs_to_half")
         if h:
             cands.append((0.75 * s * _m(h.effect), "epochs_to_half", f"{head}; slower descent{_half_note(ev)}"))
         for name in ("best_loss", "final_loss"):
             d = ev.up(name)
             if d:
-                cands.append((0.55 * s * _m(d.effect), name,
-                              f"{head}; {_describe(d)}: less progress in the same epochs"))
+                cands.append(
+                    (0.55 * s * _m(d.effect), name, f"{head}; {_describe(d)}: less progress in the same epochs")
+                )
         for name in ("epoch_jitter", "batch_noise"):
             d = ev.down(name)
             if d:
@@ -625,16 +734,26 @@ def _lr_candidates(factor: float, label: str, ev: Evidence, prior: float) -> Can
         j = ev.up("epoch_jitter")
         if j or ev.appeared("noisy_loss"):
             eff = j.effect if j else 3.0
-            cands.append((0.85 * s * _m(eff), _finding_or(ev, "noisy_loss", "epoch_jitter"),
-                          f"{head}; steps overshoot, so the epoch loss bounces"
-                          + (f" (jitter {_fmt(j.a)} → {_fmt(j.b)})" if j else "")))
+            cands.append(
+                (
+                    0.85 * s * _m(eff),
+                    _finding_or(ev, "noisy_loss", "epoch_jitter"),
+                    f"{head}; steps overshoot, so the epoch loss bounces"
+                    + (f" (jitter {_fmt(j.a)} → {_fmt(j.b)})" if j else ""),
+                )
+            )
         if ev.appeared("not_learning"):
             cands.append((0.6 * s, "not_learning", f"{head}; the model jumps out of any descent and sticks"))
         p = ev.down("plateau_length")
         if p or ev.gone("plateau"):
-            cands.append((0.8 * s * _m(p.effect if p else 3.0), _finding_or(ev, "plateau", "plateau_length"),
-                          f"{head}; the plateau is gone ({_fmt(ev.fa.get('plateau_length'))} → "
-                          f"{_fmt(fb.get('plateau_length'))} epochs){_half_note(ev)}"))
+            cands.append(
+                (
+                    0.8 * s * _m(p.effect if p else 3.0),
+                    _finding_or(ev, "plateau", "plateau_length"),
+                    f"{head}; the plateau is gone ({_fmt(ev.fa.get('plateau_length'))} → "
+                    f"{_fmt(fb.get('plateau_length'))} epochs){_half_note(ev)}",
+                )
+            )
         h = ev.down("epochs_to_half")
         if h:
             cands.append((0.7 * s * _m(h.effect), "epochs_to_half", f"{head}; faster descent{_half_note(ev)}"))
@@ -670,8 +789,9 @@ def _optimizer(ch: Change, ev: Evidence, changes: list[Change]) -> Candidate | N
     if not (da and db and la and lb):
         return None
     factor = (lb / db) / (la / da)
-    return _lr_candidates(factor, f"train.optimizer {ch.a} → {ch.b} (lr relative to its default x{factor:.3g})",
-                          ev, 0.7)
+    return _lr_candidates(
+        factor, f"train.optimizer {ch.a} → {ch.b} (lr relative to its default x{factor:.3g})", ev, 0.7
+    )
 
 
 # ---- data order / shuffle
@@ -683,19 +803,32 @@ def _order(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
     a_cl, b_cl = str(ch.a).startswith("clustered"), str(ch.b).startswith("clustered")
     if a_cl == b_cl:
         return (0.12, _symptom(ev.strongest()), f"train rows were reshuffled ({ch.a} → {ch.b}): a seed-level change")
-    return _grouping(ev, b_cl, f"train rows {'are now grouped by label' if b_cl else 'are now shuffled'} "
-                     f"({ch.a} → {ch.b}; {ch.detail})", 1.0)
+    return _grouping(
+        ev,
+        b_cl,
+        f"train rows {'are now grouped by label' if b_cl else 'are now shuffled'} ({ch.a} → {ch.b}; {ch.detail})",
+        1.0,
+    )
 
 
 def _grouping(ev: Evidence, grouped: bool, head: str, prior: float) -> Candidate | None:
     """Rows grouped by label: each block teaches "predict this label", nothing transfers."""
-    mech = ("each block of one label teaches the model to predict that label, so what it fits does not transfer"
-            if grouped else "mixed batches let the model learn the inputs instead of the current block's label")
+    mech = (
+        "each block of one label teaches the model to predict that label, so what it fits does not transfer"
+        if grouped
+        else "mixed batches let the model learn the inputs instead of the current block's label"
+    )
     cands: list[Candidate | None] = []
     if (ev.appeared("not_learning") and grouped) or (ev.gone("not_learning") and not grouped):
         blind = ev.fb.get("val_prior_loss") or ev.fb.get("prior_loss")
-        cands.append((0.93, "not_learning", f"{head}: {mech}; best val loss {_fmt(ev.fa.get('best_val_loss'))} → "
-                      f"{_fmt(ev.fb.get('best_val_loss'))} (input-blind level {_fmt(blind)})"))
+        cands.append(
+            (
+                0.93,
+                "not_learning",
+                f"{head}: {mech}; best val loss {_fmt(ev.fa.get('best_val_loss'))} → "
+                f"{_fmt(ev.fb.get('best_val_loss'))} (input-blind level {_fmt(blind)})",
+            )
+        )
     v = ev.d("best_val_loss")
     if v and (v.direction > 0) == grouped:
         cands.append((0.8 * _m(v.effect), "best_val_loss", f"{head}: {mech}; {_describe(v)}"))
@@ -727,8 +860,13 @@ def _head(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
     if bad_b and not bad_a:
         why = f"{head} makes activation and loss disagree (fix: {bad_b}), so the loss sticks"
         if ev.appeared("not_learning"):
-            cands.append((0.92, "not_learning", f"{why}: best loss {_fmt(ev.fb.get('best_loss'))} vs start "
-                          f"{_fmt(ev.fb.get('initial_loss'))}"))
+            cands.append(
+                (
+                    0.92,
+                    "not_learning",
+                    f"{why}: best loss {_fmt(ev.fb.get('best_loss'))} vs start {_fmt(ev.fb.get('initial_loss'))}",
+                )
+            )
         if ev.appeared("saturated_predictions"):
             cands.append((0.85, "saturated_predictions", f"{why}; outputs pin near 0"))
         d = ev.strongest()
@@ -742,8 +880,9 @@ def _head(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
     elif ch.key == "train.loss":
         d = next((ev.d(n) for n in _LOSS if ev.d(n)), None)
         if d:
-            cands.append((0.45 * _m(d.effect), d.feature,
-                          f"{head}: loss values are on a different scale; {_describe(d)}"))
+            cands.append(
+                (0.45 * _m(d.effect), d.feature, f"{head}: loss values are on a different scale; {_describe(d)}")
+            )
     return _best(cands)
 
 
@@ -759,19 +898,31 @@ def _regularisation(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | No
     cands: list[Candidate | None] = []
     if (ev.appeared("overfitting") and less) or (ev.gone("overfitting") and not less):
         onset = ev.fb.get("overfit_onset") if less else ev.fa.get("overfit_onset")
-        cands.append((0.88, "overfitting", f"{head}; val loss {'now' if less else 'no longer'} turns up after its best "
-                      f"(epoch {_fmt(onset)}) while train loss keeps falling"))
+        cands.append(
+            (
+                0.88,
+                "overfitting",
+                f"{head}; val loss {'now' if less else 'no longer'} turns up after its best "
+                f"(epoch {_fmt(onset)}) while train loss keeps falling",
+            )
+        )
     r = ev.d("val_rise")
     if r and (r.direction > 0) == less:
-        cands.append((0.75 * _m(r.effect), "val_rise",
-                      f"{head}; val loss rise after its best {_fmt(r.a)} → {_fmt(r.b)}"))
+        cands.append(
+            (0.75 * _m(r.effect), "val_rise", f"{head}; val loss rise after its best {_fmt(r.a)} → {_fmt(r.b)}")
+        )
     v = ev.d("final_val_loss")
     if v and (v.direction > 0) == less:
         cands.append((0.6 * _m(v.effect), "final_val_loss", f"{head}; {_describe(v)}"))
     t = ev.d("best_loss")
     if t and (t.direction < 0) == less:
-        cands.append((0.45 * _m(t.effect), "best_loss", f"{head}; the train set is fit {'more' if less else 'less'} "
-                      f"closely ({_describe(t)})"))
+        cands.append(
+            (
+                0.45 * _m(t.effect),
+                "best_loss",
+                f"{head}; the train set is fit {'more' if less else 'less'} closely ({_describe(t)})",
+            )
+        )
     return _best(cands)
 
 
@@ -795,8 +946,9 @@ def _epochs(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
     head = f"train.epochs {a:g} → {b:g} {'trains longer' if longer else 'stops earlier'}"
     cands: list[Candidate | None] = []
     if (ev.appeared("overfitting") and longer) or (ev.gone("overfitting") and not longer):
-        cands.append((0.6, "overfitting",
-                      f"{head}: {'time to' if longer else 'no time to'} overfit after the best epoch"))
+        cands.append(
+            (0.6, "overfitting", f"{head}: {'time to' if longer else 'no time to'} overfit after the best epoch")
+        )
     f = ev.d("final_loss")
     if f and (f.direction < 0) == longer:
         cands.append((0.55 * _m(f.effect), "final_loss", f"{head}; {_describe(f)}"))
@@ -827,9 +979,15 @@ def _class_balance(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | Non
     cands: list[Candidate | None] = []
     if ev.appeared("majority_collapse") or ev.gone("majority_collapse"):
         top = ev.fb.get("pred_top_share")
-        cands.append((0.85, "majority_collapse", f"{head}: guessing the majority class "
-                      f"{'became' if ev.appeared('majority_collapse') else 'stopped being'} the cheap way down"
-                      + (f"; {top:.0%} of predictions on one class" if top is not None else "")))
+        cands.append(
+            (
+                0.85,
+                "majority_collapse",
+                f"{head}: guessing the majority class "
+                f"{'became' if ev.appeared('majority_collapse') else 'stopped being'} the cheap way down"
+                + (f"; {top:.0%} of predictions on one class" if top is not None else ""),
+            )
+        )
     p = ev.d("pred_top_share")
     if p:
         cands.append((0.6 * _m(p.effect), "pred_top_share", f"{head}; {_describe(p)}"))
@@ -838,8 +996,14 @@ def _class_balance(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | Non
         cands.append((0.45 * _m(acc.effect), "final_val_accuracy", f"{head}; {_describe(acc)}"))
     loss = next((ev.d(n) for n in _LOSS if ev.d(n)), None)
     if loss:
-        cands.append((0.35 * _m(loss.effect), loss.feature, f"{head}: the prior loss (entropy of class shares) moved "
-                      f"{_fmt(ev.fa.get('prior_loss'))} → {_fmt(ev.fb.get('prior_loss'))}; {_describe(loss)}"))
+        cands.append(
+            (
+                0.35 * _m(loss.effect),
+                loss.feature,
+                f"{head}: the prior loss (entropy of class shares) moved "
+                f"{_fmt(ev.fa.get('prior_loss'))} → {_fmt(ev.fb.get('prior_loss'))}; {_describe(loss)}",
+            )
+        )
     return _best(cands)
 
 
@@ -847,24 +1011,39 @@ def _labels(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
     ka, kb = ev.fa.get("n_classes"), ev.fb.get("n_classes")
     d = ev.strongest()
     if ka and kb and ka != kb:
-        return (0.65 * _m(d.effect), _symptom(d), f"the label set changed ({ka} → {kb} classes): the chance level "
-                f"ln K moved {_fmt(ev.fa.get('chance_loss'))} → {_fmt(ev.fb.get('chance_loss'))}; {_describe(d)}")
-    return (0.15 * _m(d.effect), _symptom(d), f"the label → index map changed ({ch.detail}); training from scratch "
-            "is invariant to a relabelling, so it rarely moves the curve itself")
+        return (
+            0.65 * _m(d.effect),
+            _symptom(d),
+            f"the label set changed ({ka} → {kb} classes): the chance level "
+            f"ln K moved {_fmt(ev.fa.get('chance_loss'))} → {_fmt(ev.fb.get('chance_loss'))}; {_describe(d)}",
+        )
+    return (
+        0.15 * _m(d.effect),
+        _symptom(d),
+        f"the label → index map changed ({ch.detail}); training from scratch "
+        "is invariant to a relabelling, so it rarely moves the curve itself",
+    )
 
 
 def _content(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
     d = ev.strongest()
-    return (0.45 * _m(d.effect), _symptom(d), f"different {ch.split or ''} rows ({ch.detail}): the task itself "
-            f"changed; {_describe(d)}")
+    return (
+        0.45 * _m(d.effect),
+        _symptom(d),
+        f"different {ch.split or ''} rows ({ch.detail}): the task itself changed; {_describe(d)}",
+    )
 
 
 def _rows(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
     a, b = _num(ch.a), _num(ch.b)
     h = ev.d("epochs_to_half")
     if a and b and h and (h.direction < 0) == (b > a):
-        return (0.45 * _m(h.effect), "epochs_to_half", f"{ch.split} rows {a:g} → {b:g} change the updates per "
-                f"epoch x{b / a:.2g}; epochs to halve the loss {_fmt(h.a)} → {_fmt(h.b)}")
+        return (
+            0.45 * _m(h.effect),
+            "epochs_to_half",
+            f"{ch.split} rows {a:g} → {b:g} change the updates per "
+            f"epoch x{b / a:.2g}; epochs to halve the loss {_fmt(h.a)} → {_fmt(h.b)}",
+        )
     d = ev.strongest()
     return (0.3 * _m(d.effect), _symptom(d), f"{ch.split} rows {_fmt(ch.a)} → {_fmt(ch.b)}; {_describe(d)}")
 
@@ -872,8 +1051,12 @@ def _rows(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
 def _length(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
     d = ev.up("plateau_length") or ev.up("epochs_to_half") or ev.strongest()
     prior = 0.4 if d.feature in ("plateau_length", "epochs_to_half") else 0.25
-    return (prior * _m(d.effect), _symptom(d), f"sequence lengths changed ({ch.a} → {ch.b}): longer sequences carry "
-            f"gradients further back and train slower; {_describe(d)}")
+    return (
+        prior * _m(d.effect),
+        _symptom(d),
+        f"sequence lengths changed ({ch.a} → {ch.b}): longer sequences carry "
+        f"gradients further back and train slower; {_describe(d)}",
+    )
 
 
 # ---- environment
@@ -886,8 +1069,13 @@ def _env(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
     small = d.effect <= 3.0 and not flips
     prior = 0.15 if ch.key in ("env.device", "env.determinism") else 0.12
     conf = prior if small else 0.04
-    return (conf, _symptom(d), f"{_change_text(ch)}: version and device changes alter numerics slightly"
-            + ("" if small else "; the curve changed too much for that") + f"; {_describe(d)}")
+    return (
+        conf,
+        _symptom(d),
+        f"{_change_text(ch)}: version and device changes alter numerics slightly"
+        + ("" if small else "; the curve changed too much for that")
+        + f"; {_describe(d)}",
+    )
 
 
 MECHANISMS: list[tuple[Callable[[str], bool], Callable[[Change, Evidence, list[Change]], Candidate | None]]] = [

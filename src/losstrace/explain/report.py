@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..findings import Finding
-from .record import RunRecord
+from losstrace.findings import Finding
+from losstrace.record.run_record import RunRecord
 
 TABLE_WIDTH = 118  # a wide terminal; the last column wraps to fit
 _SECTIONS = (  # (diff key, title, columns)
@@ -54,8 +54,7 @@ def text_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], width: int
     widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(headers)]
     fixed = sum(widths[:-1]) + 2 * (len(headers) - 1)
     widths[-1] = max(20, min(widths[-1], width - fixed))
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(), "  ".join("-" * w for w in widths)]
     for row in body:
         wrapped = textwrap.wrap(row[-1], widths[-1]) or [""]
         lead = "  ".join(v.ljust(w) for v, w in zip(row[:-1], widths[:-1]))
@@ -92,8 +91,10 @@ def findings_table(findings: Iterable[Finding | dict[str, Any]]) -> str:
     if not rows:
         return "no findings"
     # Evidence is the wide column; suggestion (the action) comes last and wraps.
-    return text_table(("severity", "code", "evidence", "suggestion"),
-                      [[r[0], r[1], textwrap.shorten(r[2], 60, placeholder=" …"), r[3]] for r in rows])
+    return text_table(
+        ("severity", "code", "evidence", "suggestion"),
+        [[r[0], r[1], textwrap.shorten(r[2], 60, placeholder=" …"), r[3]] for r in rows],
+    )
 
 
 def _evidence_text(ev: dict[str, Any]) -> str:
@@ -116,8 +117,11 @@ def render_markdown(diff: dict[str, Any], a: RunRecord | None = None, b: RunReco
     causes = diff.get("causes") or []
     if causes:
         top = causes[0]
-        out += [f"**Most likely:** `{top['change']}` → {_md(top['symptom'])} "
-                f"(confidence {cell(top['confidence'])}): {_md(top['why'])}", ""]
+        out += [
+            f"**Most likely:** `{top['change']}` → {_md(top['symptom'])} "
+            f"(confidence {cell(top['confidence'])}): {_md(top['why'])}",
+            "",
+        ]
     for key, title, cols in _SECTIONS:
         entries = diff.get(key) or []
         out += [f"### {title}", ""]
@@ -174,8 +178,9 @@ def downsample(x: np.ndarray, y: np.ndarray, max_points: int = 1200) -> tuple[np
     return x[k], y[k]
 
 
-def svg_chart(series: Sequence[Series], title: str, xlabel: str, ylabel: str,
-              width: int = 680, height: int = 300) -> str:
+def svg_chart(
+    series: Sequence[Series], title: str, xlabel: str, ylabel: str, width: int = 680, height: int = 300
+) -> str:
     """A line chart as an inline <svg>: axes, round ticks, a legend, lines broken at NaN.
 
     The y range ends at the 99.5th percentile x 1.1 (explosions would flatten the rest);
@@ -198,23 +203,32 @@ def svg_chart(series: Sequence[Series], title: str, xlabel: str, ylabel: str,
     def py(v: np.ndarray) -> np.ndarray:
         return mt + ph - (np.clip(v, y0, y1) - y0) / (y1 - y0) * ph
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(title)}">',
-             f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
-             f'<text x="{ml}" y="18" font-size="13" font-weight="600">{html.escape(title)}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(title)}">',
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
+        f'<text x="{ml}" y="18" font-size="13" font-weight="600">{html.escape(title)}</text>',
+    ]
     for tv in nice_ticks(y0, y1):
         yy = py(np.array([tv]))[0]
-        parts.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#e5e5e5"/>'
-                     f'<text x="{ml - 6}" y="{yy + 4:.1f}" font-size="11" text-anchor="end">{tv:g}</text>')
+        parts.append(
+            f'<line x1="{ml}" x2="{ml + pw}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#e5e5e5"/>'
+            f'<text x="{ml - 6}" y="{yy + 4:.1f}" font-size="11" text-anchor="end">{tv:g}</text>'
+        )
     for tv in nice_ticks(x0, x1, 8):
         xx = px(np.array([tv]))[0]
-        parts.append(f'<line x1="{xx:.1f}" x2="{xx:.1f}" y1="{mt + ph}" y2="{mt + ph + 4}" stroke="#555"/>'
-                     f'<text x="{xx:.1f}" y="{mt + ph + 16}" font-size="11" text-anchor="middle">{tv:g}</text>')
+        parts.append(
+            f'<line x1="{xx:.1f}" x2="{xx:.1f}" y1="{mt + ph}" y2="{mt + ph + 4}" stroke="#555"/>'
+            f'<text x="{xx:.1f}" y="{mt + ph + 16}" font-size="11" text-anchor="middle">{tv:g}</text>'
+        )
     parts.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#555"/>')
-    parts.append(f'<text x="{ml + pw / 2:.0f}" y="{height - 6}" font-size="12" text-anchor="middle">'
-                 f'{html.escape(xlabel)}</text>')
-    parts.append(f'<text x="14" y="{mt + ph / 2:.0f}" font-size="12" text-anchor="middle" '
-                 f'transform="rotate(-90 14 {mt + ph / 2:.0f})">{html.escape(ylabel)}</text>')
+    parts.append(
+        f'<text x="{ml + pw / 2:.0f}" y="{height - 6}" font-size="12" text-anchor="middle">{html.escape(xlabel)}</text>'
+    )
+    parts.append(
+        f'<text x="14" y="{mt + ph / 2:.0f}" font-size="12" text-anchor="middle" '
+        f'transform="rotate(-90 14 {mt + ph / 2:.0f})">{html.escape(ylabel)}</text>'
+    )
     for s in series:
         parts += _polylines(s, px, py)
     parts += _legend(series, ml + pw - 8, mt + 8)
@@ -235,21 +249,27 @@ def _polylines(s: Series, px, py) -> list[str]:
         elif not inside and start is not None:
             xs, ys = px(s.x[start:i]), py(s.y[start:i])
             pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
-            out.append(f'<polyline points="{pts}" fill="none" stroke="{s.color}" stroke-width="{s.width}" '
-                       f'stroke-opacity="{s.opacity}"{dash}/>')
+            out.append(
+                f'<polyline points="{pts}" fill="none" stroke="{s.color}" stroke-width="{s.width}" '
+                f'stroke-opacity="{s.opacity}"{dash}/>'
+            )
             start = None
     return out
 
 
 def _legend(series: Sequence[Series], right: float, top: float) -> list[str]:
-    out = [f'<rect x="{right - 156}" y="{top - 4}" width="152" height="{14 * len(series) + 6}" fill="#fff" '
-           'fill-opacity="0.85" stroke="#ddd"/>']
+    out = [
+        f'<rect x="{right - 156}" y="{top - 4}" width="152" height="{14 * len(series) + 6}" fill="#fff" '
+        'fill-opacity="0.85" stroke="#ddd"/>'
+    ]
     for i, s in enumerate(series):
         y = top + 14 * i
         dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
-        out.append(f'<line x1="{right - 150}" x2="{right - 126}" y1="{y + 4}" y2="{y + 4}" stroke="{s.color}" '
-                   f'stroke-width="2"{dash}/><text x="{right - 120}" y="{y + 8}" font-size="11">'
-                   f'{html.escape(s.label)}</text>')
+        out.append(
+            f'<line x1="{right - 150}" x2="{right - 126}" y1="{y + 4}" y2="{y + 4}" stroke="{s.color}" '
+            f'stroke-width="2"{dash}/><text x="{right - 120}" y="{y + 8}" font-size="11">'
+            f"{html.escape(s.label)}</text>"
+        )
     return out
 
 
@@ -260,8 +280,9 @@ def _history_series(r: RunRecord, color: str, tag: str) -> list[Series]:
     x = pd.to_numeric(h["epoch"], errors="coerce").to_numpy(float) + 1  # epochs shown 1-based
     out = [Series(f"{tag} train", color, x, pd.to_numeric(h["loss"], errors="coerce").to_numpy(float))]
     if "val_loss" in h:
-        out.append(Series(f"{tag} val", color, x, pd.to_numeric(h["val_loss"], errors="coerce").to_numpy(float),
-                          dash="6 4"))
+        out.append(
+            Series(f"{tag} val", color, x, pd.to_numeric(h["val_loss"], errors="coerce").to_numpy(float), dash="6 4")
+        )
     return out
 
 
@@ -279,8 +300,10 @@ def _batch_series(r: RunRecord, color: str, tag: str) -> list[Series]:
     window = int(min(max(np.nanmedian(per_epoch), 9), 101)) | 1
     trend = pd.Series(loss).rolling(window, center=True, min_periods=1).median().to_numpy()
     step = max(1, x.size // 600)
-    return [Series(f"{tag} batch", color, xs, ys, width=0.7, opacity=0.45),
-            Series(f"{tag} trend", color, x[::step], trend[::step], width=2.2)]
+    return [
+        Series(f"{tag} batch", color, xs, ys, width=0.7, opacity=0.45),
+        Series(f"{tag} trend", color, x[::step], trend[::step], width=2.2),
+    ]
 
 
 # ---------------------------------------------------------------- HTML
@@ -314,11 +337,18 @@ def _html_table(cols: Sequence[str], entries: list[dict[str, Any]], highlight_fi
 
 def render_html(diff: dict[str, Any], a: RunRecord, b: RunRecord) -> str:
     """One self-contained page: both runs' curves overlaid (inline SVG), causes, then the tables."""
-    epoch_chart = svg_chart(_history_series(a, RUN_COLORS[0], "a") + _history_series(b, RUN_COLORS[1], "b"),
-                            "Epoch loss (solid train, dashed val)", "epoch", "loss")
+    epoch_chart = svg_chart(
+        _history_series(a, RUN_COLORS[0], "a") + _history_series(b, RUN_COLORS[1], "b"),
+        "Epoch loss (solid train, dashed val)",
+        "epoch",
+        "loss",
+    )
     batch_series = _batch_series(a, RUN_COLORS[0], "a") + _batch_series(b, RUN_COLORS[1], "b")
-    batch_chart = (svg_chart(batch_series, "Per-batch loss", "epoch", "loss") if batch_series
-                   else '<p class="empty">no per-batch loss recorded</p>')
+    batch_chart = (
+        svg_chart(batch_series, "Per-batch loss", "epoch", "loss")
+        if batch_series
+        else '<p class="empty">no per-batch loss recorded</p>'
+    )
     sections = []
     for key, title, cols in _SECTIONS:
         sections.append(f"<h2>{html.escape(title)}</h2>{_html_table(cols, diff.get(key) or [], key == 'causes')}")
@@ -332,7 +362,7 @@ def render_html(diff: dict[str, Any], a: RunRecord, b: RunRecord) -> str:
 <h1>{html.escape(title)}</h1>
 <p class="runs"><span class="a">a: {html.escape(a.run_id)}{_name(a)}</span>
 <span class="b">b: {html.escape(b.run_id)}{_name(b)}</span></p>
-{''.join(sections)}
+{"".join(sections)}
 {notes}
 </body></html>
 """

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..params import DiagnoseParams
+from losstrace.params import DiagnoseParams
 
 Feature = float | int | None
 
@@ -135,9 +135,14 @@ def val_prior_loss(context: dict[str, Any]) -> float | None:
         return None
     eps = 1e-7  # a val class train never saw would cost log(0): validate stops that case first
     if context.get("multilabel"):
-        terms = [-(v * math.log(min(max(train.get(k) or 0.0, eps), 1 - eps))
-                   + (1 - v) * math.log(1 - min(max(train.get(k) or 0.0, eps), 1 - eps)))
-                 for k, v in val.items() if v is not None]
+        terms = [
+            -(
+                v * math.log(min(max(train.get(k) or 0.0, eps), 1 - eps))
+                + (1 - v) * math.log(1 - min(max(train.get(k) or 0.0, eps), 1 - eps))
+            )
+            for k, v in val.items()
+            if v is not None
+        ]
         return float(np.mean(terms)) if terms else None
     if param(context, "train.class_weight", "none") == "balanced":
         predicted = {k: 1.0 / len(train) for k in train}
@@ -297,8 +302,9 @@ def epoch_moves(loss: np.ndarray, floor: float, flat: float) -> tuple[float | No
     return float(np.mean(rel > flat)), float(np.mean(np.abs(rel)))
 
 
-def longest_plateau(loss: np.ndarray, floor: float, flat: float, min_epochs: int,
-                    drop: float) -> dict[str, float | int] | None:
+def longest_plateau(
+    loss: np.ndarray, floor: float, flat: float, min_epochs: int, drop: float
+) -> dict[str, float | int] | None:
     """The longest flat stretch that is followed by a real drop, or None.
 
     Flat: every epoch-to-epoch change is below `flat` of the level AND the loss stays
@@ -328,8 +334,8 @@ def longest_plateau(loss: np.ndarray, floor: float, flat: float, min_epochs: int
             e += 1
         length = e - s + 1
         if length >= min_epochs and (best is None or length > best["length"]):
-            level = float(np.median(y[s:e + 1]))
-            after = y[e + 1:e + 1 + max(length, min_epochs)]
+            level = float(np.median(y[s : e + 1]))
+            after = y[e + 1 : e + 1 + max(length, min_epochs)]
             after = after[np.isfinite(after)]
             if after.size:
                 fall = (level - float(after.min())) / max(level, floor)
@@ -339,8 +345,15 @@ def longest_plateau(loss: np.ndarray, floor: float, flat: float, min_epochs: int
     return best
 
 
-def overfit_onset(loss: np.ndarray, val: np.ndarray, floor: float, rise: float, min_epochs: int,
-                  learned_below: float | None, flat: float) -> dict[str, float | int] | None:
+def overfit_onset(
+    loss: np.ndarray,
+    val: np.ndarray,
+    floor: float,
+    rise: float,
+    min_epochs: int,
+    learned_below: float | None,
+    flat: float,
+) -> dict[str, float | int] | None:
     """Where val loss turns up for good while train loss keeps falling, or None.
 
     On a 3-epoch rolling median of val loss (one noisy val epoch is not overfitting):
@@ -360,7 +373,7 @@ def overfit_onset(loss: np.ndarray, val: np.ndarray, floor: float, rise: float, 
     if learned_below is not None and vmin >= learned_below:
         return None
     threshold = vmin + rise * max(vmin, floor)
-    later = smooth[e + 1:]
+    later = smooth[e + 1 :]
     above = int(np.sum(later[np.isfinite(later)] > threshold))
     train_then, train_end = loss[e] if e < loss.size else np.nan, _last_finite(loss)
     if above < min_epochs or not np.isfinite(train_then) or train_end is None:
@@ -369,7 +382,9 @@ def overfit_onset(loss: np.ndarray, val: np.ndarray, floor: float, rise: float, 
         return None
     final = _last_finite(smooth)
     return {
-        "epoch": e, "min_val_loss": vmin, "epochs_above": above,
+        "epoch": e,
+        "min_val_loss": vmin,
+        "epochs_above": above,
         "val_rise": (float(np.nanmax(later)) - vmin) / max(vmin, floor),
         "final_val_rise": ((final or vmin) - vmin) / max(vmin, floor),
         "train_fall_since": (float(train_then) - train_end) / max(float(train_then), floor),
@@ -382,8 +397,9 @@ def epochs_to_reach(loss: np.ndarray, target: float) -> int | None:
     return int(hits[0]) + 1 if hits.size else None
 
 
-def divergence(history: pd.DataFrame, batches: pd.DataFrame, init: float | None,
-               factor: float, steps: int | None) -> dict[str, Any]:
+def divergence(
+    history: pd.DataFrame, batches: pd.DataFrame, init: float | None, factor: float, steps: int | None
+) -> dict[str, Any]:
     """NaN/inf anywhere, or a train loss trend above `factor` x the initial loss.
 
     Only train loss can explode: a val loss may legitimately soar when an overfit model
@@ -393,8 +409,7 @@ def divergence(history: pd.DataFrame, batches: pd.DataFrame, init: float | None,
     h = _sorted(history, "epoch")
     b = _sorted(batches, "step")
     epochs = _column(h, "epoch")
-    out: dict[str, Any] = {"diverged": False, "first_nonfinite_epoch": None, "max_loss_ratio": None,
-                           "recovered": None}
+    out: dict[str, Any] = {"diverged": False, "first_nonfinite_epoch": None, "max_loss_ratio": None, "recovered": None}
     bad_epochs: list[float] = []
     for name in ("loss", "val_loss"):
         col = _column(h, name)
@@ -427,8 +442,12 @@ def divergence(history: pd.DataFrame, batches: pd.DataFrame, init: float | None,
 # ---------------------------------------------------------------- the feature set
 
 
-def curve_features(history: pd.DataFrame, batches: pd.DataFrame | None, context: dict[str, Any],
-                   thresholds: DiagnoseParams | None = None) -> dict[str, Feature]:
+def curve_features(
+    history: pd.DataFrame,
+    batches: pd.DataFrame | None,
+    context: dict[str, Any],
+    thresholds: DiagnoseParams | None = None,
+) -> dict[str, Feature]:
     """All scale-free features of one run's curves.
 
     Keys (None when the data to compute it is missing):
@@ -472,11 +491,16 @@ def curve_features(history: pd.DataFrame, batches: pd.DataFrame | None, context:
     bsize = _num(context.get("batch_size")) or _num(param(context, "train.batch_size"))
 
     f: dict[str, Feature] = {
-        "epochs": int(len(h)), "steps_per_epoch": steps, "batch_size": int(bsize) if bsize else None,
+        "epochs": int(len(h)),
+        "steps_per_epoch": steps,
+        "batch_size": int(bsize) if bsize else None,
         "n_classes": int(context["n_classes"]) if context.get("n_classes") else None,
-        "initial_loss": init, "first_epoch_loss": _last_finite(loss[:1]),
+        "initial_loss": init,
+        "first_epoch_loss": _last_finite(loss[:1]),
         "initial_from_batches": bool(not b.empty and np.isfinite(_column(b, "loss")[:3]).any()),
-        "chance_loss": chance, "prior_loss": prior, "level_floor": floor,
+        "chance_loss": chance,
+        "prior_loss": prior,
+        "level_floor": floor,
         "val_prior_loss": val_prior if val_prior is not None else prior,
     }
     f.update(_levels(loss, val, h, init, f["val_prior_loss"]))
@@ -496,16 +520,18 @@ def curve_features(history: pd.DataFrame, batches: pd.DataFrame | None, context:
         f.update({f"plateau_{k}": v for k, v in plat.items()})
 
     learned_below = prior * (1 - t.not_learning_rel_drop) if prior else None
-    ov = overfit_onset(loss, val, floor, t.overfit_rel_rise, t.overfit_min_epochs, learned_below,
-                       t.plateau_rel_change)
+    ov = overfit_onset(loss, val, floor, t.overfit_rel_rise, t.overfit_min_epochs, learned_below, t.plateau_rel_change)
     f["overfit_onset"] = ov["epoch"] if ov else None
     f["overfit_rise"] = ov["final_val_rise"] if ov else None
     f["overfit_epochs_above"] = ov["epochs_above"] if ov else None
     f["overfit_train_fall"] = ov["train_fall_since"] if ov else None
 
     best = f["best_loss"]
-    f["epochs_to_half"] = (epochs_to_reach(loss, init - 0.5 * (init - best))
-                           if init is not None and best is not None and best < init else None)
+    f["epochs_to_half"] = (
+        epochs_to_reach(loss, init - 0.5 * (init - best))
+        if init is not None and best is not None and best < init
+        else None
+    )
     f.update(_accuracy(h, context))
     f.update(divergence(h, b, init, t.explode_factor, steps))
     f.update(_learning_rate(h, context))
@@ -513,8 +539,9 @@ def curve_features(history: pd.DataFrame, batches: pd.DataFrame | None, context:
     return {k: _round(v) if isinstance(v, (float, np.floating)) else v for k, v in f.items()}
 
 
-def _levels(loss: np.ndarray, val: np.ndarray, h: pd.DataFrame, init: float | None,
-            prior: float | None) -> dict[str, Feature]:
+def _levels(
+    loss: np.ndarray, val: np.ndarray, h: pd.DataFrame, init: float | None, prior: float | None
+) -> dict[str, Feature]:
     """Final and best train/val loss and where the best fell."""
     out: dict[str, Feature] = {"final_loss": _last_finite(loss), "final_val_loss": _last_finite(val)}
     epochs = _column(h, "epoch")

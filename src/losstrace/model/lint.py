@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..findings import Finding
-from ..params import ONE_HOT_METRICS, Params, RnnParams
+from losstrace.findings import Finding
+from losstrace.params import ONE_HOT_METRICS, Params, RnnParams
 
 # Usual learning-rate ranges; outside them plateaus (low) or jitter (high) are common.
 LR_RANGES = {"adam": (2e-4, 5e-3), "adamw": (2e-4, 5e-3), "rmsprop": (2e-4, 5e-3), "sgd": (1e-3, 0.5)}
@@ -42,56 +42,108 @@ def head_checks(p: Params, n_classes: int, multilabel: bool) -> list[Finding]:
     out: list[Finding] = []
 
     def bad(message: str, suggestion: str, extra_keys: list[str] | None = None) -> None:
-        out.append(_f("activation_loss_mismatch", "error", message, keys + (extra_keys or []), suggestion,
-                      output_activation=act, loss=loss, n_classes=n_classes, multilabel=multilabel))
+        out.append(
+            _f(
+                "activation_loss_mismatch",
+                "error",
+                message,
+                keys + (extra_keys or []),
+                suggestion,
+                output_activation=act,
+                loss=loss,
+                n_classes=n_classes,
+                multilabel=multilabel,
+            )
+        )
 
     if multilabel:
         if loss != "binary_crossentropy":
-            bad(f"{loss} on multi-label data treats each row as one class; the loss cannot fit multi-hot targets",
-                f"train.loss: {loss} → binary_crossentropy (with train.output_activation: sigmoid)")
+            bad(
+                f"{loss} on multi-label data treats each row as one class; the loss cannot fit multi-hot targets",
+                f"train.loss: {loss} → binary_crossentropy (with train.output_activation: sigmoid)",
+            )
         elif act == "softmax":
-            bad("softmax makes labels compete, but multi-label rows carry several labels at once",
-                "train.output_activation: softmax → sigmoid")
+            bad(
+                "softmax makes labels compete, but multi-label rows carry several labels at once",
+                "train.output_activation: softmax → sigmoid",
+            )
     else:
-        if act == "sigmoid" and loss in ("categorical_crossentropy", "sparse_categorical_crossentropy") and n_classes > 2:
-            bad(f"sigmoid outputs do not sum to 1, so {loss} over {n_classes} exclusive classes gets stuck "
-                "and predictions drift towards 0", "train.output_activation: sigmoid → softmax")
+        if (
+            act == "sigmoid"
+            and loss in ("categorical_crossentropy", "sparse_categorical_crossentropy")
+            and n_classes > 2
+        ):
+            bad(
+                f"sigmoid outputs do not sum to 1, so {loss} over {n_classes} exclusive classes gets stuck "
+                "and predictions drift towards 0",
+                "train.output_activation: sigmoid → softmax",
+            )
         if loss == "binary_crossentropy" and n_classes > 2:
-            bad(f"binary_crossentropy on {n_classes} exclusive classes scores each class independently",
-                "train.loss: binary_crossentropy → sparse_categorical_crossentropy (train.output_activation: softmax)")
-    resolved_units = units or (1 if (loss == "binary_crossentropy" and n_classes == 2 and not multilabel) else n_classes)
+            bad(
+                f"binary_crossentropy on {n_classes} exclusive classes scores each class independently",
+                "train.loss: binary_crossentropy → sparse_categorical_crossentropy (train.output_activation: softmax)",
+            )
+    resolved_units = units or (
+        1 if (loss == "binary_crossentropy" and n_classes == 2 and not multilabel) else n_classes
+    )
     if act == "softmax" and resolved_units == 1:
-        bad("softmax over a single unit always outputs 1.0; nothing can be learned",
-            "train.output_activation: softmax → sigmoid", ["train.output_units"])
+        bad(
+            "softmax over a single unit always outputs 1.0; nothing can be learned",
+            "train.output_activation: softmax → sigmoid",
+            ["train.output_units"],
+        )
     if act == "linear" and not t.from_logits:
-        bad("a linear output with from_logits: false feeds raw scores to a loss expecting probabilities",
-            "train.from_logits: false → true", ["train.from_logits"])
+        bad(
+            "a linear output with from_logits: false feeds raw scores to a loss expecting probabilities",
+            "train.from_logits: false → true",
+            ["train.from_logits"],
+        )
     if act != "linear" and t.from_logits:
-        bad(f"from_logits: true applies {act} a second time inside the loss", "train.from_logits: true → false",
-            ["train.from_logits"])
+        bad(
+            f"from_logits: true applies {act} a second time inside the loss",
+            "train.from_logits: true → false",
+            ["train.from_logits"],
+        )
     # What the labels' shape demands (featurize.encode_labels): one yes/no column for binary
     # cross-entropy on two exclusive classes, one column per label or class otherwise.
     expected = 1 if (loss == "binary_crossentropy" and n_classes == 2 and not multilabel) else n_classes
     if units and units != expected:
-        shape = ("one 0/1 column" if expected == 1 else
-                 f"{n_classes} {'label' if multilabel else 'class'} {'columns' if loss != 'sparse_categorical_crossentropy' else 'scores'}")
-        bad(f"train.output_units={units} but {loss} on this data needs {shape} ({n_classes} "
-            f"{'labels' if multilabel else 'classes'})", f"train.output_units: {units} → 0", ["train.output_units"])
+        shape = (
+            "one 0/1 column"
+            if expected == 1
+            else f"{n_classes} {'label' if multilabel else 'class'} {'columns' if loss != 'sparse_categorical_crossentropy' else 'scores'}"
+        )
+        bad(
+            f"train.output_units={units} but {loss} on this data needs {shape} ({n_classes} "
+            f"{'labels' if multilabel else 'classes'})",
+            f"train.output_units: {units} → 0",
+            ["train.output_units"],
+        )
     one_hot_only = [name for name in t.metrics if name in ONE_HOT_METRICS]
     if one_hot_only and loss == "sparse_categorical_crossentropy":
         # Keras' AUC/Precision/Recall compare labels and outputs element-wise; with integer
         # ids they fail at the first batch with a shape error (user report 000 used one-hot).
-        bad(f"{', '.join(one_hot_only)} need one-hot labels shaped like the output, but {loss} trains on "
-            "integer class ids", f"train.loss: {loss} → categorical_crossentropy (same loss, one-hot labels), "
-            f"or drop {', '.join(one_hot_only)} from train.metrics", ["train.metrics"])
+        bad(
+            f"{', '.join(one_hot_only)} need one-hot labels shaped like the output, but {loss} trains on "
+            "integer class ids",
+            f"train.loss: {loss} → categorical_crossentropy (same loss, one-hot labels), "
+            f"or drop {', '.join(one_hot_only)} from train.metrics",
+            ["train.metrics"],
+        )
     # Every hidden dense layer feeds another dense layer (at least the output), so one
     # without an activation is a wasted linear map (user report 001).
     for i, dense in enumerate(t.model.dense):
         if dense.activation in ("", "linear"):
-            out.append(_f("activation_loss_mismatch", "warning",
-                          f"hidden dense layer {i} has no activation, so it collapses into the next layer",
-                          [f"train.model.dense[{i}].activation"],
-                          f"train.model.dense[{i}].activation: '' → relu", layer=f"dense_{i}"))
+            out.append(
+                _f(
+                    "activation_loss_mismatch",
+                    "warning",
+                    f"hidden dense layer {i} has no activation, so it collapses into the next layer",
+                    [f"train.model.dense[{i}].activation"],
+                    f"train.model.dense[{i}].activation: '' → relu",
+                    layer=f"dense_{i}",
+                )
+            )
     return out
 
 
@@ -102,11 +154,17 @@ def padding_checks(p: Params, input_kind: str) -> list[Finding]:
         return []  # no recurrent final state: the embedding is pooled over its steps
     reads_final_state = m.pooling == "last" and not m.rnn.return_sequences and m.conv.filters == 0
     if input_kind in ("text", "tokens") and not m.embedding.mask_zero and reads_final_state:
-        return [_f("unmasked_padding", "warning",
-                   f"the last {m.rnn.cell.upper()} layer returns its final state, but sequences are post-padded and "
-                   "the embedding has no mask: the state mostly reflects padding (a GRU stuck at loss 0.693 on the "
-                   "UCI sentences learns at once with the mask)",
-                   ["train.model.embedding.mask_zero"], "train.model.embedding.mask_zero: false → true")]
+        return [
+            _f(
+                "unmasked_padding",
+                "warning",
+                f"the last {m.rnn.cell.upper()} layer returns its final state, but sequences are post-padded and "
+                "the embedding has no mask: the state mostly reflects padding (a GRU stuck at loss 0.693 on the "
+                "UCI sentences learns at once with the mask)",
+                ["train.model.embedding.mask_zero"],
+                "train.model.embedding.mask_zero: false → true",
+            )
+        ]
     return []
 
 
@@ -118,13 +176,23 @@ def cudnn_checks(rnn: RnnParams) -> list[Finding]:
     if rnn.cell == "simple":
         reasons.append(("train.model.rnn.cell", "SimpleRNN has no cuDNN kernel", "simple → gru"))
     if rnn.recurrent_dropout > 0:
-        reasons.append(("train.model.rnn.recurrent_dropout", f"recurrent_dropout={rnn.recurrent_dropout:g} > 0",
-                        f"{rnn.recurrent_dropout:g} → 0 (use train.model.rnn.dropout instead)"))
+        reasons.append(
+            (
+                "train.model.rnn.recurrent_dropout",
+                f"recurrent_dropout={rnn.recurrent_dropout:g} > 0",
+                f"{rnn.recurrent_dropout:g} → 0 (use train.model.rnn.dropout instead)",
+            )
+        )
     if rnn.activation != "tanh":
         reasons.append(("train.model.rnn.activation", f"activation={rnn.activation}", f"{rnn.activation} → tanh"))
     if rnn.cell != "simple" and rnn.recurrent_activation != "sigmoid":
-        reasons.append(("train.model.rnn.recurrent_activation", f"recurrent_activation={rnn.recurrent_activation}",
-                        f"{rnn.recurrent_activation} → sigmoid"))
+        reasons.append(
+            (
+                "train.model.rnn.recurrent_activation",
+                f"recurrent_activation={rnn.recurrent_activation}",
+                f"{rnn.recurrent_activation} → sigmoid",
+            )
+        )
     if rnn.unroll:
         reasons.append(("train.model.rnn.unroll", "unroll=true", "true → false"))
     if not rnn.use_bias:
@@ -134,9 +202,17 @@ def cudnn_checks(rnn: RnnParams) -> list[Finding]:
     out = []
     for key, why, change in reasons:
         layers = [f"{'bi_' if rnn.bidirectional else ''}{rnn.cell}_{i}" for i in range(rnn.layers)]
-        out.append(_f("cudnn_ineligible", "warning",
-                      f"{why} rules out the cuDNN kernel for {', '.join(layers)}: on a GPU expect roughly 3-10x "
-                      "slower recurrent steps (no effect on CPU)", [key], f"{key}: {change}", layers=layers))
+        out.append(
+            _f(
+                "cudnn_ineligible",
+                "warning",
+                f"{why} rules out the cuDNN kernel for {', '.join(layers)}: on a GPU expect roughly 3-10x "
+                "slower recurrent steps (no effect on CPU)",
+                [key],
+                f"{key}: {change}",
+                layers=layers,
+            )
+        )
     return out
 
 
@@ -145,39 +221,72 @@ def schedule_checks(p: Params, train_rows: int) -> list[Finding]:
     out = []
     low, high = LR_RANGES[t.optimizer]
     if not low <= t.learning_rate <= high:
-        side = "low: expect a long plateau before the loss moves" if t.learning_rate < low else \
-            "high: expect a jittering or diverging loss"
+        side = (
+            "low: expect a long plateau before the loss moves"
+            if t.learning_rate < low
+            else "high: expect a jittering or diverging loss"
+        )
         target = low * 5 if t.learning_rate < low else high / 5
-        out.append(_f("learning_rate_range", "warning",
-                      f"learning rate {t.learning_rate:g} is outside the usual {low:g}-{high:g} for {t.optimizer}; {side}",
-                      ["train.learning_rate"], f"train.learning_rate: {t.learning_rate:g} → {target:g}",
-                      learning_rate=t.learning_rate, usual_range=[low, high]))
+        out.append(
+            _f(
+                "learning_rate_range",
+                "warning",
+                f"learning rate {t.learning_rate:g} is outside the usual {low:g}-{high:g} for {t.optimizer}; {side}",
+                ["train.learning_rate"],
+                f"train.learning_rate: {t.learning_rate:g} → {target:g}",
+                learning_rate=t.learning_rate,
+                usual_range=[low, high],
+            )
+        )
     if train_rows:
         share = t.batch_size / train_rows
         if t.batch_size < 8 or share < 0.005:
             target = max(32, int(2 ** round(math.log2(max(train_rows * 0.01, 8)))))
             target = min(target, train_rows)
-            out.append(_f("small_batch", "warning",
-                          f"batch size {t.batch_size} is {share:.2%} of {train_rows} training rows: gradient noise "
-                          "will make the loss shake", ["train.batch_size"],
-                          f"train.batch_size: {t.batch_size} → {target}", batch_size=t.batch_size,
-                          share_of_train=round(share, 6), thresholds={"min_batch": 8, "min_share": 0.005}))
+            out.append(
+                _f(
+                    "small_batch",
+                    "warning",
+                    f"batch size {t.batch_size} is {share:.2%} of {train_rows} training rows: gradient noise "
+                    "will make the loss shake",
+                    ["train.batch_size"],
+                    f"train.batch_size: {t.batch_size} → {target}",
+                    batch_size=t.batch_size,
+                    share_of_train=round(share, 6),
+                    thresholds={"min_batch": 8, "min_share": 0.005},
+                )
+            )
         updates = t.epochs * -(-train_rows // t.batch_size)
         if updates < MIN_UPDATES:
-            out.append(_f("too_few_updates", "info",
-                          f"{t.epochs} epochs x {-(-train_rows // t.batch_size)} steps = {updates} updates; "
-                          f"fewer than {MIN_UPDATES} rarely converge", ["train.epochs"],
-                          f"train.epochs: {t.epochs} → {t.epochs * -(-MIN_UPDATES // updates)}", updates=updates))
+            out.append(
+                _f(
+                    "too_few_updates",
+                    "info",
+                    f"{t.epochs} epochs x {-(-train_rows // t.batch_size)} steps = {updates} updates; "
+                    f"fewer than {MIN_UPDATES} rarely converge",
+                    ["train.epochs"],
+                    f"train.epochs: {t.epochs} → {t.epochs * -(-MIN_UPDATES // updates)}",
+                    updates=updates,
+                )
+            )
     return out
 
 
 def monitor_checks(p: Params) -> list[Finding]:
     cb = p.train.callbacks
     out = []
-    for key, monitor, active in (("train.callbacks.monitor", cb.monitor, cb.early_stopping),
-                                 ("train.callbacks.checkpoint_monitor", cb.checkpoint_monitor, bool(cb.checkpoint_monitor))):
+    for key, monitor, active in (
+        ("train.callbacks.monitor", cb.monitor, cb.early_stopping),
+        ("train.callbacks.checkpoint_monitor", cb.checkpoint_monitor, bool(cb.checkpoint_monitor)),
+    ):
         if active and not monitor.startswith("val_"):
-            out.append(_f("monitors_training_metric", "warning",
-                          f"{key}={monitor} watches a training metric, which keeps improving while the model overfits",
-                          [key], f"{key}: {monitor} → val_loss"))
+            out.append(
+                _f(
+                    "monitors_training_metric",
+                    "warning",
+                    f"{key}={monitor} watches a training metric, which keeps improving while the model overfits",
+                    [key],
+                    f"{key}: {monitor} → val_loss",
+                )
+            )
     return out

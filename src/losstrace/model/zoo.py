@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LosstraceError
-from ..params import ONE_HOT_METRICS, ModelParams, RnnParams, TrainParams
+from losstrace.errors import LosstraceError
+from losstrace.params import ONE_HOT_METRICS, ModelParams, RnnParams, TrainParams
 
 CELLS = {"lstm": "LSTM", "gru": "GRU", "simple": "SimpleRNN"}
 
@@ -32,8 +32,17 @@ def output_units(train: TrainParams, n_classes: int, multilabel: bool) -> int:
     return 1 if binary_head else n_classes
 
 
-def build(train: TrainParams, input_kind: str, max_len: int, channels: int, vocab_size: int,
-          n_classes: int, multilabel: bool, steps_per_epoch: int, vocab: list[str] | None = None):
+def build(
+    train: TrainParams,
+    input_kind: str,
+    max_len: int,
+    channels: int,
+    vocab_size: int,
+    n_classes: int,
+    multilabel: bool,
+    steps_per_epoch: int,
+    vocab: list[str] | None = None,
+):
     import keras
     from keras import layers
 
@@ -62,7 +71,9 @@ def build(train: TrainParams, input_kind: str, max_len: int, channels: int, voca
 
     name = f"{m.rnn.cell}_classifier" if m.rnn.layers else "feedforward_classifier"
     model = keras.Model(inputs, outputs, name=name)
-    model.compile(optimizer=optimizer(train, steps_per_epoch), loss=_loss(train), metrics=_metrics(train, units, multilabel))
+    model.compile(
+        optimizer=optimizer(train, steps_per_epoch), loss=_loss(train), metrics=_metrics(train, units, multilabel)
+    )
     return model
 
 
@@ -115,9 +126,11 @@ def _sequence_head(m: ModelParams, h, mask, max_len: int):
     if m.conv.filters > 0:
         k = m.conv.kernel_size
         if max_len < k:
-            raise LosstraceError("params.yaml", f"train.model.conv.kernel_size={k} is longer than the sequences "
-                                 f"({max_len} steps)", f"set data.max_len: {k} or more (pads short sequences), "
-                                 "or lower train.model.conv.kernel_size")
+            raise LosstraceError(
+                "params.yaml",
+                f"train.model.conv.kernel_size={k} is longer than the sequences ({max_len} steps)",
+                f"set data.max_len: {k} or more (pads short sequences), or lower train.model.conv.kernel_size",
+            )
         h = layers.Conv1D(m.conv.filters, k, padding="valid", name="conv")(h)
         if mask is not None:
             # Window j covers steps j..j+k-1 of post-padded input: it is real when it
@@ -135,8 +148,12 @@ def _embedding(train: TrainParams, vocab_size: int, vocab: list[str] | None):
         return layers.Embedding(vocab_size, e.dim, mask_zero=e.mask_zero, name="embedding")
     matrix = load_vectors(Path(e.pretrained), vocab or [], e.dim)
     return layers.Embedding(
-        vocab_size, matrix.shape[1], mask_zero=e.mask_zero, trainable=e.trainable,
-        embeddings_initializer=keras.initializers.Constant(matrix), name="embedding",
+        vocab_size,
+        matrix.shape[1],
+        mask_zero=e.mask_zero,
+        trainable=e.trainable,
+        embeddings_initializer=keras.initializers.Constant(matrix),
+        name="embedding",
     )
 
 
@@ -162,7 +179,9 @@ def load_vectors(path: Path, vocab: list[str], dim: int) -> np.ndarray:
                 try:
                     matrix[wanted[parts[0]]] = np.asarray(parts[1:], dtype=np.float32)
                 except ValueError:
-                    raise LosstraceError(f"{path}:{lineno}", "not a vector of numbers of the file's width", "fix the vectors file")
+                    raise LosstraceError(
+                        f"{path}:{lineno}", "not a vector of numbers of the file's width", "fix the vectors file"
+                    ) from None
     if matrix is None:
         raise LosstraceError(str(path), "no vectors in file", "use a word2vec/GloVe text file")
     return matrix
@@ -235,10 +254,13 @@ def _metrics(train: TrainParams, units: int, multilabel: bool = False) -> list:
         if name in ONE_HOT_METRICS and train.loss == "sparse_categorical_crossentropy":
             # Keras' AUC/Precision/Recall compare labels and outputs element by element;
             # integer ids fail at fit with a shape error deep inside the metric.
-            raise LosstraceError("params.yaml", f"train.metrics: {name} needs one-hot labels, but "
-                                 "sparse_categorical_crossentropy trains on integer class ids",
-                                 "set train.loss: categorical_crossentropy (same loss, one-hot labels) "
-                                 f"or remove {name} from train.metrics")
+            raise LosstraceError(
+                "params.yaml",
+                f"train.metrics: {name} needs one-hot labels, but "
+                "sparse_categorical_crossentropy trains on integer class ids",
+                "set train.loss: categorical_crossentropy (same loss, one-hot labels) "
+                f"or remove {name} from train.metrics",
+            )
         # Thresholded metrics decide at 0.5 on probabilities, at 0 on logits (a linear head).
         threshold = 0.0 if train.from_logits else 0.5
         if name == "accuracy" and (multilabel and units > 1 or units == 1 and train.from_logits):
@@ -249,12 +271,19 @@ def _metrics(train: TrainParams, units: int, multilabel: bool = False) -> list:
         elif name == "accuracy":
             out.append("accuracy")  # argmax over several units: the same on logits
         elif name == "auc":
-            out.append(keras.metrics.AUC(name="auc", multi_label=units > 1 and train.loss == "binary_crossentropy",
-                                         from_logits=train.from_logits))
+            out.append(
+                keras.metrics.AUC(
+                    name="auc",
+                    multi_label=units > 1 and train.loss == "binary_crossentropy",
+                    from_logits=train.from_logits,
+                )
+            )
         elif name == "precision":
             out.append(keras.metrics.Precision(name="precision", thresholds=threshold))
         elif name == "recall":
             out.append(keras.metrics.Recall(name="recall", thresholds=threshold))
         else:
-            raise LosstraceError("params.yaml", f"unknown metric {name!r} in train.metrics", "use accuracy, auc, precision or recall")
+            raise LosstraceError(
+                "params.yaml", f"unknown metric {name!r} in train.metrics", "use accuracy, auc, precision or recall"
+            )
     return out

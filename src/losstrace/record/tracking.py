@@ -1,0 +1,639 @@
+"""The only module that talks to MLflow.
+
+Nothing happens at import: the tracking URI, telemetry switch and experiment are
+resolved when a run is opened. Default store: `sqlite:///<project>/mlflow.db`
+with artifacts in `<project>/mlruns`, where <project> is the DVC repo root even for
+queued experiments; `MLFLOW_TRACKING_URI` overrides both (a team server). One experiment per project (`MLFLOW_EXPERIMENT_NAME`, default
+"losstrace").
+
+Logging is batched: per-epoch metrics go in one call per epoch and per-batch
+losses in one call per epoch, so tracking costs a few percent of training at most.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from losstrace.errors import LosstraceError, first_line
+
+DEFAULT_EXPERIMENT = "losstrace"
+KIND_TAG = "losstrace.kind"  # train | bisect | bisect-trial
+_MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
+
+
+def _quiet_env() -> None:
+    # No network here and none wanted: telemetry off before MLflow is imported.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def project_root(root: Path = Path(".")) -> Path:
+    """The project whose default store a command uses.
+
+    `dvc exp run --queue` (and `--temp`) runs stages in a throwaway copy under
+    .dvc/tmp/exps and sets DVC_ROOT to the real repository: a queued run must record
+    into the project's store, not into one deleted with the copy.
+    """
+    return Path(os.environ.get("DVC_ROOT") or root)
+
+
+def tracking_uri(root: Path = Path(".")) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(project_root(root) / 'mlflow.db').resolve()}"
+
+
+@contextmanager
+def scoped_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (the Keras flavour has no client form) pointed at `uri` for one block.
+
+    `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI to the whole process, so
+    every later subprocess (a DVC stage, a queued experiment) would record into this
+    store. Put both the module setting and the environment back afterwards.
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    before_env = os.environ.get("MLFLOW_TRACKING_URI")
+    before = tracking_utils._tracking_uri  # None: "not set", which get_tracking_uri() hides
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if before_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before_env
+
+
+def experiment_name() -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+
+
+def client(uri: str):
+    _quiet_env()
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    # MLflow logs store migrations at INFO on every new SQLite file: noise in stage output.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=uri)
+
+
+def existing_store(root: Path) -> str:
+    """The tracking URI for read-only commands; a missing local store is an error, not a new empty DB."""
+    uri = tracking_uri(root)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+        raise LosstraceError(
+            uri[len("sqlite:///") :],
+            "no MLflow store here, so no losstrace runs recorded",
+            "run `dvc repro` first, or set MLFLOW_TRACKING_URI",
+        )
+    return uri
+
+
+def _experiment_id(c, uri: str, root: Path) -> str:
+    name = experiment_name()
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    # Artifacts live next to the SQLite file, wherever the run was started from (a bisect
+    # or gallery workspace is temporary; the store is not).
+    location = (
+        (Path(uri[len("sqlite:///") :]).parent / "mlruns").resolve().as_uri() if uri.startswith("sqlite:///") else None
+    )
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except Exception:
+        # Queued experiments start together: another one may have created it a moment ago.
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def is_outage(e: BaseException) -> bool:
+    """True when the store is away (refused, timed out, retries used up, SQLite file locked),
+    false when it answered and rejected the call. MLflow wraps the cause, so walk the chain."""
+    import requests
+
+    away = (
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        requests.exceptions.RetryError,
+        ConnectionError,
+        TimeoutError,
+    )
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, away) or type(cur).__name__ == "OperationalError":  # sqlite3 / SQLAlchemy
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+class RunLogger:
+    """A handle on one MLflow run; every call names the run explicitly (no global state).
+
+    A `resilient` logger outlives its store: when the store stops answering it goes
+    offline (`offline` holds why) instead of raising, so a half-done training is never
+    thrown away for want of a tracking server. Its caller keeps every record in
+    reports/, and `losstrace sync` uploads what the store missed. A store that answers
+    and rejects a call still raises: that is a bug, not an outage.
+    """
+
+    def __init__(self, c, run_id: str | None, uri: str, resilient: bool = False, offline: str | None = None):
+        self.client, self.run_id, self.uri = c, run_id, uri
+        self.resilient, self.offline = resilient, offline
+        # Metric batches are written by one background thread, in order, so the store's
+        # write (tens of ms on SQLite) overlaps the next epoch instead of stalling it.
+        # Metrics logged less than SHIP_SECONDS after the last shipment wait and go with
+        # the next one: an epoch of 0.1 s would otherwise cost a store write per epoch.
+        # Epochs slower than that ship at once. The training callback flushes at the end of
+        # fit, unless the resume backup defers its logging (the default): then the last
+        # epochs go with the next write after training (artifacts), or at the run's end.
+        self._pending: list[list] = []  # one list per logging call, never split across writes
+        self._last_ship = -math.inf
+        self._queue: Any = None
+        self._writer: Any = None
+        self._failure: BaseException | None = None
+
+    def _in_background(self, *args: Any, **kwargs: Any) -> None:
+        import queue
+
+        if self._queue is None:
+            self._queue = queue.Queue()
+            self._writer = threading.Thread(target=self._drain, name="losstrace-mlflow", daemon=True)
+            self._writer.start()
+        self._queue.put((args, kwargs))
+
+    def _drain(self) -> None:
+        while True:
+            args, kwargs = self._queue.get()
+            try:
+                if self._failure is None:
+                    self._send(*args, **kwargs)
+            except BaseException as e:  # re-raised on the caller's thread at the next flush
+                self._failure = e
+            finally:
+                self._queue.task_done()
+
+    def _ship(self) -> None:
+        """Queue the held metrics as few writes as MLflow allows, whole logging calls per write:
+        an epoch's metrics land together (resume reads `loss` at step e as "epoch e is in")."""
+        if not self._pending:
+            return
+        calls, self._pending = self._pending, []
+        self._last_ship = time.monotonic()
+        batch: list = []
+        for call in calls:
+            if batch and len(batch) + len(call) > _MAX_BATCH:
+                self._in_background("log_batch", self.run_id, metrics=batch)
+                batch = []
+            for i in range(0, len(call), _MAX_BATCH):  # only a call above MLflow's limit is cut
+                part = call[i : i + _MAX_BATCH]
+                if len(part) == _MAX_BATCH:
+                    self._in_background("log_batch", self.run_id, metrics=part)
+                else:
+                    batch += part
+        if batch:
+            self._in_background("log_batch", self.run_id, metrics=batch)
+
+    def flush(self) -> None:
+        """Send held metrics and wait for the writes; raise what the background writer hit."""
+        if self._pending:
+            self._ship()
+        if self._queue is not None:
+            self._queue.join()
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+
+    def _send(self, call: str | Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """`self.client.<call>(...)` (or `call(...)`), skipped once offline; an outage turns a resilient logger offline."""
+        on_writer = self._writer is not None and threading.get_ident() == self._writer.ident
+        if not on_writer and (self._pending or self._writer is not None):
+            self.flush()  # keep order: held and queued metrics land before anything logged after them
+        if self.offline:
+            return
+        try:
+            (getattr(self.client, call) if isinstance(call, str) else call)(*args, **kwargs)
+        except Exception as e:
+            if not (self.resilient and is_outage(e)):
+                raise
+            self.offline = first_line(e)
+            print(
+                f"warning: MLflow at {redact(self.uri)} stopped answering ({self.offline}); continuing offline, "
+                "every record stays in reports/ (run `losstrace sync` when it is back)",
+                file=sys.stderr,
+            )
+
+    def log_params(self, flat: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        params = [Param(k, _param_value(v)) for k, v in sorted(flat.items())]
+        for i in range(0, len(params), 100):
+            self._send("log_batch", self.run_id, params=params[i : i + 100])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)[:5000]) for k, v in sorted(tags.items())]
+        for i in range(0, len(items), 100):
+            self._send("log_batch", self.run_id, tags=items[i : i + 100])
+
+    def log_metrics(self, values: dict[str, float], step: int) -> None:
+        """One call for many metrics at the same step (per-epoch curves use step=epoch)."""
+        from mlflow.entities import Metric
+
+        ts = _now_ms()
+        metrics = [Metric(k, float(v), ts, step) for k, v in values.items() if _finite(v)]
+        self._log_metrics(metrics)
+
+    def log_series(self, key: str, steps: list[int], values: list[float]) -> None:
+        """A whole series (e.g. one epoch's per-batch losses) in as few calls as MLflow allows."""
+        from mlflow.entities import Metric
+
+        ts = _now_ms()
+        self._log_metrics([Metric(key, float(v), ts, int(s)) for s, v in zip(steps, values) if _finite(v)])
+
+    def _log_metrics(self, metrics: list) -> None:
+        if metrics:
+            self._pending.append(metrics)
+        if time.monotonic() - self._last_ship >= SHIP_SECONDS:
+            self._ship()
+
+    def log_missing(self, key: str, steps: Sequence[int], values: Sequence[float]) -> int:
+        """Log only the steps of `key` the run lacks (a resumed or repeated sync duplicates nothing)."""
+        self.flush()  # what this logger still holds or queues counts as had
+        if self.offline:
+            return 0  # reports/ keeps the values; `losstrace sync` sends what the run lacks
+        found: list = []
+        self._send(lambda: found.extend(self.client.get_metric_history(self.run_id, key)))
+        if self.offline:  # the read found the store gone (a resilient logger)
+            return 0
+        have = {m.step for m in found}
+        todo = [(int(s), float(v)) for s, v in zip(steps, values) if int(s) not in have]
+        self.log_series(key, [s for s, _ in todo], [v for _, v in todo])
+        return len(todo)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._send("log_artifact", self.run_id, str(path), artifact_path)
+
+    def has_model(self) -> bool:
+        """Whether a model logged from this run exists (MLflow 3 LoggedModel)."""
+        exp_id = self.client.get_run(self.run_id).info.experiment_id
+        found = self.client.search_logged_models(
+            [exp_id], filter_string=f"source_run_id = '{self.run_id}'", max_results=1
+        )
+        return len(found) > 0
+
+    def log_keras_model(self, model, input_example) -> None:
+        """MLflow's Keras flavour with an inferred signature, so `mlflow.pyfunc.load_model` works."""
+        if self.offline:
+            return
+        import mlflow
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(input_example, model.predict(input_example, verbose=0))
+
+        def log() -> None:
+            with (
+                scoped_tracking_uri(self.uri),
+                mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None),
+            ):
+                # Explicit requirements: MLflow would otherwise spawn a subprocess that re-imports
+                # TensorFlow just to infer them (seconds per run).
+                mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=_model_requirements())
+
+        self._send(log)
+
+    def finish(self, ok: bool) -> None:
+        self._send("set_terminated", self.run_id, "FINISHED" if ok else "FAILED")
+
+
+SHIP_SECONDS = 1.0  # the longest a logged metric waits for company before it is sent
+
+
+def _model_requirements() -> list[str]:
+    from importlib import metadata
+
+    reqs = []
+    for name in ("tensorflow", "tensorflow-cpu", "keras", "numpy"):
+        try:
+            reqs.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return reqs
+
+
+@contextmanager
+def start_run(
+    root: Path,
+    run_name: str,
+    tags: dict[str, Any],
+    resume_id: str | None = None,
+    parent_id: str | None = None,
+    resilient: bool = False,
+    offline_ok: bool = False,
+) -> Iterator[RunLogger]:
+    """Open (or resume) a run; it ends FINISHED on success and FAILED on any exception.
+
+    resilient: the store going away mid-run turns the logger offline instead of failing
+    the caller (see RunLogger). offline_ok: the same when it is unreachable at the start;
+    without it that is a one-line error naming the URI, raised before any work is done.
+    An offline run stays open (RUNNING, or not created at all) until `losstrace sync`.
+    """
+    uri = tracking_uri(root)
+    c = client(uri)
+    offline = None
+    try:
+        if resume_id:
+            c.update_run(resume_id, status="RUNNING")
+            run_id = resume_id
+        else:
+            all_tags = dict(tags)
+            if parent_id:
+                all_tags["mlflow.parentRunId"] = parent_id
+            all_tags["mlflow.runName"] = run_name
+            run_id = c.create_run(
+                _experiment_id(c, uri, root), run_name=run_name, tags={k: str(v) for k, v in all_tags.items()}
+            ).info.run_id
+    except Exception as e:  # unreachable server, locked or corrupt store
+        if not offline_ok:
+            raise LosstraceError(
+                f"MLflow at {redact(uri)}",
+                f"cannot open a run: {first_line(e)}",
+                "start the tracking server or fix MLFLOW_TRACKING_URI",
+                exit_code=1,
+            ) from None
+        print(
+            f"warning: MLflow at {redact(uri)} is unreachable ({first_line(e)}); training offline "
+            "(train.tracking.offline_ok), records stay in reports/ for `losstrace sync`",
+            file=sys.stderr,
+        )
+        # A resumed run keeps its id offline, so `losstrace sync` completes it, not a new one.
+        run_id, offline = resume_id, "unreachable at start"
+    logger = RunLogger(c, run_id, uri, resilient=resilient or offline_ok, offline=offline)
+    try:
+        yield logger
+    except BaseException:
+        logger.finish(ok=False)
+        raise
+    logger.finish(ok=True)
+
+
+@contextmanager
+def reopen_run(root: Path, run_id: str | None, offline: bool = False) -> Iterator[RunLogger]:
+    """Log more into an existing run (evaluate → the train run) without changing its status.
+
+    For a run recorded offline (run.json `"offline": true`) nothing is sent: the caller's
+    outputs are the record and `losstrace sync` uploads them with the rest of the run.
+    """
+    uri = tracking_uri(root)
+    if offline or run_id is None:
+        yield RunLogger(None, run_id, uri, offline="run recorded offline")
+        return
+    c = client(uri)
+    try:
+        c.get_run(run_id)
+    except Exception as e:
+        if is_outage(e):
+            raise  # the caller decides: fail, or keep its outputs for `losstrace sync`
+        raise LosstraceError(
+            f"MLflow at {redact(uri)}",
+            f"run {run_id} not found: {first_line(e)}",
+            "run `dvc repro -f train` to record a fresh run",
+            exit_code=1,
+        ) from None
+    yield RunLogger(c, run_id, uri)
+
+
+def fail_fast_reads() -> None:
+    """Read-only commands (diagnose, diff, ci-report) give up on an absent server in seconds.
+
+    MLflow's default retries (about four minutes) suit a training that must outlive a blip;
+    a person waiting on `losstrace diff` wants to hear at once that the server is away.
+    An explicit MLFLOW_HTTP_REQUEST_* setting wins.
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
+@contextmanager
+def answering(root: Path) -> Iterator[None]:
+    """Turn a store that is away, unknown or corrupt into the one-line error naming it."""
+    try:
+        yield
+    except LosstraceError:
+        raise
+    except Exception as e:
+        uri = tracking_uri(root)
+        if is_outage(e) and "not a database" not in str(e):
+            raise unreachable(uri, e) from None
+        text = first_line(e)
+        if "not a database" in text or "malformed" in text:
+            raise LosstraceError(
+                redact(uri),
+                f"not a readable MLflow store ({text})",
+                "point MLFLOW_TRACKING_URI at the right store, or move the damaged file away",
+            ) from None
+        if "unsupported URI" in text or ("tracking store" in text and "scheme" in text):
+            raise LosstraceError(
+                f"MLFLOW_TRACKING_URI={redact(uri)}",
+                "not a tracking URI MLflow knows",
+                "use sqlite:///path/mlflow.db, http://host:port or file:///path",
+            ) from None
+        raise
+
+
+def resolve_run(ref: str, root: Path = Path("."), kind: str = "train") -> str:
+    """`latest`, `latest~N` or a run id → run id."""
+    with answering(root):
+        return _resolve_run(ref, root, kind)
+
+
+def _resolve_run(ref: str, root: Path, kind: str) -> str:
+    m = re.fullmatch(r"latest(?:~(\d+))?", ref)
+    c = client(existing_store(root))
+    if not m:
+        try:
+            return c.get_run(ref).info.run_id
+        except Exception as e:
+            if is_outage(e):
+                raise
+            raise LosstraceError(f"run {ref}", "no such MLflow run", "pass a run id, latest or latest~N") from None
+    back = int(m.group(1) or 0)
+    exp = c.get_experiment_by_name(experiment_name())
+    if exp is None:
+        raise LosstraceError(redact(tracking_uri(root)), "no losstrace runs recorded", "run `dvc repro` first")
+    runs = c.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{KIND_TAG}` = '{kind}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=back + 1,
+    )
+    if len(runs) <= back:
+        raise LosstraceError(f"run {ref}", f"only {len(runs)} run(s) recorded", "use a smaller N or a run id")
+    return runs[back].info.run_id
+
+
+def download_artifacts(root: Path, run_id: str, path: str, dst: Path) -> Path | None:
+    """Fetch one artifact (file or dir) of a run, or None if the run has none at `path`."""
+    _quiet_env()
+    from mlflow.artifacts import download_artifacts as dl
+
+    try:
+        return Path(dl(run_id=run_id, artifact_path=path, dst_path=str(dst), tracking_uri=tracking_uri(root)))
+    except Exception:
+        return None
+
+
+def get_run(root: Path, run_id: str):
+    return client(tracking_uri(root)).get_run(run_id)
+
+
+def run_exists(root: Path, run_id: str | None) -> bool:
+    """Whether the store holds `run_id` (an offline record may name a run the store never got)."""
+    if not run_id:
+        return False
+    try:
+        get_run(root, run_id)
+    except Exception as e:
+        if is_outage(e):
+            raise unreachable(tracking_uri(root), e) from None
+        return False
+    return True
+
+
+def unreachable(
+    uri: str, e: BaseException, fix: str = "start the tracking server or fix MLFLOW_TRACKING_URI"
+) -> LosstraceError:
+    """The one-line error for a store that is away, naming the (redacted) URI."""
+    return LosstraceError(f"MLflow at {redact(uri)}", f"unreachable: {first_line(e)}", fix, exit_code=1)
+
+
+def _param_value(v: Any) -> str:
+    s = str(v)
+    return s if len(s) <= 6000 else s[:5997] + "..."
+
+
+def _finite(v: Any) -> bool:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return False
+    return f == f and f not in (float("inf"), float("-inf"))
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def redact(uri: str) -> str:
+    """The URI without credentials, fit for messages."""
+    return re.sub(r"//[^/@]*@", "//***@", uri)
+
+
+# --- Reading runs back -------------------------------------------------------------
+# `losstrace diff` must answer in about a second, and importing MLflow alone takes
+# 2-3 s. For the default local store (SQLite + file artifacts) runs are read straight
+# from MLflow's tables with the standard library; any other store, or any surprise in
+# the schema, goes through MlflowClient.
+
+
+class RecordedRun:
+    """One run's identity, params, tags and the files under one artifact folder."""
+
+    def __init__(self, run_id: str, name: str, params: dict[str, str], tags: dict[str, str], files: dict[str, bytes]):
+        self.run_id, self.name, self.params, self.tags, self.files = run_id, name, params, tags, files
+
+
+def read_run(root: Path, ref: str, artifact_dir: str, kind: str = "train") -> RecordedRun:
+    uri = existing_store(root)
+    if uri.startswith("sqlite:///"):
+        try:
+            return _read_run_sqlite(Path(uri[len("sqlite:///") :]), ref, artifact_dir, kind)
+        except _FastPathUnavailable:
+            pass
+    with answering(root):
+        return _read_run_client(root, ref, artifact_dir, kind)
+
+
+class _FastPathUnavailable(Exception):
+    pass
+
+
+def _read_run_sqlite(db: Path, ref: str, artifact_dir: str, kind: str) -> RecordedRun:
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    except sqlite3.Error:
+        raise _FastPathUnavailable from None
+    try:
+        run_id = _sqlite_resolve(con, ref, kind)
+        row = con.execute("SELECT name, artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+        params = dict(con.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)).fetchall())
+        tags = dict(con.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (run_id,)).fetchall())
+    except sqlite3.Error:
+        raise _FastPathUnavailable from None
+    finally:
+        con.close()
+    name, artifact_uri = row
+    if not (artifact_uri or "").startswith("file://"):
+        raise _FastPathUnavailable
+    from urllib.parse import unquote, urlparse
+
+    folder = Path(unquote(urlparse(artifact_uri).path)) / artifact_dir
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} if folder.is_dir() else {}
+    return RecordedRun(run_id, name or "", params, tags, files)
+
+
+def _sqlite_resolve(con, ref: str, kind: str) -> str:
+    m = re.fullmatch(r"latest(?:~(\d+))?", ref)
+    if not m:
+        found = con.execute(
+            "SELECT run_uuid FROM runs WHERE run_uuid = ? AND lifecycle_stage = 'active'", (ref,)
+        ).fetchone()
+        if not found:
+            raise LosstraceError(f"run {ref}", "no such MLflow run", "pass a run id, latest or latest~N")
+        return found[0]
+    back = int(m.group(1) or 0)
+    rows = con.execute(
+        "SELECT r.run_uuid FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
+        "JOIN tags t ON t.run_uuid = r.run_uuid "
+        "WHERE e.name = ? AND r.lifecycle_stage = 'active' AND t.key = ? AND t.value = ? "
+        "ORDER BY r.start_time DESC LIMIT ?",
+        (experiment_name(), KIND_TAG, kind, back + 1),
+    ).fetchall()
+    if not rows and back == 0:
+        raise LosstraceError(experiment_name(), "no losstrace runs recorded", "run `dvc repro` first")
+    if len(rows) <= back:
+        raise LosstraceError(f"run {ref}", f"only {len(rows)} run(s) recorded", "use a smaller N or a run id")
+    return rows[back][0]
+
+
+def _read_run_client(root: Path, ref: str, artifact_dir: str, kind: str) -> RecordedRun:
+    import tempfile
+
+    run_id = resolve_run(ref, root, kind)
+    run = get_run(root, run_id)
+    with tempfile.TemporaryDirectory(prefix="losstrace-run-") as tmp:
+        folder = download_artifacts(root, run_id, artifact_dir, Path(tmp))
+        files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} if folder and folder.is_dir() else {}
+    return RecordedRun(run_id, run.info.run_name or "", dict(run.data.params), dict(run.data.tags), files)

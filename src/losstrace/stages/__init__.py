@@ -1,0 +1,1 @@
+"""The four DVC stages, in pipeline order: ingest → validate → train → evaluate."""

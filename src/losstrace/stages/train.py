@@ -1,0 +1,600 @@
+"""Train stage: lint → seed → featurize → build → fit (tracked) → outputs.
+
+`run()` is the pure core (arrays and params in, model and records out) so tests
+can assert on it; `main()` reads the prepared data and publishes every output at
+once (models/, reports/train/) after training succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from losstrace import params as params_mod
+from losstrace.data import featurize
+from losstrace.errors import LosstraceError
+from losstrace.findings import Finding
+from losstrace.io import Staging, read_json, read_prepared, to_json, write_json
+from losstrace.params import Params
+from losstrace.record import environment, tracking
+from losstrace.training import distribute
+
+if TYPE_CHECKING:  # resume imports Keras: only inside the functions that train
+    from losstrace.training import resume
+
+HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "accuracy", "val_accuracy", "lr"]
+DYNAMICS_COLUMNS = ["epoch", "layer", "grad_norm", "grad_norm_max", "update_ratio"]
+# Outputs the run carries as artifacts under losstrace/ (explain/runs.py reads them back).
+ARTIFACT_KEYS = ("history", "batches", "dynamics", "lint", "diagnosis", "context", "curves", "featurizer")
+VALIDATE_ARTIFACTS = ("fingerprint.json", "results.json")
+
+
+def seed_everything(seed: int) -> None:
+    """One seed, set once at stage start; op determinism makes CPU runs byte-identical.
+
+    PYTHONHASHSEED cannot change this interpreter's string hashing (it is read at start-up);
+    it only reaches processes started after this point. Nothing here iterates a set in
+    hash order, so this process does not depend on it."""
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def select_device(device: str) -> str:
+    """Resolve `train.device`; returns a human-readable device description for the run."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise LosstraceError(
+            "params.yaml",
+            "train.device=gpu but TensorFlow sees no GPU",
+            "set train.device: auto or cpu, or install tensorflow[and-cuda]",
+        )
+    if device == "cpu" and gpus:
+        tf.config.set_visible_devices([], "GPU")
+        gpus = []
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"GPU:{details.get('device_name', gpus[0].name)}"
+    return "CPU"
+
+
+@dataclass
+class Dataset:
+    """Featurized splits plus what the model and the record need to know about them."""
+
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    featurizer: featurize.Featurizer
+    labels: dict[str, int]
+    info: dict[str, Any]
+    stats: dict[str, float]
+
+
+def load_dataset(p: Params, prepared: Path) -> Dataset:
+    info = read_json(prepared / "ingest.json")
+    labels = read_json(prepared / "labels.json")
+    frames = {s: read_prepared(prepared / f"{s}.parquet") for s in ("train", "val")}
+    fz = featurize.fit(frames["train"], info["input"], p.data.max_len, p.data.max_tokens, p.data.text_level)
+    x, y, stats = {}, {}, {}
+    for split, frame in frames.items():
+        x[split], s = fz.transform(frame["x"])
+        y[split] = featurize.encode_labels(
+            frame["label"], labels, info["multilabel"], info["label_delimiter"], p.train.loss
+        )
+        stats.update({f"{split}.{k}": v for k, v in s.items()})
+    return Dataset(x, y, fz, labels, info, stats)
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float] | None:
+    ids = y if y.ndim == 1 else (y.argmax(axis=1) if y.shape[1] > 1 else y[:, 0].astype(int))
+    counts = np.bincount(ids.astype(int), minlength=n_classes)
+    return {i: float(len(ids) / (n_classes * c)) for i, c in enumerate(counts) if c > 0}
+
+
+def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None, *, strategy=None, backup=None):
+    """Build and fit the model. Returns (model, Recorder).
+
+    strategy: a `tf.distribute` strategy; None makes one from `train.distribute`.
+    backup: a `resume.Backup` to commit every epoch to and to resume from (`train.resume`);
+    MLflow then hears of an epoch only once it is committed (see resume.py).
+    """
+    from losstrace.model import zoo
+    from losstrace.training import distribute, resume
+    from losstrace.training.callbacks import DynamicsCallback, Recorder, log_epoch
+
+    t = p.train
+    n_train = len(ds.x["train"])
+    if strategy is None and t.distribute != "none":
+        strategy = distribute.make_strategy(t.distribute)
+    plans = _bucket_plans(p, ds)
+    steps = len(plans[0]) if plans else int(np.ceil(n_train / t.batch_size))
+    # Bucketed batches are shorter than data.max_len: the model takes any length.
+    max_len = None if plans else ds.featurizer.max_len
+    with _precision(t.mixed_precision), distribute.scope(strategy):
+        model = zoo.build(
+            t,
+            ds.info["input"],
+            max_len,
+            ds.featurizer.channels,
+            ds.featurizer.vocab_size,
+            len(ds.labels),
+            ds.info["multilabel"],
+            steps,
+            ds.featurizer.vocab,
+        )
+    rec = Recorder()
+    dynamics = DynamicsCallback(
+        rec,
+        n_train,
+        t.batch_size,
+        logger,
+        dynamics=t.dynamics,
+        defer_logging=backup is not None,
+        exact_epoch_loss=distribute.replicas(strategy) > 1,
+    )
+    stateful, keeper = training_controls(t)
+    callbacks = [dynamics, *stateful, *(callbacks_extra or [])]
+    resumer = None
+    if backup is not None:
+
+        def committed(epoch: int) -> None:
+            if logger is not None:
+                log_epoch(logger, rec, epoch)
+
+        resumer = resume.ResumeCallback(
+            backup, rec, stateful, on_commit=committed, on_restore=lambda r: resume.reconcile(logger, r)
+        )
+        callbacks.append(resumer)  # last: commits the epoch as every other callback left it
+    weights = (
+        class_weights(ds.y["train"], len(ds.labels))
+        if t.class_weight == "balanced" and not ds.info["multilabel"]
+        else None
+    )
+    with distribute.fit_guard(model, strategy, ds.x["train"][:2], ds.y["train"][:2]):
+        if plans:
+            from losstrace.training import batching
+
+            train_plan, val_plan = plans
+            first = (lambda: resumer.start_epoch) if resumer is not None else (lambda: 0)
+            model.fit(
+                batching.dataset(ds.x["train"], ds.y["train"], train_plan, t.epochs, first),
+                validation_data=batching.eval_dataset(ds.x["val"], ds.y["val"], val_plan),
+                steps_per_epoch=steps,
+                epochs=t.epochs,
+                shuffle=False,  # the plan shuffles
+                verbose=0,
+                callbacks=callbacks,
+                class_weight=weights,
+            )
+        else:
+            model.fit(
+                ds.x["train"],
+                ds.y["train"],
+                validation_data=(ds.x["val"], ds.y["val"]),
+                batch_size=t.batch_size,
+                epochs=t.epochs,
+                shuffle=t.shuffle,
+                verbose=0,
+                callbacks=callbacks,
+                class_weight=weights,
+            )
+    # The epoch whose weights the returned model holds; history (rec.epochs) keeps every epoch.
+    last = rec.epochs[-1]["epoch"] if rec.epochs else None
+    rec.kept_epoch = keeper.best_epoch if keeper is not None and keeper.best is not None else last
+    return model, rec
+
+
+def training_controls(t) -> tuple[list, Any]:
+    """The Keras callbacks that shape the training itself (learning-rate schedule, early
+    stopping, best-epoch keeper), as opposed to recording it. Their state is what a resumed
+    training must restore. Returns (callbacks, the keeper or None)."""
+    import keras
+
+    cb = t.callbacks
+    stateful: list = []
+    if t.lr_schedule == "plateau":
+        stateful.append(
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(cb.patience // 2, 1))
+        )
+    if cb.early_stopping:
+        # Only stops training. Which weights are kept is checkpoint_monitor's job, so an
+        # early-stopping monitor and a checkpoint monitor never fight over the final model.
+        stateful.append(keras.callbacks.EarlyStopping(monitor=cb.monitor, patience=cb.patience))
+    keeper = None
+    if cb.checkpoint_monitor:
+        # The best-checkpoint: Keras' own best-weights tracking, kept in memory (no temp
+        # file to clean up), made to never stop (patience > epochs) and restoring at train
+        # end whether early stopping fired or not. With train.resume its best weights are
+        # committed with each epoch, so a resumed run keeps the best epoch of both parts.
+        keeper = keras.callbacks.EarlyStopping(
+            monitor=cb.checkpoint_monitor, patience=t.epochs + 1, restore_best_weights=True
+        )
+        stateful.append(keeper)
+    return stateful, keeper
+
+
+def _bucket_plans(p: Params, ds: Dataset):
+    """(train, val) batch plans for `train.batching: bucket`, None for pad_to_max."""
+    if p.train.batching != "bucket":
+        return None
+    from losstrace.training import batching
+
+    return batching.plans(ds.x["train"], ds.x["val"], p.train.batch_size, p.train.buckets, p.base.seed, p.train.shuffle)
+
+
+@contextmanager
+def _precision(mixed: bool) -> Iterator[None]:
+    """mixed_float16 while the model is built (layers keep the policy they were built
+    with; the zoo's output layer is float32), the previous global policy afterwards."""
+    if not mixed:
+        yield
+        return
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def history_frame(rec) -> pd.DataFrame:
+    frame = pd.DataFrame(rec.epochs)
+    for col in HISTORY_COLUMNS:
+        if col not in frame:
+            frame[col] = np.nan
+    return frame[HISTORY_COLUMNS + [c for c in frame.columns if c not in HISTORY_COLUMNS]]
+
+
+def prediction_stats(
+    model, x: np.ndarray, labels: dict[str, int], batch_size: int, from_logits: bool = False, multilabel: bool = False
+) -> dict[str, Any]:
+    """How confident and how varied the validation predictions are (saturation, collapse)."""
+    from losstrace.stages.evaluate import as_probabilities
+
+    probs = as_probabilities(model.predict(x, batch_size=batch_size, verbose=0), from_logits, multilabel)
+    names = sorted(labels, key=labels.get)
+    if probs.shape[1] == 1:
+        top = np.concatenate([1 - probs, probs], axis=1)
+    else:
+        top = probs
+    pred = top.argmax(axis=1)
+    shares = np.bincount(pred, minlength=top.shape[1]) / max(len(pred), 1)
+    max_prob = top.max(axis=1)
+    pinned = np.mean((probs > 0.99) | (probs < 0.01))
+    return {
+        "mean_max_prob": float(max_prob.mean()),
+        "max_prob_share_above_0_99": float(np.mean(max_prob > 0.99)),
+        "pinned_output_share": float(pinned),
+        "pred_class_shares": {names[i] if i < len(names) else str(i): round(float(s), 6) for i, s in enumerate(shares)},
+    }
+
+
+def plot_curves(history: pd.DataFrame, batches: pd.DataFrame, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    if not batches.empty:
+        per_epoch = batches["step"] / max(batches.groupby("epoch")["batch"].max().max() + 1, 1)
+        ax1.plot(per_epoch + 1, batches["loss"], color="0.75", lw=0.7, label="batch loss")
+    ax1.plot(history["epoch"] + 1, history["loss"], label="train loss")
+    ax1.plot(history["epoch"] + 1, history["val_loss"], label="val loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    ax2.plot(history["epoch"] + 1, history["accuracy"], label="train accuracy")
+    ax2.plot(history["epoch"] + 1, history["val_accuracy"], label="val accuracy")
+    ax2.set_xlabel("epoch")
+    ax2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def output_paths(reports: Path, model_dir: Path) -> dict[str, Path]:
+    return {
+        "history": reports / "history.csv",
+        "batches": reports / "batches.csv",
+        "dynamics": reports / "dynamics.csv",
+        "lint": reports / "lint.json",
+        "diagnosis": reports / "diagnosis.json",
+        "context": reports / "context.json",
+        "curves": reports / "curves.png",
+        "run": reports / "run.json",
+        "model": model_dir / "model.keras",
+        "featurizer": model_dir / "featurizer.json",
+    }
+
+
+def artifact_files(outputs: dict[str, Path], validate_dir: Path) -> list[Path]:
+    return [outputs[k] for k in ARTIFACT_KEYS] + [
+        validate_dir / n for n in VALIDATE_ARTIFACTS if (validate_dir / n).exists()
+    ]
+
+
+def run_json(logger: tracking.RunLogger, record: dict[str, Any]) -> dict[str, Any]:
+    """reports/train/run.json: the MLflow run holding this training.
+
+    Offline (the store unreachable or gone mid-run) it also keeps what only the tracking
+    calls carried, the run's name, params, tags and step-0 metrics, so `losstrace sync`
+    can upload the whole run later from reports/ alone.
+    """
+    out: dict[str, Any] = {
+        "run_id": logger.run_id,
+        "tracking_uri": logger.uri,
+        "experiment": tracking.experiment_name(),
+    }
+    if logger.offline:
+        out.update(offline=True, offline_reason=logger.offline, record=record)
+    return out
+
+
+def main(
+    params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path, reports: Path, root: Path = Path(".")
+) -> dict[str, Any]:
+    from losstrace.explain.diagnose import diagnose_curves, gradient_evidence, merge_findings
+    from losstrace.model import lint
+
+    p = params_mod.load(params_path)
+    info = read_json(prepared / "ingest.json")
+    labels = read_json(prepared / "labels.json")
+    lint_findings = lint.run(p, info, labels)
+    lint_errors = [f for f in lint_findings if f.severity == "error"]
+    (reports).mkdir(parents=True, exist_ok=True)
+    if lint_errors and p.train.on_lint_error == "stop":
+        first = lint_errors[0]
+        raise LosstraceError(
+            "lint",
+            f"{first.code}: {first.evidence.get('message', first.evidence)}",
+            first.suggestion or "fix params.yaml",
+            exit_code=1,
+        )
+
+    from losstrace.training import resume
+
+    seed_everything(p.base.seed)
+    device = select_device(p.train.device)
+    strategy = distribute.make_strategy(p.train.distribute)  # multi_worker: before TensorFlow runs any op
+    ds = load_dataset(p, prepared)
+    if p.train.distribute == "multi_worker" and not distribute.is_chief():
+        return _train_worker(p, ds, strategy, prepared, root)
+    data_findings = _weighted_imbalance(_data_findings(validate_dir), p, ds.info["multilabel"])
+    backup = resume.Backup(resume.backup_dir(root), resume.fingerprint(p, prepared)) if p.train.resume else None
+    resume_id, restore = _resume_target(root, backup) if backup is not None else (None, False)
+
+    # bisect runs each trial through this stage as a child of its parent run.
+    kind = os.environ.get("LOSSTRACE_RUN_KIND", "train")
+    parent = os.environ.get("LOSSTRACE_PARENT_RUN_ID") or None
+    tags = {
+        tracking.KIND_TAG: kind,
+        "device": device,
+        "determinism": "op-determinism",
+        "distribute": p.train.distribute,
+        "replicas": distribute.replicas(strategy),
+        **environment.env_tags(),
+        **environment.git_tags(root),
+        **environment.dvc_dep_tags(root, "train"),
+    }
+    run_name = f"{p.train.model.rnn.cell}-bs{p.train.batch_size}-lr{p.train.learning_rate:g}"
+    outputs = output_paths(reports, model_dir)
+    params = params_mod.flatten(p)
+    fp = validate_dir / "fingerprint.json"
+    if fp.exists():
+        params.update(_fingerprint_params(read_json(fp)))
+    data_metrics = {f"data.{k}": v for k, v in ds.stats.items()}
+    # A server gone mid-run never costs the training (resilient); one unreachable at the
+    # start fails here, before training, unless train.tracking.offline_ok.
+    with tracking.start_run(
+        root,
+        run_name,
+        tags,
+        resume_id=resume_id,
+        parent_id=parent,
+        resilient=True,
+        offline_ok=p.train.tracking.offline_ok,
+    ) as logger:
+        logger.log_params(params)  # the same values again when resuming: MLflow accepts that
+        if resume_id:
+            for key, value in data_metrics.items():
+                logger.log_missing(key, [0], [value])
+        else:
+            logger.log_metrics(data_metrics, step=0)
+        if backup is not None and not restore:
+            backup.begin(logger.run_id)
+        elif backup is not None:
+            backup.adopt(logger.run_id)
+        model, rec = run(p, ds, logger, strategy=strategy, backup=backup)
+        if rec.resumed_from is not None:
+            logger.set_tags({"losstrace.resumed_from_epoch": rec.resumed_from})
+        if distribute.is_multi_worker(strategy):
+            model = distribute.undistributed(model)
+
+        history = history_frame(rec)
+        batches = pd.DataFrame(rec.batches, columns=["step", "epoch", "batch", "loss", "size"])
+        dynamics = pd.DataFrame(rec.dynamics, columns=DYNAMICS_COLUMNS)
+        preds = prediction_stats(model, ds.x["val"], ds.labels, 256, p.train.from_logits, ds.info["multilabel"])
+        context = _context(p, ds, preds)
+        # The explain layer takes the dynamics rows as optional gradient-norm evidence;
+        # context.json stays plain JSON (dynamics.csv holds them).
+        curve = diagnose_curves(history, batches, {**context, "grad_norms": dynamics}, p.diagnose)
+        if rec.divergence is not None and not any(f.code == "diverged" for f in curve):
+            d = rec.divergence
+            curve.append(
+                Finding(
+                    "diverged",
+                    "error",
+                    {"epoch": d.epoch, "batch": d.batch, "loss": str(d.loss), **gradient_evidence(dynamics)},
+                    f"train.learning_rate: {p.train.learning_rate:g} → {p.train.learning_rate / 10:g}",
+                )
+            )
+        diagnosis = merge_findings(data_findings, lint_findings, curve)
+        diagnosis["run_id"] = logger.run_id
+        finding_tags = {f"finding.{f['code']}": f["severity"] for f in diagnosis["findings"]}
+        record = {
+            "name": run_name,
+            "params": params,
+            "metrics": data_metrics,
+            "tags": {**tags, **finding_tags, **({"mlflow.parentRunId": parent} if parent else {})},
+        }
+
+        # Stage every output, then publish them together: a failure leaves the old ones.
+        with Staging(root) as stage:
+            staged = {key: stage.path(path) for key, path in outputs.items()}
+            history.to_csv(staged["history"], index=False)
+            batches.to_csv(staged["batches"], index=False)
+            dynamics.to_csv(staged["dynamics"], index=False)
+            staged["lint"].write_text(to_json({"findings": [f.to_dict() for f in lint_findings]}), encoding="utf-8")
+            staged["diagnosis"].write_text(to_json(diagnosis), encoding="utf-8")
+            staged["context"].write_text(to_json(context), encoding="utf-8")
+            plot_curves(history, batches, staged["curves"], run_name)
+            model.save(staged["model"])
+            staged["featurizer"].write_text(to_json(ds.featurizer.to_dict()), encoding="utf-8")
+            staged["run"].write_text(to_json(run_json(logger, record)), encoding="utf-8")
+
+        offline_before_uploads = logger.offline
+        for path in artifact_files(outputs, validate_dir):
+            logger.log_artifact(path, "losstrace")
+        logger.set_tags(finding_tags)
+        if kind == "train":  # bisect trials are compared by their curves; their models are not kept
+            logger.log_keras_model(model, ds.x["val"][:2])
+        if logger.offline and not offline_before_uploads:  # gone during the uploads: let sync finish the run
+            write_json(outputs["run"], run_json(logger, record))
+        if backup is not None:
+            backup.clear()  # outputs published and recorded: nothing left to resume
+    distribute.barrier(strategy)  # multi_worker: release the workers waiting for the chief to finish
+    return {"run_id": logger.run_id, "offline": logger.offline, "epochs": len(history), "diagnosis": diagnosis}
+
+
+def _resume_target(root: Path, backup: resume.Backup) -> tuple[str | None, bool]:
+    """(the MLflow run to continue, whether to continue training from the backup).
+
+    A backup made under these exact params, data and code is continued: in its run when
+    the store has it; offline when the store is away (start_run then fails, or goes
+    offline under train.tracking.offline_ok, keeping the run id for `losstrace sync`);
+    in a new run when it was an offline training (no run id). Any other backup is
+    discarded; its run, killed without a chance to say so, still reads RUNNING and is
+    marked FAILED.
+    """
+    state = backup.state()
+    run_id = (state or {}).get("run_id")
+    matches = backup.matches(state)
+    try:
+        exists = tracking.run_exists(root, run_id)
+    except LosstraceError:  # store away: keep the backup for when it is back
+        return (run_id, True) if matches else (None, False)
+    if matches and (exists or run_id is None):
+        return (run_id if exists else None), True
+    if exists:
+        c = tracking.client(tracking.tracking_uri(root))
+        if c.get_run(run_id).info.status == "RUNNING":
+            c.set_terminated(run_id, "FAILED")
+    backup.clear()
+    return None, False
+
+
+def _train_worker(p: Params, ds: Dataset, strategy, prepared: Path, root: Path) -> dict[str, Any]:
+    """A non-chief multi_worker process: trains in lockstep with the chief, records nothing
+    and writes its model copy to a temp dir (only the chief's outputs are published)."""
+    import tempfile
+
+    from losstrace.training import resume
+
+    backup = None
+    if p.train.resume:
+        backup = resume.Backup(resume.backup_dir(root, distribute.worker_id()), resume.fingerprint(p, prepared))
+        if not backup.matches(backup.state()):
+            backup.begin(None)
+    model, rec = run(p, ds, None, strategy=strategy, backup=backup)
+    with tempfile.TemporaryDirectory(prefix="losstrace-worker-") as tmp:
+        model.save(Path(tmp) / "model.keras")
+    if backup is not None:
+        backup.clear()
+    distribute.barrier(strategy)  # stay in the cluster until the chief has recorded everything
+    return {"run_id": None, "offline": None, "epochs": len(rec.epochs), "diagnosis": {"findings": []}}
+
+
+def _class_shares(y: np.ndarray, n_classes: int, multilabel: bool) -> np.ndarray:
+    if multilabel:
+        return y.mean(axis=0)
+    ids = y if y.ndim == 1 else (y.argmax(axis=1) if y.shape[1] > 1 else y[:, 0].astype(int))
+    return np.bincount(ids.astype(int), minlength=n_classes) / max(len(ids), 1)
+
+
+def _context(p: Params, ds: Dataset, preds: dict[str, Any]) -> dict[str, Any]:
+    y = ds.y["train"]
+    names = sorted(ds.labels, key=ds.labels.get)
+    multilabel = bool(ds.info["multilabel"])
+    shares = _class_shares(y, len(names), multilabel)
+    val_shares = _class_shares(ds.y["val"], len(names), multilabel) if len(ds.y["val"]) else None
+    return {
+        "n_classes": len(ds.labels),
+        "class_shares": {names[i]: round(float(s), 6) for i, s in enumerate(shares)},
+        **(
+            {"val_class_shares": {names[i]: round(float(s), 6) for i, s in enumerate(val_shares)}}
+            if val_shares is not None
+            else {}
+        ),
+        "batch_size": p.train.batch_size,
+        "train_rows": int(len(y)),
+        "multilabel": bool(ds.info["multilabel"]),
+        "input": ds.info["input"],
+        "params": {k: v for k, v in params_mod.flatten(p).items()},
+        "predictions": preds,
+    }
+
+
+def _fingerprint_params(fp: dict[str, Any]) -> dict[str, Any]:
+    """Headline data facts as params, so the MLflow UI's compare view shows data changes."""
+    out = {"data.label_map_hash": fp.get("label_map_hash", "")}
+    for split, d in fp.items():
+        if isinstance(d, dict) and "rows" in d:
+            out[f"data.{split}.rows"] = d["rows"]
+            out[f"data.{split}.content_hash"] = d.get("content_hash", "")
+            out[f"data.{split}.ordered_hash"] = d.get("ordered_hash", "")
+            out[f"data.{split}.clustered"] = d.get("order", {}).get("clustered", "")
+    return out
+
+
+def _data_findings(validate_dir: Path) -> list[Finding]:
+    path = validate_dir / "results.json"
+    if not path.exists():
+        return []
+    return [Finding(**f) for f in read_json(path).get("findings", [])]
+
+
+def _weighted_imbalance(findings: list[Finding], p: Params, multilabel: bool) -> list[Finding]:
+    """Train's `class_imbalance` is `info` once `train.class_weight: balanced` weighs the
+    classes back to equal shares (single-label; Keras applies no class weights to
+    multi-label data). A class with no training rows stays an error: no weight helps."""
+    if p.train.class_weight != "balanced" or multilabel:
+        return findings
+    out = []
+    for f in findings:
+        if f.code == "class_imbalance" and f.where == "train" and f.evidence.get("min_count"):
+            f = Finding(
+                f.code,
+                "info",
+                {**f.evidence, "handled_by": "train.class_weight: balanced"},
+                "nothing to change: train.class_weight: balanced weighs the classes equally",
+                f.where,
+            )
+        out.append(f)
+    return out

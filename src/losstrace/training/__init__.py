@@ -1,0 +1,1 @@
+"""Keras-side training machinery: batch-loss recovery, gradient norms, batching, distribution, resume."""

@@ -1,0 +1,66 @@
+"""Test metrics: what evaluate and the training metrics score, on probabilities and on logits."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from losstrace.params import TrainParams
+from losstrace.stages import evaluate
+
+
+def _constant_model(units: int, value: float):
+    """A model whose every output is `value` (a logit or a probability), whatever the input."""
+    import keras
+
+    return keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(units, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(value)),
+        ]
+    )
+
+
+def test_a_linear_head_is_scored_on_its_logits_not_as_probabilities():
+    import keras
+
+    from losstrace.model import zoo
+
+    # Every logit is 0.3 (probability 0.57) and every label is 1: every prediction is right.
+    x, y = np.zeros((8, 3), np.float32), np.ones((8, 1), np.float32)
+    model = _constant_model(1, 0.3)
+    t = dataclasses.replace(
+        TrainParams(),
+        loss="binary_crossentropy",
+        output_activation="linear",
+        from_logits=True,
+        metrics=("accuracy", "auc", "precision", "recall"),
+    )
+    model.compile(loss=keras.losses.BinaryCrossentropy(from_logits=True), metrics=zoo._metrics(t, units=1))
+    keras_metrics = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert keras_metrics["accuracy"] == 1.0 and keras_metrics["precision"] == 1.0 and keras_metrics["recall"] == 1.0
+    scored = evaluate.run(model, x, y, {"neg": 0, "pos": 1}, multilabel=False, batch_size=4, from_logits=True)
+    assert scored["accuracy"] == 1.0
+    # The same logits read as probabilities (the old behaviour) would call every row negative.
+    assert evaluate.run(model, x, y, {"neg": 0, "pos": 1}, False, 4, from_logits=False)["accuracy"] == 0.0
+
+
+def test_multilabel_macro_f1_scores_every_label_not_each_rows_top_one():
+    y = np.array([[0, 1], [1, 1]], np.float32)
+    probs = np.array([[0.1, 0.9], [0.6, 0.9]])
+    scored = evaluate.label_scores(y, probs >= 0.5, ["a", "b"])
+    assert scored["macro_f1"] == 1.0  # every label of every row is right
+    assert scored["per_class"] == {
+        "a": {"precision": 1.0, "recall": 1.0, "support": 1},
+        "b": {"precision": 1.0, "recall": 1.0, "support": 2},
+    }
+    half = evaluate.label_scores(y, np.array([[False, True], [False, True]]), ["a", "b"])
+    assert half["macro_f1"] == 0.5 and half["per_class"]["a"]["recall"] == 0.0
+
+
+def test_probabilities_from_logits():
+    logits = np.array([[0.0, np.log(3.0)]])
+    assert np.allclose(evaluate.as_probabilities(logits, True, multilabel=False), [[0.25, 0.75]])
+    assert np.allclose(evaluate.as_probabilities(logits, True, multilabel=True), [[0.5, 0.75]])
+    assert evaluate.as_probabilities(logits, False, multilabel=False) is logits

@@ -99,14 +99,14 @@ def _run_tracked(p, ds, root: Path, prepared: Path | None = None) -> float:
     """What the stage does around fit: open a run, log params, train with the logger
     (and, given `prepared`, with the resume backup main makes), finish the run."""
     from losstrace import params as params_mod
-    from losstrace.record import tracking
+    from losstrace.record import contract, writer
     from losstrace.stages import train
 
     _fresh(p)
 
     def go() -> None:
         backup = _backup(p, root, prepared) if prepared is not None else None
-        with tracking.start_run(root, "bench-tracking", {tracking.KIND_TAG: "bench"}) as logger:
+        with writer.start_run(root, "bench-tracking", {contract.KIND_TAG: "bench"}) as logger:
             logger.log_params(params_mod.flatten(p))
             if backup is not None:
                 backup.begin(logger.run_id)
@@ -159,14 +159,14 @@ def _timing(owner: Any, name: str, totals: dict[str, float], key: str) -> Iterat
 def stage_breakdown(params_path: Path, prepared: Path, root: Path) -> dict[str, float]:
     """Seconds of one `train.main` and of its parts; "other" is lint, featurize,
     predictions, diagnosis, plots and writing the outputs."""
-    from losstrace.record import tracking
+    from losstrace.record import writer
     from losstrace.stages import train
 
     totals = {"fit": 0.0, "log_keras_model": 0.0, "log_artifacts": 0.0}
     with contextlib.ExitStack() as stack:
         stack.enter_context(_timing(train, "run", totals, "fit"))
-        stack.enter_context(_timing(tracking.RunLogger, "log_keras_model", totals, "log_keras_model"))
-        stack.enter_context(_timing(tracking.RunLogger, "log_artifact", totals, "log_artifacts"))
+        stack.enter_context(_timing(writer.RunLogger, "log_keras_model", totals, "log_keras_model"))
+        stack.enter_context(_timing(writer.RunLogger, "log_artifact", totals, "log_artifacts"))
         total = timed(
             lambda: train.main(
                 params_path, prepared, root / "reports" / "validate", root / "models", root / "reports" / "train", root
@@ -187,10 +187,10 @@ def stage_breakdown(params_path: Path, prepared: Path, root: Path) -> dict[str, 
 def _warm_up(p, ds, store: Path) -> None:
     """Pay one-time costs outside the timed arms: TensorFlow's first graphs, MLflow's import
     and the new SQLite store's schema migrations (seconds, once per store)."""
-    from losstrace.record import tracking
+    from losstrace.record import contract, writer
 
     _plain_fit(p, ds)
-    with tracking.start_run(store, "bench-warm-up", {tracking.KIND_TAG: "bench"}):
+    with writer.start_run(store, "bench-warm-up", {contract.KIND_TAG: "bench"}):
         pass
 
 

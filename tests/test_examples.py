@@ -29,6 +29,7 @@ from losstrace.data.bundled import _nrc
 from losstrace.errors import LosstraceError
 from losstrace.io import read_json
 from losstrace.model import lint, zoo
+from losstrace.record import run_files
 from losstrace.stages import ingest, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -236,7 +237,7 @@ def test_example_lints_builds_and_trains_one_epoch(case, tmp_path):
     t0 = time.perf_counter()
     model, rec, ds = fit(prep)
     seconds = time.perf_counter() - t0
-    history = train.history_frame(rec)
+    history = run_files.history_frame(rec.epochs)
     assert len(history) == 1 and math.isfinite(history["loss"].iloc[0]) and math.isfinite(history["val_loss"].iloc[0])
     assert rec.kept_epoch == 0
     assert model.output_shape == (None, zoo.output_units(prep.p.train, len(ds.labels), ds.info["multilabel"]))
@@ -428,7 +429,7 @@ def test_best_checkpoint_restores_the_best_epoch(prepared, early_stopping):
     train.seed_everything(p.base.seed)
     ds = train.load_dataset(p, prepared)
     model, rec = train.run(p, ds)
-    history = train.history_frame(rec)
+    history = run_files.history_frame(rec.epochs)
     assert history["epoch"].tolist() == list(range(8))  # history still holds every epoch
     best = int(history["val_loss"].idxmin())
     assert rec.kept_epoch == history["epoch"][best]
@@ -442,7 +443,7 @@ def test_without_checkpoint_monitor_the_last_epoch_is_kept(prepared):
     train.seed_everything(p.base.seed)
     ds = train.load_dataset(p, prepared)
     model, rec = train.run(p, ds)
-    history = train.history_frame(rec)
+    history = run_files.history_frame(rec.epochs)
     assert rec.kept_epoch == 1
     restored = model.evaluate(ds.x["val"], ds.y["val"], batch_size=p.train.batch_size, verbose=0, return_dict=True)
     assert restored["loss"] == pytest.approx(history["val_loss"].iloc[-1], rel=1e-5)

@@ -67,10 +67,10 @@ def test_repro_writes_every_output(project):
 
 
 def test_mlflow_run_records_params_curves_model_and_evaluation(project):
-    from losstrace.record import tracking
+    from losstrace.record import store
 
     run_id = json.loads((project / "reports/train/run.json").read_text())["run_id"]
-    c = tracking.client(tracking.tracking_uri(project))
+    c = store.client(store.tracking_uri(project))
     run = c.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["train.epochs"] == str(EPOCHS)
@@ -91,7 +91,7 @@ def test_mlflow_run_records_params_curves_model_and_evaluation(project):
     assert "MLmodel" in files
     import mlflow.keras
 
-    with tracking.scoped_tracking_uri(tracking.tracking_uri(project)):
+    with store.scoped_tracking_uri(store.tracking_uri(project)):
         model = mlflow.keras.load_model(models[0].model_uri)
     assert model.output_shape == (None, 9)
 

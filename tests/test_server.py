@@ -136,9 +136,9 @@ def _run_json(root: Path, reports: str = "reports/train") -> dict:
 
 
 def _client(uri: str):
-    from losstrace.record import tracking
+    from losstrace.record import store
 
-    return tracking.client(uri)
+    return store.client(uri)
 
 
 def test_two_clones_log_to_one_server_and_diff_compares_them(server, clones):

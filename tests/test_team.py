@@ -52,9 +52,9 @@ def _run_id(root: Path) -> str:
 
 
 def _store(root: Path):
-    from losstrace.record import tracking
+    from losstrace.record import store
 
-    return tracking.client(tracking.tracking_uri(root))
+    return store.client(store.tracking_uri(root))
 
 
 # ---------------------------------------------------------------- ci-report
@@ -176,11 +176,11 @@ def test_queued_experiments_ran_in_parallel_into_the_project_store(project):
 
 
 def _train_runs(root: Path) -> list:
-    from losstrace.record import tracking
+    from losstrace.record import contract, store
 
     c = _store(root)
-    exp = c.get_experiment_by_name(tracking.experiment_name())
-    return c.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.KIND_TAG}` = 'train'")
+    exp = c.get_experiment_by_name(store.experiment_name())
+    return c.search_runs([exp.experiment_id], filter_string=f"tags.`{contract.KIND_TAG}` = 'train'")
 
 
 def _wait_for_queue(root: Path, timeout: float) -> str:

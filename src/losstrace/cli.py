@@ -47,7 +47,9 @@ def cmd_validate(a: argparse.Namespace) -> int:
 def cmd_train(a: argparse.Namespace) -> int:
     from losstrace.stages import train
 
-    result = train.main(a.params, a.prepared, a.validate, a.models, a.reports, Path("."))
+    result = train.main(
+        a.params, a.prepared, a.validate, a.models, a.reports, Path("."), kind=a.run_kind, parent_run_id=a.parent_run
+    )
     if result["offline"]:
         print(
             f"train: {result['epochs']} epochs recorded offline in {a.reports} ({result['offline']}); "
@@ -89,10 +91,10 @@ def cmd_lint(a: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(a: argparse.Namespace) -> int:
-    from losstrace.record import tracking
+    from losstrace.record import store
     from losstrace.workflows import runs
 
-    tracking.fail_fast_reads()
+    store.fail_fast_reads()
     diagnosis = runs.diagnose(a.run, Path("."))
     if a.json:
         print(json.dumps(diagnosis, indent=2, sort_keys=True))
@@ -106,10 +108,10 @@ def cmd_diagnose(a: argparse.Namespace) -> int:
 
 def cmd_diff(a: argparse.Namespace) -> int:
     from losstrace.explain import report
-    from losstrace.record import tracking
+    from losstrace.record import store
     from losstrace.workflows import runs
 
-    tracking.fail_fast_reads()
+    store.fail_fast_reads()
     result = runs.diff(a.run_a, a.run_b, Path("."))
     if a.html:
         from losstrace.io import write_text
@@ -152,7 +154,7 @@ def cmd_gallery(a: argparse.Namespace) -> int:
 
 
 def cmd_sync(a: argparse.Namespace) -> int:
-    from losstrace.record import sync
+    from losstrace.workflows import sync
 
     result = sync.main(Path("."), a.reports, a.validate, a.evaluate, a.models, a.prepared)
     if not result["uploaded"]:
@@ -174,10 +176,10 @@ def cmd_sync(a: argparse.Namespace) -> int:
 
 
 def cmd_ci_report(a: argparse.Namespace) -> int:
-    from losstrace.record import tracking
+    from losstrace.record import store
     from losstrace.workflows import ci_report
 
-    tracking.fail_fast_reads()
+    store.fail_fast_reads()
     result = ci_report.main(Path("."), a.params, a.rev, a.run, a.baseline, a.out, a.html)
     if a.out is None:
         print(result["markdown"])
@@ -241,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validate", type=_path, default=Path("reports/validate"))
     p.add_argument("--models", type=_path, default=Path("models"))
     p.add_argument("--reports", type=_path, default=Path("reports/train"))
+    p.add_argument(
+        "--run-kind",
+        default="train",
+        choices=("train", "gallery", "bisect-trial"),
+        help="how the MLflow run is tagged: train (default), or a gallery case / bisect trial (set by those commands)",
+    )
+    p.add_argument("--parent-run", metavar="RUN_ID", help="nest the MLflow run under this run (bisect sets it)")
 
     p = add("evaluate", cmd_evaluate, "Score the model on the test split and log it into the training run.")
     p.add_argument("--prepared", type=_path, default=Path("data/prepared"))

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from losstrace.errors import LosstraceError
-from losstrace.record import tracking
+from losstrace.record import store, writer
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def dead_uri(monkeypatch) -> str:
 
 
 def test_resilient_logger_goes_offline_once_and_keeps_quiet(dead_uri, capsys):
-    logger = tracking.RunLogger(tracking.client(dead_uri), "0" * 32, dead_uri, resilient=True)
+    logger = writer.RunLogger(store.client(dead_uri), "0" * 32, dead_uri, resilient=True)
     logger.log_metrics({"loss": 1.0}, step=0)
     logger.flush()  # metrics are written by a background thread
     assert logger.offline and "Max retries exceeded" in logger.offline
@@ -32,33 +32,33 @@ def test_resilient_logger_goes_offline_once_and_keeps_quiet(dead_uri, capsys):
 
 
 def test_plain_logger_still_raises_on_an_outage(dead_uri):
-    logger = tracking.RunLogger(tracking.client(dead_uri), "0" * 32, dead_uri)
+    logger = writer.RunLogger(store.client(dead_uri), "0" * 32, dead_uri)
     logger.log_metrics({"loss": 1.0}, step=0)  # queued; the writer's failure surfaces at the next flush
     with pytest.raises(Exception) as e:
         logger.flush()
-    assert tracking.is_outage(e.value)
+    assert store.is_outage(e.value)
 
 
 def test_a_rejected_call_is_not_an_outage(tmp_path):
-    with tracking.start_run(tmp_path, "r", {}, resilient=True) as run:
+    with writer.start_run(tmp_path, "r", {}, resilient=True) as run:
         run.log_params({"p": 1})
         with pytest.raises(Exception) as e:
             run.log_params({"p": 2})  # MLflow refuses to change a param: a bug, not a missing server
-        assert not tracking.is_outage(e.value) and run.offline is None
+        assert not store.is_outage(e.value) and run.offline is None
 
 
 def test_offline_ok_opens_an_offline_run_instead_of_failing(tmp_path, monkeypatch, dead_uri):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", dead_uri)
     with pytest.raises(LosstraceError, match="cannot open a run"):
-        with tracking.start_run(tmp_path, "r", {}):
+        with writer.start_run(tmp_path, "r", {}):
             pass
-    with tracking.start_run(tmp_path, "r", {}, offline_ok=True) as run:
+    with writer.start_run(tmp_path, "r", {}, offline_ok=True) as run:
         run.log_metrics({"loss": 1.0}, step=0)
     assert run.run_id is None and run.offline == "unreachable at start"
 
 
 def test_reopening_an_offline_run_sends_nothing(tmp_path):
-    with tracking.reopen_run(tmp_path, None, offline=True) as run:
+    with writer.reopen_run(tmp_path, None, offline=True) as run:
         run.log_metrics({"test_accuracy": 0.9}, step=0)
         run.log_artifact(tmp_path / "missing.json", "evaluate")
     assert not (tmp_path / "mlflow.db").exists()
@@ -67,7 +67,7 @@ def test_reopening_an_offline_run_sends_nothing(tmp_path):
 def test_queued_experiments_record_into_the_dvc_root(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path / "project"))  # what `dvc exp run --queue` sets
     assert (
-        tracking.tracking_uri(tmp_path / "project/.dvc/tmp/exps/tmpabc")
+        store.tracking_uri(tmp_path / "project/.dvc/tmp/exps/tmpabc")
         == f"sqlite:///{(tmp_path / 'project' / 'mlflow.db').resolve()}"
     )
 

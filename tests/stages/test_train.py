@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from losstrace.record import run_files
 from losstrace.stages import train
 from support import shrunk
 
@@ -20,7 +21,7 @@ def test_recovered_batch_losses_average_back_to_the_epoch_loss(prepared):
     p = shrunk(batch_size=50)  # 216 rows: 4 full batches and one of 16
     _, rec = fit(p, prepared)
     batches = pd.DataFrame(rec.batches)
-    history = train.history_frame(rec)
+    history = run_files.history_frame(rec.epochs)
     assert batches.groupby("epoch")["size"].apply(list).tolist() == [[50, 50, 50, 50, 16]] * 2
     weighted = batches.groupby("epoch").apply(lambda d: np.average(d["loss"], weights=d["size"]))
     assert np.allclose(weighted.to_numpy(), history["loss"].to_numpy(), rtol=1e-5)
@@ -34,13 +35,13 @@ def test_same_seed_gives_identical_history(prepared):
     p = shrunk()
     _, a = fit(p, prepared)
     _, b = fit(p, prepared)
-    assert train.history_frame(a).to_csv() == train.history_frame(b).to_csv()
+    assert run_files.history_frame(a.epochs).to_csv() == run_files.history_frame(b.epochs).to_csv()
     assert pd.DataFrame(a.batches).equals(pd.DataFrame(b.batches))
 
 
 def test_history_has_the_contract_columns(prepared):
     _, rec = fit(shrunk(), prepared)
-    h = train.history_frame(rec)
+    h = run_files.history_frame(rec.epochs)
     assert list(h.columns[:6]) == ["epoch", "loss", "val_loss", "accuracy", "val_accuracy", "lr"]
     assert h["epoch"].tolist() == [0, 1]
     assert h["lr"].tolist() == pytest.approx([0.001, 0.001])

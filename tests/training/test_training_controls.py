@@ -20,7 +20,7 @@ import yaml
 
 from losstrace import params
 from losstrace.errors import LosstraceError
-from losstrace.record import tracking
+from losstrace.record import contract, run_files, store
 from losstrace.stages import train
 from losstrace.training import callbacks, distribute
 from support import BIN, shrunk
@@ -55,12 +55,12 @@ def stage(root: Path) -> dict:
     )
 
 
-def store(root: Path):
-    return tracking.client(tracking.tracking_uri(root))
+def mlflow_client(root: Path):
+    return store.client(store.tracking_uri(root))
 
 
 def steps(root: Path, run_id: str, key: str) -> list[int]:
-    return [m.step for m in store(root).get_metric_history(run_id, key)]
+    return [m.step for m in mlflow_client(root).get_metric_history(run_id, key)]
 
 
 def env() -> dict[str, str]:
@@ -73,11 +73,13 @@ def env() -> dict[str, str]:
 def test_dynamics_are_per_layer_and_leave_the_curve_alone(vowels):
     model, rec, ds = fit(shrunk(), vowels)
     _, bare, _ = fit(shrunk(dynamics=False), vowels)
-    assert train.history_frame(rec).to_csv() == train.history_frame(bare).to_csv()  # recording draws no randomness
+    assert (
+        run_files.history_frame(rec.epochs).to_csv() == run_files.history_frame(bare.epochs).to_csv()
+    )  # recording draws no randomness
     assert pd.DataFrame(rec.batches).equals(pd.DataFrame(bare.batches)) and bare.dynamics == []
 
     dyn = pd.DataFrame(rec.dynamics)
-    assert list(dyn.columns) == train.DYNAMICS_COLUMNS
+    assert list(dyn.columns) == list(contract.DYNAMICS_COLUMNS)
     assert dyn["epoch"].tolist() == [0, 0, 1, 1] and set(dyn["layer"]) == {"lstm_0", "output"}
     assert (dyn["grad_norm"] > 0).all() and (dyn["grad_norm_max"] >= dyn["grad_norm"] * (1 - 1e-9)).all()
     assert ((dyn["update_ratio"] > 0) & (dyn["update_ratio"] < 1)).all()
@@ -126,7 +128,7 @@ def test_train_stage_writes_and_logs_dynamics_once_per_epoch(vowels, tmp_path):
     result = stage(root)
     dyn = pd.read_csv(root / "reports/dynamics.csv")
     assert list(dyn.columns) == ["epoch", "layer", "grad_norm", "grad_norm_max", "update_ratio"] and len(dyn) == 4
-    run = store(root).get_run(result["run_id"])
+    run = mlflow_client(root).get_run(result["run_id"])
     for key in (
         "grad_norm/lstm_0",
         "grad_norm/output",
@@ -172,11 +174,11 @@ def test_a_crashed_training_resumes_in_the_same_run_with_its_best_epoch(vowels, 
     crash_at(monkeypatch, root, 3)
     state = json.loads((root / ".losstrace/train-backup/state.json").read_text())
     run_id = state["run_id"]
-    assert state["epoch"] == 3 and store(root).get_run(run_id).info.status == "FAILED"
+    assert state["epoch"] == 3 and mlflow_client(root).get_run(run_id).info.status == "FAILED"
     assert steps(root, run_id, "val_loss") == [0, 1, 2]
 
     result = stage(root)
-    run = store(root).get_run(run_id)
+    run = mlflow_client(root).get_run(run_id)
     assert result["run_id"] == run_id and run.info.status == "FINISHED"
     assert run.data.tags["losstrace.resumed_from_epoch"] == "3"
     assert steps(root, run_id, "val_loss") == [0, 1, 2, 3, 4]
@@ -220,7 +222,7 @@ def test_a_bucketed_training_resumes_exactly_where_it_would_have_been(vowels, tm
     train.seed_everything(p.base.seed)
     _, resumed = train.run(p, train.load_dataset(p, vowels), backup=backup)
     assert resumed.resumed_from == 2
-    assert train.history_frame(resumed).to_csv() == train.history_frame(uninterrupted).to_csv()
+    assert run_files.history_frame(resumed.epochs).to_csv() == run_files.history_frame(uninterrupted.epochs).to_csv()
     assert pd.DataFrame(resumed.batches).to_csv() == pd.DataFrame(uninterrupted.batches).to_csv()
     assert pd.DataFrame(resumed.dynamics).to_csv() == pd.DataFrame(uninterrupted.dynamics).to_csv()
 
@@ -229,12 +231,12 @@ def test_a_backup_from_other_params_is_discarded_and_its_run_failed(vowels, tmp_
     root = project(tmp_path, vowels, epochs=3)
     crash_at(monkeypatch, root, 2)
     old = json.loads((root / ".losstrace/train-backup/state.json").read_text())["run_id"]
-    store(root).update_run(old, status="RUNNING")  # as a SIGKILLed process leaves it
+    mlflow_client(root).update_run(old, status="RUNNING")  # as a SIGKILLed process leaves it
     project(root, vowels, epochs=3, learning_rate=0.002)
     result = stage(root)
-    assert result["run_id"] != old and store(root).get_run(old).info.status == "FAILED"
+    assert result["run_id"] != old and mlflow_client(root).get_run(old).info.status == "FAILED"
     assert steps(root, result["run_id"], "val_loss") == [0, 1, 2]
-    assert "losstrace.resumed_from_epoch" not in store(root).get_run(result["run_id"]).data.tags
+    assert "losstrace.resumed_from_epoch" not in mlflow_client(root).get_run(result["run_id"]).data.tags
 
 
 def go_offline(monkeypatch) -> None:
@@ -258,7 +260,7 @@ def trained_epochs(monkeypatch) -> list[int]:
 
 
 def test_a_run_whose_store_is_away_at_restart_resumes_offline_and_sync_completes_it(vowels, tmp_path, monkeypatch):
-    from losstrace.record import sync
+    from losstrace.workflows import sync
 
     root = project(tmp_path, vowels, epochs=4, tracking={"offline_ok": True})
     crash_at(monkeypatch, root, 2)
@@ -272,7 +274,7 @@ def test_a_run_whose_store_is_away_at_restart_resumes_offline_and_sync_completes
     info = json.loads((root / "reports/run.json").read_text())
     assert info["run_id"] == run_id and info["offline"] is True
     sync.main(root, root / "reports", root / "validate", root / "evaluate", root / "models", root / "prepared")
-    assert store(root).get_run(run_id).info.status == "FINISHED"
+    assert mlflow_client(root).get_run(run_id).info.status == "FINISHED"
     assert steps(root, run_id, "val_loss") == [0, 1, 2, 3]
     assert sorted(steps(root, run_id, "batch_loss")) == list(range(28))  # 7 batches x 4 epochs, once each
 
@@ -313,11 +315,11 @@ def test_sigkill_mid_training_then_rerun_resumes_and_records_each_epoch_once(vow
     proc.wait()
     done = len(steps(root, run_id, "val_loss"))
     assert 2 <= done < epochs, "killed too late to test anything: raise epochs"
-    assert store(root).get_run(run_id).info.status == "RUNNING"  # SIGKILL leaves no chance to say so
+    assert mlflow_client(root).get_run(run_id).info.status == "RUNNING"  # SIGKILL leaves no chance to say so
 
     r = subprocess.run(cmd, cwd=root, env=env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
-    run = store(root).get_run(run_id)
+    run = mlflow_client(root).get_run(run_id)
     assert run.info.status == "FINISHED" and json.loads((root / "reports/run.json").read_text())["run_id"] == run_id
     assert steps(root, run_id, "val_loss") == list(range(epochs))
     batch_steps = steps(root, run_id, "batch_loss")
@@ -357,7 +359,7 @@ def test_mirrored_on_two_logical_cpus_is_a_tracked_run_with_the_same_curve(vowel
     r = subprocess.run([sys.executable, "-c", MIRRORED, str(root)], env=env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     run_id = json.loads(r.stdout.strip().splitlines()[-1])["run_id"]
-    run = store(root).get_run(run_id)
+    run = mlflow_client(root).get_run(run_id)
     assert run.info.status == "FINISHED"
     assert (run.data.tags["distribute"], run.data.tags["replicas"]) == ("mirrored", "2")
     batches = pd.read_csv(root / "reports/batches.csv")
@@ -413,7 +415,7 @@ def test_multi_worker_two_processes_train_one_tracked_run(vowels, undistributed_
 
     run_id = json.loads((root / "reports/run.json").read_text())["run_id"]
     c = store(root)
-    runs = c.search_runs([c.get_experiment_by_name(tracking.experiment_name()).experiment_id])
+    runs = c.search_runs([c.get_experiment_by_name(store.experiment_name()).experiment_id])
     assert [r.info.run_id for r in runs] == [run_id]  # only the chief records
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["replicas"] == "2"

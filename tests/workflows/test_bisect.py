@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from losstrace import params
-from losstrace.record import tracking
+from losstrace.record import reader, store
 from losstrace.workflows import bisect
 from losstrace.workflows.replay import Workspace
 
@@ -97,7 +97,7 @@ def test_bisect_names_the_batch_size_not_the_inert_change(tmp_path, monkeypatch)
     b = dataclasses.replace(
         a, train=dataclasses.replace(a.train, batch_size=4), evaluate=dataclasses.replace(a.evaluate, batch_size=64)
     )
-    ws = Workspace(tracking.tracking_uri(tmp_path), "train", inprocess=True)
+    ws = Workspace(store.tracking_uri(tmp_path), "train", inprocess=True)
     try:
         run_a, run_b = ws.train(a, source_root=REPO), ws.train(b, source_root=REPO)
     finally:
@@ -108,10 +108,10 @@ def test_bisect_names_the_batch_size_not_the_inert_change(tmp_path, monkeypatch)
     assert "batch_noise" in result["moved_features"]
     trial = next(t for t in result["trials"] if t["change"] == "train.batch_size")
     assert trial["share"] >= bisect.CULPRIT_SHARE
-    c = tracking.client(tracking.tracking_uri(tmp_path))
+    c = store.client(store.tracking_uri(tmp_path))
     children = c.search_runs(
         [c.get_experiment_by_name("losstrace").experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{result['parent_run_id']}'",
     )
     assert len(children) == len(result["trials"]) == 4
-    assert tracking.resolve_run("latest", tmp_path) == run_b.run_id  # trials never shadow `latest`
+    assert reader.resolve_run("latest", tmp_path) == run_b.run_id  # trials never shadow `latest`

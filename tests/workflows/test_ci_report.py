@@ -76,7 +76,7 @@ def test_new_commands_have_help_and_ci_report_stays_light(tmp_path):
     for command in ("ci-report", "sync"):
         r = run_cli(command, "--help", cwd=tmp_path)
         assert r.returncode == 0 and r.stdout.startswith(f"usage: losstrace {command}")
-    code = "import sys; from losstrace.workflows import ci_report; from losstrace.record import sync; print('tensorflow' in sys.modules)"
+    code = "import sys; from losstrace.workflows import ci_report, sync; print('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 

@@ -593,6 +593,29 @@ def diagnose_curves(
     return findings_from_features(f, history, context, t)
 
 
+def diagnose_training(
+    history: pd.DataFrame,
+    batches: pd.DataFrame,
+    dynamics: pd.DataFrame,
+    context: dict[str, Any],
+    thresholds: DiagnoseParams,
+    divergence: Any = None,
+    learning_rate: float = 1e-3,
+) -> list[Finding]:
+    """Curve findings at the end of a training, with what only the training saw.
+
+    divergence: where the loss first went NaN/inf (epoch, batch, loss), when the training
+    stopped on it: the history ends early, so the curves alone may not show it.
+    The dynamics rows are gradient-norm evidence for `diverged`."""
+    curve = diagnose_curves(history, batches, {**context, "grad_norms": dynamics}, thresholds)
+    if divergence is None or any(f.code == "diverged" for f in curve):
+        return curve
+    d = divergence
+    lr = learning_rate
+    evidence = {"epoch": d.epoch, "batch": d.batch, "loss": str(d.loss), **gradient_evidence(dynamics)}
+    return [*curve, Finding("diverged", "error", evidence, f"train.learning_rate: {lr:g} → {lr / 10:g}")]
+
+
 def findings_from_features(
     f: Features, history: pd.DataFrame, context: dict[str, Any], t: DiagnoseParams
 ) -> list[Finding]:

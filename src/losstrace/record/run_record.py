@@ -12,8 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "accuracy", "val_accuracy", "lr")
-BATCH_COLUMNS = ("step", "epoch", "batch", "loss", "size")
+from losstrace.record.contract import BATCH_COLUMNS, HISTORY_COLUMNS
 
 
 def _empty(columns: tuple[str, ...]) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import pandas as pd
 from losstrace import params as params_mod
 from losstrace.data import featurize
 from losstrace.io import Staging, read_json, read_prepared, to_json, write_json
-from losstrace.record import tracking
+from losstrace.record import store, writer
 
 # In the evaluate outputs while their upload to the run is pending (server away, offline_ok).
 PENDING = "pending_upload.json"
@@ -186,17 +186,17 @@ def main(
         record(root, run_info, metrics, out_dir)
         pending.unlink(missing_ok=True)
     except Exception as e:
-        if not tracking.is_outage(e):
+        if not store.is_outage(e):
             raise
-        uri = tracking.tracking_uri(root)
+        uri = store.tracking_uri(root)
         if not p.train.tracking.offline_ok:
-            raise tracking.unreachable(
+            raise store.unreachable(
                 uri, e, f"start it and rerun `dvc repro`; {out_dir} is written, only its upload failed"
             ) from None
         # Which run these outputs belong to: sync uploads them only to that run.
         write_json(pending, {"run_id": run_info["run_id"]})
         print(
-            f"warning: MLflow at {tracking.redact(uri)} is unreachable: the test metrics stay in {out_dir}; "
+            f"warning: MLflow at {store.redact(uri)} is unreachable: the test metrics stay in {out_dir}; "
             "`losstrace sync` uploads them to the run",
             file=sys.stderr,
         )
@@ -206,7 +206,7 @@ def main(
 def record(root: Path, run_info: dict[str, Any], metrics: dict[str, Any], out_dir: Path) -> None:
     """Add the test metrics and evaluate's artifacts to the train run (nothing for an offline run:
     `losstrace sync` uploads them with the rest)."""
-    with tracking.reopen_run(root, run_info["run_id"], offline=run_info.get("offline", False)) as logger:
+    with writer.reopen_run(root, run_info["run_id"], offline=run_info.get("offline", False)) as logger:
         logger.log_metrics(mlflow_metrics(metrics), step=0)
         for name in ARTIFACTS:
             logger.log_artifact(out_dir / name, "evaluate")

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from losstrace import params as params_mod
 from losstrace.data import featurize
@@ -23,17 +22,14 @@ from losstrace.errors import LosstraceError
 from losstrace.findings import Finding
 from losstrace.io import Staging, read_json, read_prepared, to_json, write_json
 from losstrace.params import Params
-from losstrace.record import environment, tracking
+from losstrace.record import contract, environment, run_files, store, writer
 from losstrace.training import distribute
 
 if TYPE_CHECKING:  # resume imports Keras: only inside the functions that train
     from losstrace.training import resume
 
-HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "accuracy", "val_accuracy", "lr"]
-DYNAMICS_COLUMNS = ["epoch", "layer", "grad_norm", "grad_norm_max", "update_ratio"]
-# Outputs the run carries as artifacts under losstrace/ (explain/runs.py reads them back).
-ARTIFACT_KEYS = ("history", "batches", "dynamics", "lint", "diagnosis", "context", "curves", "featurizer")
-VALIDATE_ARTIFACTS = ("fingerprint.json", "results.json")
+# The validate stage's outputs a training run carries as artifacts, beside its own.
+VALIDATE_ARTIFACTS = (contract.FINGERPRINT, contract.VALIDATION)
 
 
 def seed_everything(seed: int) -> None:
@@ -252,85 +248,23 @@ def _precision(mixed: bool) -> Iterator[None]:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def history_frame(rec) -> pd.DataFrame:
-    frame = pd.DataFrame(rec.epochs)
-    for col in HISTORY_COLUMNS:
-        if col not in frame:
-            frame[col] = np.nan
-    return frame[HISTORY_COLUMNS + [c for c in frame.columns if c not in HISTORY_COLUMNS]]
-
-
-def prediction_stats(
-    model, x: np.ndarray, labels: dict[str, int], batch_size: int, from_logits: bool = False, multilabel: bool = False
-) -> dict[str, Any]:
-    """How confident and how varied the validation predictions are (saturation, collapse)."""
-    from losstrace.stages.evaluate import as_probabilities
-
-    probs = as_probabilities(model.predict(x, batch_size=batch_size, verbose=0), from_logits, multilabel)
-    names = sorted(labels, key=labels.get)
-    if probs.shape[1] == 1:
-        top = np.concatenate([1 - probs, probs], axis=1)
-    else:
-        top = probs
-    pred = top.argmax(axis=1)
-    shares = np.bincount(pred, minlength=top.shape[1]) / max(len(pred), 1)
-    max_prob = top.max(axis=1)
-    pinned = np.mean((probs > 0.99) | (probs < 0.01))
-    return {
-        "mean_max_prob": float(max_prob.mean()),
-        "max_prob_share_above_0_99": float(np.mean(max_prob > 0.99)),
-        "pinned_output_share": float(pinned),
-        "pred_class_shares": {names[i] if i < len(names) else str(i): round(float(s), 6) for i, s in enumerate(shares)},
-    }
-
-
-def plot_curves(history: pd.DataFrame, batches: pd.DataFrame, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    if not batches.empty:
-        per_epoch = batches["step"] / max(batches.groupby("epoch")["batch"].max().max() + 1, 1)
-        ax1.plot(per_epoch + 1, batches["loss"], color="0.75", lw=0.7, label="batch loss")
-    ax1.plot(history["epoch"] + 1, history["loss"], label="train loss")
-    ax1.plot(history["epoch"] + 1, history["val_loss"], label="val loss")
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("loss")
-    ax1.legend()
-    ax2.plot(history["epoch"] + 1, history["accuracy"], label="train accuracy")
-    ax2.plot(history["epoch"] + 1, history["val_accuracy"], label="val accuracy")
-    ax2.set_xlabel("epoch")
-    ax2.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
-
-
 def output_paths(reports: Path, model_dir: Path) -> dict[str, Path]:
+    """Every train output by name: the run contract's files, run.json, the model and featurizer."""
     return {
-        "history": reports / "history.csv",
-        "batches": reports / "batches.csv",
-        "dynamics": reports / "dynamics.csv",
-        "lint": reports / "lint.json",
-        "diagnosis": reports / "diagnosis.json",
-        "context": reports / "context.json",
-        "curves": reports / "curves.png",
+        **{name: reports / name for name in contract.RUN_FILES},
         "run": reports / "run.json",
         "model": model_dir / "model.keras",
-        "featurizer": model_dir / "featurizer.json",
+        contract.FEATURIZER: model_dir / contract.FEATURIZER,
     }
 
 
 def artifact_files(outputs: dict[str, Path], validate_dir: Path) -> list[Path]:
-    return [outputs[k] for k in ARTIFACT_KEYS] + [
-        validate_dir / n for n in VALIDATE_ARTIFACTS if (validate_dir / n).exists()
-    ]
+    """What the run carries under the contract's artifact folder."""
+    own = [outputs[name] for name in (*contract.RUN_FILES, contract.FEATURIZER)]
+    return own + [validate_dir / n for n in VALIDATE_ARTIFACTS if (validate_dir / n).exists()]
 
 
-def run_json(logger: tracking.RunLogger, record: dict[str, Any]) -> dict[str, Any]:
+def run_json(logger: writer.RunLogger, record: dict[str, Any]) -> dict[str, Any]:
     """reports/train/run.json: the MLflow run holding this training.
 
     Offline (the store unreachable or gone mid-run) it also keeps what only the tracking
@@ -340,36 +274,40 @@ def run_json(logger: tracking.RunLogger, record: dict[str, Any]) -> dict[str, An
     out: dict[str, Any] = {
         "run_id": logger.run_id,
         "tracking_uri": logger.uri,
-        "experiment": tracking.experiment_name(),
+        "experiment": store.experiment_name(),
     }
     if logger.offline:
         out.update(offline=True, offline_reason=logger.offline, record=record)
     return out
 
 
+@dataclass
+class RunIdentity:
+    """What the MLflow run is called and carries before training starts."""
+
+    name: str
+    tags: dict[str, Any]
+    params: dict[str, Any]
+    data_metrics: dict[str, float]
+    kind: str
+    parent_run_id: str | None
+
+
 def main(
-    params_path: Path, prepared: Path, validate_dir: Path, model_dir: Path, reports: Path, root: Path = Path(".")
+    params_path: Path,
+    prepared: Path,
+    validate_dir: Path,
+    model_dir: Path,
+    reports: Path,
+    root: Path = Path("."),
+    kind: str = contract.KIND_TRAIN,
+    parent_run_id: str | None = None,
 ) -> dict[str, Any]:
-    from losstrace.explain.diagnose import diagnose_curves, gradient_evidence, merge_findings
-    from losstrace.model import lint
-
+    """The train stage. kind / parent_run_id: how the run is tagged and nested (bisect trials
+    and gallery cases run this stage as children of their own parent run)."""
     p = params_mod.load(params_path)
-    info = read_json(prepared / "ingest.json")
-    labels = read_json(prepared / "labels.json")
-    lint_findings = lint.run(p, info, labels)
-    lint_errors = [f for f in lint_findings if f.severity == "error"]
-    (reports).mkdir(parents=True, exist_ok=True)
-    if lint_errors and p.train.on_lint_error == "stop":
-        first = lint_errors[0]
-        raise LosstraceError(
-            "lint",
-            f"{first.code}: {first.evidence.get('message', first.evidence)}",
-            first.suggestion or "fix params.yaml",
-            exit_code=1,
-        )
-
-    from losstrace.training import resume
-
+    lint_findings = preflight(p, prepared)
+    reports.mkdir(parents=True, exist_ok=True)
     seed_everything(p.base.seed)
     device = select_device(p.train.device)
     strategy = distribute.make_strategy(p.train.distribute)  # multi_worker: before TensorFlow runs any op
@@ -377,14 +315,70 @@ def main(
     if p.train.distribute == "multi_worker" and not distribute.is_chief():
         return _train_worker(p, ds, strategy, prepared, root)
     data_findings = _weighted_imbalance(_data_findings(validate_dir), p, ds.info["multilabel"])
-    backup = resume.Backup(resume.backup_dir(root), resume.fingerprint(p, prepared)) if p.train.resume else None
-    resume_id, restore = _resume_target(root, backup) if backup is not None else (None, False)
+    backup, resume_id, restore = _backup(p, prepared, root)
+    identity = run_identity(p, ds, validate_dir, device, strategy, root, kind, parent_run_id)
+    outputs = output_paths(reports, model_dir)
+    # A server gone mid-run never costs the training (resilient); one unreachable at the
+    # start fails here, before training, unless train.tracking.offline_ok.
+    with writer.start_run(
+        root,
+        identity.name,
+        identity.tags,
+        resume_id=resume_id,
+        parent_id=parent_run_id,
+        resilient=True,
+        offline_ok=p.train.tracking.offline_ok,
+    ) as logger:
+        _log_start(logger, identity, resume_id, backup, restore)
+        model, rec = run(p, ds, logger, strategy=strategy, backup=backup)
+        if rec.resumed_from is not None:
+            logger.set_tags({contract.RESUMED_TAG: rec.resumed_from})
+        if distribute.is_multi_worker(strategy):
+            model = distribute.undistributed(model)
+        files = summarise(p, ds, model, rec, data_findings, lint_findings, logger.run_id, identity.name)
+        record = offline_record(identity, files)
+        publish(root, outputs, files, model, ds, logger, record)
+        upload(logger, outputs, validate_dir, files, model, ds, identity, record)
+        if backup is not None:
+            backup.clear()  # outputs published and recorded: nothing left to resume
+    distribute.barrier(strategy)  # multi_worker: release the workers waiting for the chief to finish
+    diagnosis = files.diagnosis
+    return {"run_id": logger.run_id, "offline": logger.offline, "epochs": len(files.history), "diagnosis": diagnosis}
 
-    # bisect runs each trial through this stage as a child of its parent run.
-    kind = os.environ.get("LOSSTRACE_RUN_KIND", "train")
-    parent = os.environ.get("LOSSTRACE_PARENT_RUN_ID") or None
+
+def preflight(p: Params, prepared: Path) -> list[Finding]:
+    """Lint the params against the prepared data; stop on an error unless told to train anyway."""
+    from losstrace.model import lint
+
+    lint_findings = lint.run(p, read_json(prepared / "ingest.json"), read_json(prepared / "labels.json"))
+    errors = [f for f in lint_findings if f.severity == "error"]
+    if errors and p.train.on_lint_error == "stop":
+        first = errors[0]
+        raise LosstraceError(
+            "lint",
+            f"{first.code}: {first.evidence.get('message', first.evidence)}",
+            first.suggestion or "fix params.yaml",
+            exit_code=1,
+        )
+    return lint_findings
+
+
+def _backup(p: Params, prepared: Path, root: Path) -> tuple[resume.Backup | None, str | None, bool]:
+    """(the resume backup or None, the run to continue, whether to restore from the backup)."""
+    if not p.train.resume:
+        return None, None, False
+    from losstrace.training import resume
+
+    backup = resume.Backup(resume.backup_dir(root), resume.fingerprint(p, prepared))
+    resume_id, restore = _resume_target(root, backup)
+    return backup, resume_id, restore
+
+
+def run_identity(
+    p: Params, ds: Dataset, validate_dir: Path, device: str, strategy, root: Path, kind: str, parent: str | None
+) -> RunIdentity:
     tags = {
-        tracking.KIND_TAG: kind,
+        contract.KIND_TAG: kind,
         "device": device,
         "determinism": "op-determinism",
         "distribute": p.train.distribute,
@@ -393,94 +387,72 @@ def main(
         **environment.git_tags(root),
         **environment.dvc_dep_tags(root, "train"),
     }
-    run_name = f"{p.train.model.rnn.cell}-bs{p.train.batch_size}-lr{p.train.learning_rate:g}"
-    outputs = output_paths(reports, model_dir)
     params = params_mod.flatten(p)
-    fp = validate_dir / "fingerprint.json"
+    fp = validate_dir / contract.FINGERPRINT
     if fp.exists():
-        params.update(_fingerprint_params(read_json(fp)))
-    data_metrics = {f"data.{k}": v for k, v in ds.stats.items()}
-    # A server gone mid-run never costs the training (resilient); one unreachable at the
-    # start fails here, before training, unless train.tracking.offline_ok.
-    with tracking.start_run(
-        root,
-        run_name,
-        tags,
-        resume_id=resume_id,
-        parent_id=parent,
-        resilient=True,
-        offline_ok=p.train.tracking.offline_ok,
-    ) as logger:
-        logger.log_params(params)  # the same values again when resuming: MLflow accepts that
-        if resume_id:
-            for key, value in data_metrics.items():
-                logger.log_missing(key, [0], [value])
-        else:
-            logger.log_metrics(data_metrics, step=0)
-        if backup is not None and not restore:
-            backup.begin(logger.run_id)
-        elif backup is not None:
-            backup.adopt(logger.run_id)
-        model, rec = run(p, ds, logger, strategy=strategy, backup=backup)
-        if rec.resumed_from is not None:
-            logger.set_tags({"losstrace.resumed_from_epoch": rec.resumed_from})
-        if distribute.is_multi_worker(strategy):
-            model = distribute.undistributed(model)
+        params.update(run_files.fingerprint_params(read_json(fp)))
+    data_metrics = {f"{contract.DATA_METRIC_PREFIX}{k}": v for k, v in ds.stats.items()}
+    name = f"{p.train.model.rnn.cell}-bs{p.train.batch_size}-lr{p.train.learning_rate:g}"
+    return RunIdentity(name, tags, params, data_metrics, kind, parent)
 
-        history = history_frame(rec)
-        batches = pd.DataFrame(rec.batches, columns=["step", "epoch", "batch", "loss", "size"])
-        dynamics = pd.DataFrame(rec.dynamics, columns=DYNAMICS_COLUMNS)
-        preds = prediction_stats(model, ds.x["val"], ds.labels, 256, p.train.from_logits, ds.info["multilabel"])
-        context = _context(p, ds, preds)
-        # The explain layer takes the dynamics rows as optional gradient-norm evidence;
-        # context.json stays plain JSON (dynamics.csv holds them).
-        curve = diagnose_curves(history, batches, {**context, "grad_norms": dynamics}, p.diagnose)
-        if rec.divergence is not None and not any(f.code == "diverged" for f in curve):
-            d = rec.divergence
-            curve.append(
-                Finding(
-                    "diverged",
-                    "error",
-                    {"epoch": d.epoch, "batch": d.batch, "loss": str(d.loss), **gradient_evidence(dynamics)},
-                    f"train.learning_rate: {p.train.learning_rate:g} → {p.train.learning_rate / 10:g}",
-                )
-            )
-        diagnosis = merge_findings(data_findings, lint_findings, curve)
-        diagnosis["run_id"] = logger.run_id
-        finding_tags = {f"finding.{f['code']}": f["severity"] for f in diagnosis["findings"]}
-        record = {
-            "name": run_name,
-            "params": params,
-            "metrics": data_metrics,
-            "tags": {**tags, **finding_tags, **({"mlflow.parentRunId": parent} if parent else {})},
-        }
 
-        # Stage every output, then publish them together: a failure leaves the old ones.
-        with Staging(root) as stage:
-            staged = {key: stage.path(path) for key, path in outputs.items()}
-            history.to_csv(staged["history"], index=False)
-            batches.to_csv(staged["batches"], index=False)
-            dynamics.to_csv(staged["dynamics"], index=False)
-            staged["lint"].write_text(to_json({"findings": [f.to_dict() for f in lint_findings]}), encoding="utf-8")
-            staged["diagnosis"].write_text(to_json(diagnosis), encoding="utf-8")
-            staged["context"].write_text(to_json(context), encoding="utf-8")
-            plot_curves(history, batches, staged["curves"], run_name)
-            model.save(staged["model"])
-            staged["featurizer"].write_text(to_json(ds.featurizer.to_dict()), encoding="utf-8")
-            staged["run"].write_text(to_json(run_json(logger, record)), encoding="utf-8")
+def _log_start(logger: writer.RunLogger, identity: RunIdentity, resume_id, backup, restore: bool) -> None:
+    logger.log_params(identity.params)  # the same values again when resuming: MLflow accepts that
+    if resume_id:
+        for key, value in identity.data_metrics.items():
+            logger.log_missing(key, [0], [value])
+    else:
+        logger.log_metrics(identity.data_metrics, step=0)
+    if backup is not None and not restore:
+        backup.begin(logger.run_id)
+    elif backup is not None:
+        backup.adopt(logger.run_id)
 
-        offline_before_uploads = logger.offline
-        for path in artifact_files(outputs, validate_dir):
-            logger.log_artifact(path, "losstrace")
-        logger.set_tags(finding_tags)
-        if kind == "train":  # bisect trials are compared by their curves; their models are not kept
-            logger.log_keras_model(model, ds.x["val"][:2])
-        if logger.offline and not offline_before_uploads:  # gone during the uploads: let sync finish the run
-            write_json(outputs["run"], run_json(logger, record))
-        if backup is not None:
-            backup.clear()  # outputs published and recorded: nothing left to resume
-    distribute.barrier(strategy)  # multi_worker: release the workers waiting for the chief to finish
-    return {"run_id": logger.run_id, "offline": logger.offline, "epochs": len(history), "diagnosis": diagnosis}
+
+def summarise(p: Params, ds: Dataset, model, rec, data_findings, lint_findings, run_id, title) -> run_files.RunFiles:
+    """The run's files: curves, dynamics, the context diagnosis reads, and the diagnosis."""
+    from losstrace.explain.diagnose import diagnose_training, merge_findings
+    from losstrace.stages.evaluate import as_probabilities
+
+    history = run_files.history_frame(rec.epochs)
+    batches = run_files.batches_frame(rec.batches)
+    dynamics = run_files.dynamics_frame(rec.dynamics)
+    outputs = model.predict(ds.x["val"], batch_size=256, verbose=0)
+    probs = as_probabilities(outputs, p.train.from_logits, ds.info["multilabel"])
+    context = _context(p, ds, run_files.prediction_stats(probs, sorted(ds.labels, key=ds.labels.get)))
+    curve = diagnose_training(history, batches, dynamics, context, p.diagnose, rec.divergence, p.train.learning_rate)
+    diagnosis = {**merge_findings(data_findings, lint_findings, curve), "run_id": run_id}
+    lint = [f.to_dict() for f in lint_findings]
+    return run_files.RunFiles(history, batches, dynamics, lint, diagnosis, context, title)
+
+
+def offline_record(identity: RunIdentity, files: run_files.RunFiles) -> dict[str, Any]:
+    """What only the tracking calls carry, kept in run.json for `losstrace sync`."""
+    parent = {contract.PARENT_TAG: identity.parent_run_id} if identity.parent_run_id else {}
+    tags = {**identity.tags, **contract.finding_tags(files.diagnosis["findings"]), **parent}
+    return {"name": identity.name, "params": identity.params, "metrics": identity.data_metrics, "tags": tags}
+
+
+def publish(root: Path, outputs: dict[str, Path], files, model, ds: Dataset, logger, record) -> None:
+    """Stage every output, then publish them together: a failure leaves the old ones."""
+    with Staging(root) as stage:
+        staged = {key: stage.path(path) for key, path in outputs.items()}
+        files.write(staged)
+        model.save(staged["model"])
+        staged[contract.FEATURIZER].write_text(to_json(ds.featurizer.to_dict()), encoding="utf-8")
+        staged["run"].write_text(to_json(run_json(logger, record)), encoding="utf-8")
+
+
+def upload(logger, outputs: dict[str, Path], validate_dir: Path, files, model, ds: Dataset, identity, record) -> None:
+    """The published files as artifacts, the finding tags and the model (pipeline trainings only)."""
+    offline_before_uploads = logger.offline
+    for path in artifact_files(outputs, validate_dir):
+        logger.log_artifact(path, contract.ARTIFACT_DIR)
+    logger.set_tags(contract.finding_tags(files.diagnosis["findings"]))
+    if identity.kind == contract.KIND_TRAIN:  # trials are compared by their curves; their models are not kept
+        logger.log_keras_model(model, ds.x["val"][:2])
+    if logger.offline and not offline_before_uploads:  # gone during the uploads: let sync finish the run
+        write_json(outputs["run"], run_json(logger, record))
 
 
 def _resume_target(root: Path, backup: resume.Backup) -> tuple[str | None, bool]:
@@ -497,13 +469,13 @@ def _resume_target(root: Path, backup: resume.Backup) -> tuple[str | None, bool]
     run_id = (state or {}).get("run_id")
     matches = backup.matches(state)
     try:
-        exists = tracking.run_exists(root, run_id)
+        exists = store.run_exists(root, run_id)
     except LosstraceError:  # store away: keep the backup for when it is back
         return (run_id, True) if matches else (None, False)
     if matches and (exists or run_id is None):
         return (run_id if exists else None), True
     if exists:
-        c = tracking.client(tracking.tracking_uri(root))
+        c = store.client(store.tracking_uri(root))
         if c.get_run(run_id).info.status == "RUNNING":
             c.set_terminated(run_id, "FAILED")
     backup.clear()
@@ -531,19 +503,12 @@ def _train_worker(p: Params, ds: Dataset, strategy, prepared: Path, root: Path) 
     return {"run_id": None, "offline": None, "epochs": len(rec.epochs), "diagnosis": {"findings": []}}
 
 
-def _class_shares(y: np.ndarray, n_classes: int, multilabel: bool) -> np.ndarray:
-    if multilabel:
-        return y.mean(axis=0)
-    ids = y if y.ndim == 1 else (y.argmax(axis=1) if y.shape[1] > 1 else y[:, 0].astype(int))
-    return np.bincount(ids.astype(int), minlength=n_classes) / max(len(ids), 1)
-
-
 def _context(p: Params, ds: Dataset, preds: dict[str, Any]) -> dict[str, Any]:
     y = ds.y["train"]
     names = sorted(ds.labels, key=ds.labels.get)
     multilabel = bool(ds.info["multilabel"])
-    shares = _class_shares(y, len(names), multilabel)
-    val_shares = _class_shares(ds.y["val"], len(names), multilabel) if len(ds.y["val"]) else None
+    shares = run_files.class_shares(y, len(names), multilabel)
+    val_shares = run_files.class_shares(ds.y["val"], len(names), multilabel) if len(ds.y["val"]) else None
     return {
         "n_classes": len(ds.labels),
         "class_shares": {names[i]: round(float(s), 6) for i, s in enumerate(shares)},
@@ -559,18 +524,6 @@ def _context(p: Params, ds: Dataset, preds: dict[str, Any]) -> dict[str, Any]:
         "params": {k: v for k, v in params_mod.flatten(p).items()},
         "predictions": preds,
     }
-
-
-def _fingerprint_params(fp: dict[str, Any]) -> dict[str, Any]:
-    """Headline data facts as params, so the MLflow UI's compare view shows data changes."""
-    out = {"data.label_map_hash": fp.get("label_map_hash", "")}
-    for split, d in fp.items():
-        if isinstance(d, dict) and "rows" in d:
-            out[f"data.{split}.rows"] = d["rows"]
-            out[f"data.{split}.content_hash"] = d.get("content_hash", "")
-            out[f"data.{split}.ordered_hash"] = d.get("ordered_hash", "")
-            out[f"data.{split}.clustered"] = d.get("order", {}).get("clustered", "")
-    return out
 
 
 def _data_findings(validate_dir: Path) -> list[Finding]:

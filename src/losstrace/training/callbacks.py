@@ -34,6 +34,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from losstrace.record import contract
+
 
 @dataclass
 class Divergence:
@@ -88,9 +90,8 @@ def epoch_metrics(rec: Recorder, epoch: int) -> tuple[dict[str, float], list[int
     row = next(r for r in reversed(rec.epochs) if r["epoch"] == epoch)
     metrics = {k: v for k, v in row.items() if k != "epoch"}
     for d in _epoch_rows(rec.dynamics, epoch):
-        metrics[f"grad_norm/{d['layer']}"] = d["grad_norm"]
-        metrics[f"grad_norm_max/{d['layer']}"] = d["grad_norm_max"]
-        metrics[f"update_ratio/{d['layer']}"] = d["update_ratio"]
+        for series in contract.DYNAMICS_SERIES:
+            metrics[contract.dynamics_metric(series, d["layer"])] = d[series]
     rows = _epoch_rows(rec.batches, epoch)
     return metrics, [r["step"] for r in rows], [r["loss"] for r in rows]
 
@@ -112,7 +113,7 @@ def log_epoch(logger, rec: Recorder, epoch: int, skip_batch_steps: frozenset[int
     metrics, steps, losses = epoch_metrics(rec, epoch)
     kept = [(s, v) for s, v in zip(steps, losses) if s not in skip_batch_steps]
     if kept:
-        logger.log_series("batch_loss", [s for s, _ in kept], [v for _, v in kept])
+        logger.log_series(contract.BATCH_LOSS, [s for s, _ in kept], [v for _, v in kept])
     logger.log_metrics(metrics, step=epoch)
 
 

@@ -286,7 +286,7 @@ def reconcile(logger, rec: Recorder) -> int:
             have |= {m.step for m in history(logger.run_id, "lr")}
         have_batches = frozenset(m.step for m in history(logger.run_id, "batch_loss"))
     except Exception as e:
-        from losstrace.record.tracking import is_outage
+        from losstrace.record.store import is_outage
 
         if is_outage(e):
             return 0

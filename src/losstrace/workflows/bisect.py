@@ -24,9 +24,9 @@ from typing import Any
 from losstrace import params as params_mod
 from losstrace.errors import LosstraceError
 from losstrace.params import Params
-from losstrace.record import tracking
+from losstrace.record import contract, store, writer
+from losstrace.record.reader import load_record
 from losstrace.workflows.replay import Workspace
-from losstrace.workflows.runs import load_record
 
 # Behaviour features compared between trials: noise, plateau, level, generalisation.
 FEATURES = (
@@ -205,10 +205,10 @@ def main(
             "b": rec_b.run_id,
             "note": "no replayable param changes between A and B (compare data and env with `losstrace diff`)",
         }
-    store = tracking.tracking_uri(root)
-    tags = {tracking.KIND_TAG: "bisect", "bisect.a": rec_a.run_id, "bisect.b": rec_b.run_id}
-    with tracking.start_run(root, f"bisect {rec_a.run_id[:8]}..{rec_b.run_id[:8]}", tags) as parent:
-        ws = Workspace(store, "bisect-trial", parent.run_id, inprocess=inprocess)
+    store_uri = store.tracking_uri(root)
+    tags = {contract.KIND_TAG: "bisect", "bisect.a": rec_a.run_id, "bisect.b": rec_b.run_id}
+    with writer.start_run(root, f"bisect {rec_a.run_id[:8]}..{rec_b.run_id[:8]}", tags) as parent:
+        ws = Workspace(store_uri, "bisect-trial", parent.run_id, inprocess=inprocess)
         try:
             for trial, p in tqdm(trials, desc="bisect trials", unit="trial", file=sys.stderr):
                 if p is None:  # errored when planned

@@ -25,7 +25,7 @@ from losstrace import params as params_mod
 from losstrace.errors import LosstraceError
 from losstrace.io import write_text
 from losstrace.params import CiParams
-from losstrace.record import tracking
+from losstrace.record import reader
 
 GATES = {"test.accuracy": "max_accuracy_drop", "test.macro_f1": "max_macro_f1_drop"}  # metric → ci.* key
 RUN_JSON = Path("reports/train/run.json")
@@ -179,8 +179,8 @@ def main(
     rows = checks(metrics_diff(root, rev), ci)
     # A run named on the command line must exist; the defaults may legitimately be absent
     # (an offline run, a rev recorded on another store) and only cost the diff.
-    baseline = tracking.resolve_run(baseline_ref, root) if baseline_ref else committed_run_id(root, rev)
-    current = tracking.resolve_run(run_ref, root) if run_ref else workspace_run_id(root)
+    baseline = reader.resolve_run(baseline_ref, root) if baseline_ref else committed_run_id(root, rev)
+    current = reader.resolve_run(run_ref, root) if run_ref else workspace_run_id(root)
     explanation, result = explain(root, baseline, current)
     markdown = render(rev, rows, explanation)
     if out:

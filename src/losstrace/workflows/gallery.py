@@ -18,7 +18,7 @@ from typing import Any
 from losstrace import params as params_mod
 from losstrace.errors import LosstraceError
 from losstrace.params import Params
-from losstrace.record import tracking
+from losstrace.record import store
 from losstrace.workflows.replay import Outcome, Workspace
 
 
@@ -199,7 +199,7 @@ def run_case(case: Case, root: Path, epochs: int = 0, inprocess: bool = False) -
     from losstrace.workflows.runs import diff
 
     pa, pb = configure(case, epochs)
-    ws = Workspace(tracking.tracking_uri(root), "gallery", inprocess=inprocess)
+    ws = Workspace(store.tracking_uri(root), "gallery", inprocess=inprocess)
     try:
         a, b = ws.train(pa, source_root=root), ws.train(pb, source_root=root)
     finally:

@@ -26,7 +26,7 @@ import yaml
 from losstrace import params as params_mod
 from losstrace.explain.symptoms import curve_features
 from losstrace.params import Params
-from losstrace.record import tracking
+from losstrace.record import store
 
 
 @dataclass
@@ -60,14 +60,10 @@ class Workspace:
         self.keep = keep
         # In-process runs share one TensorFlow import (tests); subprocesses isolate each run (CLI).
         self.inprocess = inprocess
-        self.env = {
-            **os.environ,
-            "MLFLOW_TRACKING_URI": store_uri,
-            "MLFLOW_EXPERIMENT_NAME": tracking.experiment_name(),
-            "LOSSTRACE_RUN_KIND": kind,
-        }
-        if parent_id:
-            self.env["LOSSTRACE_PARENT_RUN_ID"] = parent_id
+        # The store is configuration (every stage reads it from the environment); the run's
+        # kind and parent are arguments of the train stage.
+        self.env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri, "MLFLOW_EXPERIMENT_NAME": store.experiment_name()}
+        self.kind, self.parent_id = kind, parent_id
         self._count = 0
 
     def train(self, p: Params, source_root: Path | None = None, data_seed: int | None = None) -> Outcome:
@@ -89,19 +85,9 @@ class Workspace:
         validate_dir = work / "reports" / "validate"
         self._stage(out, work, "validate", "--prepared", str(prepared), "--out", str(validate_dir), ok=(0, 1))
         reports = work / "reports" / "train"
-        self._stage(
-            out,
-            work,
-            "train",
-            "--prepared",
-            str(prepared),
-            "--validate",
-            str(validate_dir),
-            "--models",
-            str(work / "models"),
-            "--reports",
-            str(reports),
-        )
+        train_args = ["--prepared", str(prepared), "--validate", str(validate_dir), "--models", str(work / "models")]
+        train_args += ["--reports", str(reports), "--run-kind", self.kind]
+        self._stage(out, work, "train", *train_args, *(("--parent-run", self.parent_id) if self.parent_id else ()))
         if out.error:
             return out
         out.reports = reports
@@ -145,18 +131,23 @@ class Workspace:
         return r.returncode, r.stderr
 
     def _inprocess(self, argv: list[str], cwd: Path) -> tuple[int, str]:
+        """The stage's own function in this process (one TensorFlow import for every trial)."""
         import contextlib
         import io
 
-        from losstrace.cli import main
+        from losstrace.errors import LosstraceError
 
         saved_env, saved_cwd = dict(os.environ), os.getcwd()
         err = io.StringIO()
+        code = 0
         try:
             os.environ.update(self.env)
             os.chdir(cwd)
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-                code = main(argv)
+                run_stage(argv)
+        except LosstraceError as e:
+            err.write(e.line() + "\n")
+            code = e.exit_code
         finally:
             os.chdir(saved_cwd)
             os.environ.clear()
@@ -166,3 +157,25 @@ class Workspace:
     def close(self) -> None:
         if not self.keep:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_stage(argv: list[str]) -> None:
+    """Run one stage from the argv `losstrace <stage> ...` would take, calling its module directly."""
+    from losstrace.stages import ingest, train, validate
+
+    stage, *rest = argv
+    a = _stage_args(rest)
+    if stage == "ingest":
+        ingest.main(Path(a["params"]), Path(a["out"]), Path("."))
+    elif stage == "validate":
+        validate.main(Path(a["prepared"]), Path(a["out"]), Path(a["params"]), Path("data/labels.reference.json"))
+    elif stage == "train":
+        paths = [Path(a[k]) for k in ("params", "prepared", "validate", "models", "reports")]
+        train.main(*paths, Path("."), kind=a.get("run-kind", "train"), parent_run_id=a.get("parent-run"))
+    else:
+        raise ValueError(f"replay runs ingest, validate and train, not {stage}")
+
+
+def _stage_args(rest: list[str]) -> dict[str, str]:
+    """`--key value` pairs (replay builds these argvs itself, always in pairs)."""
+    return {rest[i][2:]: rest[i + 1] for i in range(0, len(rest), 2)}

@@ -1,10 +1,4 @@
-"""The only module that talks to MLflow.
-
-Nothing happens at import: the tracking URI, telemetry switch and experiment are
-resolved when a run is opened. Default store: `sqlite:///<project>/mlflow.db`
-with artifacts in `<project>/mlruns`, where <project> is the DVC repo root even for
-queued experiments; `MLFLOW_TRACKING_URI` overrides both (a team server). One experiment per project (`MLFLOW_EXPERIMENT_NAME`, default
-"losstrace").
+"""Writing a run into MLflow: a handle that batches metrics and survives a store that goes away.
 
 Logging is batched: per-epoch metrics go in one call per epoch and per-batch
 losses in one call per epoch, so tracking costs a few percent of training at most.
@@ -13,8 +7,6 @@ losses in one call per epoch, so tracking costs a few percent of training at mos
 from __future__ import annotations
 
 import math
-import os
-import re
 import sys
 import threading
 import time
@@ -24,124 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from losstrace.errors import LosstraceError, first_line
+from losstrace.record.store import (
+    _experiment_id,
+    client,
+    is_outage,
+    redact,
+    scoped_tracking_uri,
+    tracking_uri,
+)
 
-DEFAULT_EXPERIMENT = "losstrace"
-KIND_TAG = "losstrace.kind"  # train | bisect | bisect-trial
 _MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
-
-
-def _quiet_env() -> None:
-    # No network here and none wanted: telemetry off before MLflow is imported.
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def project_root(root: Path = Path(".")) -> Path:
-    """The project whose default store a command uses.
-
-    `dvc exp run --queue` (and `--temp`) runs stages in a throwaway copy under
-    .dvc/tmp/exps and sets DVC_ROOT to the real repository: a queued run must record
-    into the project's store, not into one deleted with the copy.
-    """
-    return Path(os.environ.get("DVC_ROOT") or root)
-
-
-def tracking_uri(root: Path = Path(".")) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(project_root(root) / 'mlflow.db').resolve()}"
-
-
-@contextmanager
-def scoped_tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's fluent API (the Keras flavour has no client form) pointed at `uri` for one block.
-
-    `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI to the whole process, so
-    every later subprocess (a DVC stage, a queued experiment) would record into this
-    store. Put both the module setting and the environment back afterwards.
-    """
-    import mlflow
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    before_env = os.environ.get("MLFLOW_TRACKING_URI")
-    before = tracking_utils._tracking_uri  # None: "not set", which get_tracking_uri() hides
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before)
-        if before_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before_env
-
-
-def experiment_name() -> str:
-    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
-
-
-def client(uri: str):
-    _quiet_env()
-    import logging
-
-    from mlflow.tracking import MlflowClient
-
-    # MLflow logs store migrations at INFO on every new SQLite file: noise in stage output.
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    return MlflowClient(tracking_uri=uri)
-
-
-def existing_store(root: Path) -> str:
-    """The tracking URI for read-only commands; a missing local store is an error, not a new empty DB."""
-    uri = tracking_uri(root)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
-        raise LosstraceError(
-            uri[len("sqlite:///") :],
-            "no MLflow store here, so no losstrace runs recorded",
-            "run `dvc repro` first, or set MLFLOW_TRACKING_URI",
-        )
-    return uri
-
-
-def _experiment_id(c, uri: str, root: Path) -> str:
-    name = experiment_name()
-    exp = c.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    # Artifacts live next to the SQLite file, wherever the run was started from (a bisect
-    # or gallery workspace is temporary; the store is not).
-    location = (
-        (Path(uri[len("sqlite:///") :]).parent / "mlruns").resolve().as_uri() if uri.startswith("sqlite:///") else None
-    )
-    try:
-        return c.create_experiment(name, artifact_location=location)
-    except Exception:
-        # Queued experiments start together: another one may have created it a moment ago.
-        exp = c.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
-
-
-def is_outage(e: BaseException) -> bool:
-    """True when the store is away (refused, timed out, retries used up, SQLite file locked),
-    false when it answered and rejected the call. MLflow wraps the cause, so walk the chain."""
-    import requests
-
-    away = (
-        requests.exceptions.ConnectionError,
-        requests.exceptions.Timeout,
-        requests.exceptions.RetryError,
-        ConnectionError,
-        TimeoutError,
-    )
-    seen: set[int] = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, away) or type(cur).__name__ == "OperationalError":  # sqlite3 / SQLAlchemy
-            return True
-        cur = cur.__cause__ or cur.__context__
-    return False
+SHIP_SECONDS = 1.0  # the longest a logged metric waits for company before it is sent
 
 
 class RunLogger:
@@ -324,9 +209,6 @@ class RunLogger:
         self._send("set_terminated", self.run_id, "FINISHED" if ok else "FAILED")
 
 
-SHIP_SECONDS = 1.0  # the longest a logged metric waits for company before it is sent
-
-
 def _model_requirements() -> list[str]:
     from importlib import metadata
 
@@ -421,110 +303,6 @@ def reopen_run(root: Path, run_id: str | None, offline: bool = False) -> Iterato
     yield RunLogger(c, run_id, uri)
 
 
-def fail_fast_reads() -> None:
-    """Read-only commands (diagnose, diff, ci-report) give up on an absent server in seconds.
-
-    MLflow's default retries (about four minutes) suit a training that must outlive a blip;
-    a person waiting on `losstrace diff` wants to hear at once that the server is away.
-    An explicit MLFLOW_HTTP_REQUEST_* setting wins.
-    """
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-
-
-@contextmanager
-def answering(root: Path) -> Iterator[None]:
-    """Turn a store that is away, unknown or corrupt into the one-line error naming it."""
-    try:
-        yield
-    except LosstraceError:
-        raise
-    except Exception as e:
-        uri = tracking_uri(root)
-        if is_outage(e) and "not a database" not in str(e):
-            raise unreachable(uri, e) from None
-        text = first_line(e)
-        if "not a database" in text or "malformed" in text:
-            raise LosstraceError(
-                redact(uri),
-                f"not a readable MLflow store ({text})",
-                "point MLFLOW_TRACKING_URI at the right store, or move the damaged file away",
-            ) from None
-        if "unsupported URI" in text or ("tracking store" in text and "scheme" in text):
-            raise LosstraceError(
-                f"MLFLOW_TRACKING_URI={redact(uri)}",
-                "not a tracking URI MLflow knows",
-                "use sqlite:///path/mlflow.db, http://host:port or file:///path",
-            ) from None
-        raise
-
-
-def resolve_run(ref: str, root: Path = Path("."), kind: str = "train") -> str:
-    """`latest`, `latest~N` or a run id → run id."""
-    with answering(root):
-        return _resolve_run(ref, root, kind)
-
-
-def _resolve_run(ref: str, root: Path, kind: str) -> str:
-    m = re.fullmatch(r"latest(?:~(\d+))?", ref)
-    c = client(existing_store(root))
-    if not m:
-        try:
-            return c.get_run(ref).info.run_id
-        except Exception as e:
-            if is_outage(e):
-                raise
-            raise LosstraceError(f"run {ref}", "no such MLflow run", "pass a run id, latest or latest~N") from None
-    back = int(m.group(1) or 0)
-    exp = c.get_experiment_by_name(experiment_name())
-    if exp is None:
-        raise LosstraceError(redact(tracking_uri(root)), "no losstrace runs recorded", "run `dvc repro` first")
-    runs = c.search_runs(
-        [exp.experiment_id],
-        filter_string=f"tags.`{KIND_TAG}` = '{kind}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=back + 1,
-    )
-    if len(runs) <= back:
-        raise LosstraceError(f"run {ref}", f"only {len(runs)} run(s) recorded", "use a smaller N or a run id")
-    return runs[back].info.run_id
-
-
-def download_artifacts(root: Path, run_id: str, path: str, dst: Path) -> Path | None:
-    """Fetch one artifact (file or dir) of a run, or None if the run has none at `path`."""
-    _quiet_env()
-    from mlflow.artifacts import download_artifacts as dl
-
-    try:
-        return Path(dl(run_id=run_id, artifact_path=path, dst_path=str(dst), tracking_uri=tracking_uri(root)))
-    except Exception:
-        return None
-
-
-def get_run(root: Path, run_id: str):
-    return client(tracking_uri(root)).get_run(run_id)
-
-
-def run_exists(root: Path, run_id: str | None) -> bool:
-    """Whether the store holds `run_id` (an offline record may name a run the store never got)."""
-    if not run_id:
-        return False
-    try:
-        get_run(root, run_id)
-    except Exception as e:
-        if is_outage(e):
-            raise unreachable(tracking_uri(root), e) from None
-        return False
-    return True
-
-
-def unreachable(
-    uri: str, e: BaseException, fix: str = "start the tracking server or fix MLFLOW_TRACKING_URI"
-) -> LosstraceError:
-    """The one-line error for a store that is away, naming the (redacted) URI."""
-    return LosstraceError(f"MLflow at {redact(uri)}", f"unreachable: {first_line(e)}", fix, exit_code=1)
-
-
 def _param_value(v: Any) -> str:
     s = str(v)
     return s if len(s) <= 6000 else s[:5997] + "..."
@@ -542,98 +320,3 @@ def _now_ms() -> int:
     import time
 
     return int(time.time() * 1000)
-
-
-def redact(uri: str) -> str:
-    """The URI without credentials, fit for messages."""
-    return re.sub(r"//[^/@]*@", "//***@", uri)
-
-
-# --- Reading runs back -------------------------------------------------------------
-# `losstrace diff` must answer in about a second, and importing MLflow alone takes
-# 2-3 s. For the default local store (SQLite + file artifacts) runs are read straight
-# from MLflow's tables with the standard library; any other store, or any surprise in
-# the schema, goes through MlflowClient.
-
-
-class RecordedRun:
-    """One run's identity, params, tags and the files under one artifact folder."""
-
-    def __init__(self, run_id: str, name: str, params: dict[str, str], tags: dict[str, str], files: dict[str, bytes]):
-        self.run_id, self.name, self.params, self.tags, self.files = run_id, name, params, tags, files
-
-
-def read_run(root: Path, ref: str, artifact_dir: str, kind: str = "train") -> RecordedRun:
-    uri = existing_store(root)
-    if uri.startswith("sqlite:///"):
-        try:
-            return _read_run_sqlite(Path(uri[len("sqlite:///") :]), ref, artifact_dir, kind)
-        except _FastPathUnavailable:
-            pass
-    with answering(root):
-        return _read_run_client(root, ref, artifact_dir, kind)
-
-
-class _FastPathUnavailable(Exception):
-    pass
-
-
-def _read_run_sqlite(db: Path, ref: str, artifact_dir: str, kind: str) -> RecordedRun:
-    import sqlite3
-
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    except sqlite3.Error:
-        raise _FastPathUnavailable from None
-    try:
-        run_id = _sqlite_resolve(con, ref, kind)
-        row = con.execute("SELECT name, artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
-        params = dict(con.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)).fetchall())
-        tags = dict(con.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (run_id,)).fetchall())
-    except sqlite3.Error:
-        raise _FastPathUnavailable from None
-    finally:
-        con.close()
-    name, artifact_uri = row
-    if not (artifact_uri or "").startswith("file://"):
-        raise _FastPathUnavailable
-    from urllib.parse import unquote, urlparse
-
-    folder = Path(unquote(urlparse(artifact_uri).path)) / artifact_dir
-    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} if folder.is_dir() else {}
-    return RecordedRun(run_id, name or "", params, tags, files)
-
-
-def _sqlite_resolve(con, ref: str, kind: str) -> str:
-    m = re.fullmatch(r"latest(?:~(\d+))?", ref)
-    if not m:
-        found = con.execute(
-            "SELECT run_uuid FROM runs WHERE run_uuid = ? AND lifecycle_stage = 'active'", (ref,)
-        ).fetchone()
-        if not found:
-            raise LosstraceError(f"run {ref}", "no such MLflow run", "pass a run id, latest or latest~N")
-        return found[0]
-    back = int(m.group(1) or 0)
-    rows = con.execute(
-        "SELECT r.run_uuid FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
-        "JOIN tags t ON t.run_uuid = r.run_uuid "
-        "WHERE e.name = ? AND r.lifecycle_stage = 'active' AND t.key = ? AND t.value = ? "
-        "ORDER BY r.start_time DESC LIMIT ?",
-        (experiment_name(), KIND_TAG, kind, back + 1),
-    ).fetchall()
-    if not rows and back == 0:
-        raise LosstraceError(experiment_name(), "no losstrace runs recorded", "run `dvc repro` first")
-    if len(rows) <= back:
-        raise LosstraceError(f"run {ref}", f"only {len(rows)} run(s) recorded", "use a smaller N or a run id")
-    return rows[back][0]
-
-
-def _read_run_client(root: Path, ref: str, artifact_dir: str, kind: str) -> RecordedRun:
-    import tempfile
-
-    run_id = resolve_run(ref, root, kind)
-    run = get_run(root, run_id)
-    with tempfile.TemporaryDirectory(prefix="losstrace-run-") as tmp:
-        folder = download_artifacts(root, run_id, artifact_dir, Path(tmp))
-        files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} if folder and folder.is_dir() else {}
-    return RecordedRun(run_id, run.info.run_name or "", dict(run.data.params), dict(run.data.tags), files)

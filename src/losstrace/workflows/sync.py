@@ -21,10 +21,8 @@ import yaml
 
 from losstrace.errors import LosstraceError
 from losstrace.io import read_json, read_prepared, write_json
-from losstrace.record import tracking
+from losstrace.record import contract, store, writer
 from losstrace.stages import evaluate, train
-
-SYNCED_TAG = "losstrace.synced"  # "true" on runs that reached the store through sync
 
 
 def main(
@@ -52,19 +50,19 @@ def main(
     if lock_was_current is None:
         lock_was_current = bool(stages) and _dvc(root, "status", *stages, "--json").stdout.strip() == "{}"
     # A run the store already has (it went away mid-run, or an earlier sync failed) is resumed.
-    resume = info["run_id"] if tracking.run_exists(root, info["run_id"]) else None
+    resume = info["run_id"] if store.run_exists(root, info["run_id"]) else None
     try:
-        with tracking.start_run(root, record["name"], record["tags"], resume_id=resume) as logger:
+        with writer.start_run(root, record["name"], record["tags"], resume_id=resume) as logger:
             if logger.run_id != info["run_id"]:  # a rerun resumes this run
                 write_json(run_path, {**info, "run_id": logger.run_id, "sync_lock_was_current": lock_was_current})
             values = upload(logger, record, reports, validate_dir, evaluate_dir, models, prepared)
     except LosstraceError:
         raise
     except Exception as e:
-        if not tracking.is_outage(e):
+        if not store.is_outage(e):
             raise
-        raise tracking.unreachable(
-            tracking.tracking_uri(root), e, "rerun `losstrace sync` when it answers; it resumes where it stopped"
+        raise store.unreachable(
+            store.tracking_uri(root), e, "rerun `losstrace sync` when it answers; it resumes where it stopped"
         ) from None
     write_json(run_path, train.run_json(logger, record))
     lock = "not a DVC output"
@@ -97,7 +95,7 @@ def _offline_record(run_path: Path, info: dict[str, Any], reports: Path) -> dict
 
 
 def upload(
-    logger: tracking.RunLogger,
+    logger: writer.RunLogger,
     record: dict[str, Any],
     reports: Path,
     validate_dir: Path,
@@ -107,27 +105,27 @@ def upload(
 ) -> int:
     """Send whatever the run lacks; returns the number of new metric values."""
     logger.log_params(record["params"])
-    logger.set_tags({**record["tags"], SYNCED_TAG: "true"})
+    logger.set_tags({**record["tags"], contract.SYNCED_TAG: "true"})
     history = pd.read_csv(reports / "history.csv")
     values = sum(logger.log_missing(key, history["epoch"], history[key]) for key in history.columns.drop("epoch"))
     batches = pd.read_csv(reports / "batches.csv")
-    values += logger.log_missing("batch_loss", batches["step"], batches["loss"])
+    values += logger.log_missing(contract.BATCH_LOSS, batches["step"], batches["loss"])
     if (reports / "dynamics.csv").is_file():  # per-layer series, named as the online path names them
         dynamics = pd.read_csv(reports / "dynamics.csv")
         for layer, rows in dynamics.groupby("layer", sort=True):
-            for column in ("grad_norm", "grad_norm_max", "update_ratio"):
-                if column in rows:
-                    values += logger.log_missing(f"{column}/{layer}", rows["epoch"], rows[column])
+            for series in contract.DYNAMICS_SERIES:
+                if series in rows:
+                    values += logger.log_missing(contract.dynamics_metric(series, layer), rows["epoch"], rows[series])
     step0 = dict(record["metrics"])
     if (evaluate_dir / "metrics.json").exists():
         step0.update(evaluate.mlflow_metrics(read_json(evaluate_dir / "metrics.json")))
     values += sum(logger.log_missing(key, [0], [value]) for key, value in step0.items())
     for path in train.artifact_files(train.output_paths(reports, models), validate_dir):
-        logger.log_artifact(path, "losstrace")
+        logger.log_artifact(path, contract.ARTIFACT_DIR)
     for name in evaluate.ARTIFACTS:
         if (evaluate_dir / name).exists():
             logger.log_artifact(evaluate_dir / name, "evaluate")
-    if record["tags"].get(tracking.KIND_TAG, "train") == "train" and not logger.has_model():
+    if record["tags"].get(contract.KIND_TAG, contract.KIND_TRAIN) == contract.KIND_TRAIN and not logger.has_model():
         logger.log_keras_model(*_model_and_example(models, prepared))
     return values
 
@@ -157,9 +155,9 @@ def _missing_evaluation(root: Path, info: dict[str, Any], evaluate_dir: Path) ->
     try:
         evaluate.record(root, info, metrics, evaluate_dir)
     except Exception as e:
-        if not tracking.is_outage(e):
+        if not store.is_outage(e):
             raise
-        raise tracking.unreachable(tracking.tracking_uri(root), e, "rerun `losstrace sync` when it answers") from None
+        raise store.unreachable(store.tracking_uri(root), e, "rerun `losstrace sync` when it answers") from None
     pending.unlink()
     return len(evaluate.mlflow_metrics(metrics))
 

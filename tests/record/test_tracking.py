@@ -155,7 +155,7 @@ def test_resume_does_not_log_a_diverged_epoch_twice(tmp_path):
     import math
 
     from losstrace.training import resume
-    from losstrace.training.callbacks import Recorder, log_epoch
+    from losstrace.training.recorder import Recorder, log_epoch
 
     rec = Recorder(
         batches=[

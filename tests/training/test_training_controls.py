@@ -156,7 +156,7 @@ def test_mixed_precision_computes_in_float16_and_restores_the_policy(vowels):
 
 def crash_at(monkeypatch, root: Path, epoch: int) -> None:
     """Run the stage and make training die at the start of `epoch`, as a crash would."""
-    original = callbacks.DynamicsCallback.on_epoch_begin
+    original = callbacks.RecordingCallback.on_epoch_begin
 
     def dying(self, e, logs=None):
         if e == epoch:
@@ -164,7 +164,7 @@ def crash_at(monkeypatch, root: Path, epoch: int) -> None:
         return original(self, e, logs)
 
     with monkeypatch.context() as m, pytest.raises(RuntimeError, match="simulated crash"):
-        m.setattr(callbacks.DynamicsCallback, "on_epoch_begin", dying)
+        m.setattr(callbacks.RecordingCallback, "on_epoch_begin", dying)
         stage(root)
 
 
@@ -209,7 +209,7 @@ def test_a_bucketed_training_resumes_exactly_where_it_would_have_been(vowels, tm
     backup.begin("run")
     train.seed_everything(p.base.seed)
     ds = train.load_dataset(p, vowels)
-    original = callbacks.DynamicsCallback.on_epoch_begin
+    original = callbacks.RecordingCallback.on_epoch_begin
 
     def dying(self, e, logs=None):
         if e == 2:
@@ -217,7 +217,7 @@ def test_a_bucketed_training_resumes_exactly_where_it_would_have_been(vowels, tm
         return original(self, e, logs)
 
     with monkeypatch.context() as m, pytest.raises(RuntimeError):
-        m.setattr(callbacks.DynamicsCallback, "on_epoch_begin", dying)
+        m.setattr(callbacks.RecordingCallback, "on_epoch_begin", dying)
         train.run(p, ds, backup=backup)
     train.seed_everything(p.base.seed)
     _, resumed = train.run(p, train.load_dataset(p, vowels), backup=backup)
@@ -249,13 +249,13 @@ def go_offline(monkeypatch) -> None:
 def trained_epochs(monkeypatch) -> list[int]:
     """The epochs the next training actually runs (a resumed one skips the committed ones)."""
     seen: list[int] = []
-    original = callbacks.DynamicsCallback.on_epoch_begin
+    original = callbacks.RecordingCallback.on_epoch_begin
 
     def counting(self, e, logs=None):
         seen.append(e)
         return original(self, e, logs)
 
-    monkeypatch.setattr(callbacks.DynamicsCallback, "on_epoch_begin", counting)
+    monkeypatch.setattr(callbacks.RecordingCallback, "on_epoch_begin", counting)
     return seen
 
 
@@ -338,7 +338,7 @@ import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]  # two replicas before TensorFlow starts its devices
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from losstrace import train
+from losstrace.stages import train
 
 root = Path(sys.argv[1])
 out = train.main(root / "params.yaml", root / "prepared", root / "validate", root / "models", root / "reports", root)
@@ -414,7 +414,7 @@ def test_multi_worker_two_processes_train_one_tracked_run(vowels, undistributed_
         assert p.returncode == 0, err[-3000:]
 
     run_id = json.loads((root / "reports/run.json").read_text())["run_id"]
-    c = store(root)
+    c = mlflow_client(root)
     runs = c.search_runs([c.get_experiment_by_name(store.experiment_name()).experiment_id])
     assert [r.info.run_id for r in runs] == [run_id]  # only the chief records
     run = runs[0]

@@ -109,7 +109,8 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
     """
     from losstrace.model import zoo
     from losstrace.training import distribute, resume
-    from losstrace.training.callbacks import DynamicsCallback, Recorder, log_epoch
+    from losstrace.training.callbacks import RecordingCallback
+    from losstrace.training.recorder import Recorder, log_epoch
 
     t = p.train
     n_train = len(ds.x["train"])
@@ -132,7 +133,7 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
             ds.featurizer.vocab,
         )
     rec = Recorder()
-    dynamics = DynamicsCallback(
+    recording = RecordingCallback(
         rec,
         n_train,
         t.batch_size,
@@ -142,7 +143,7 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
         exact_epoch_loss=distribute.replicas(strategy) > 1,
     )
     stateful, keeper = training_controls(t)
-    callbacks = [dynamics, *stateful, *(callbacks_extra or [])]
+    callbacks = [recording, *stateful, *(callbacks_extra or [])]
     resumer = None
     if backup is not None:
 

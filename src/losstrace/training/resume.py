@@ -48,7 +48,7 @@ import numpy as np
 from losstrace import code_deps
 from losstrace.io import atomic_path, read_json, write_json, write_text
 from losstrace.params import Params, flatten
-from losstrace.training.callbacks import Divergence, Recorder, log_epoch
+from losstrace.training.recorder import Divergence, Recorder, log_epoch
 
 STATE = "state.json"
 # Callback attributes that carry training progress (EarlyStopping, ReduceLROnPlateau).

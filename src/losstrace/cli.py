@@ -99,10 +99,14 @@ def cmd_diagnose(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(diagnosis, indent=2, sort_keys=True))
     else:
-        from losstrace.explain.report import findings_table
+        from losstrace.explain.report import findings_table, verdict
 
         print(f"run {diagnosis['run_id']}")
-        print(findings_table(diagnosis["findings"]) if diagnosis["findings"] else "no findings")
+        findings = diagnosis["findings"]
+        if not any(f["severity"] in ("error", "warning") for f in findings):
+            print(verdict(findings, diagnosis["headline"]))
+        if findings:
+            print(findings_table(findings))
     return 0
 
 
@@ -261,8 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prepared", type=_path, default=Path("data/prepared"))
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = add("diagnose", cmd_diagnose, "Findings for one recorded run (default: the latest).")
-    p.add_argument("run", nargs="?", default="latest", help="run id, latest or latest~N")
+    p = add("diagnose", cmd_diagnose, "Findings for one recorded run (default: the one behind reports/, else the latest).")
+    p.add_argument(
+        "run", nargs="?", default=None, help="run id, latest or latest~N (default: the run behind reports/train/run.json)"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add("diff", cmd_diff, "What changed between two runs and which change moved the loss curve.")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+import shutil
 import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -81,25 +82,88 @@ def render_table(diff: dict[str, Any], a: RunRecord | None = None, b: RunRecord 
     return "\n".join(out) + "\n"
 
 
-def findings_table(findings: Iterable[Finding | dict[str, Any]]) -> str:
-    """A diagnosis (or lint) as an aligned table: severity, code, evidence, suggestion."""
-    rows = []
+def terminal_width(fallback: int = TABLE_WIDTH) -> int:
+    """Columns of the terminal (COLUMNS wins; a pipe gets `fallback`), never under 40."""
+    return max(40, shutil.get_terminal_size((fallback, 24)).columns)
+
+
+def findings_table(findings: Iterable[Finding | dict[str, Any]], width: int | None = None) -> str:
+    """A diagnosis (or lint) as one block per finding, wrapped to `width` (default: the terminal's).
+
+    A table cut the sentences that explain a finding; here the message and the why are
+    shown whole, then the remaining evidence, then the fix:
+
+        warning  noisy_loss
+          why: the batch loss scatters 0.31 around its trend ...
+          evidence: batch_size=4, ...
+          fix: train.batch_size: 4 → 32
+    """
+    width = width or terminal_width()
+    blocks = []
     for f in findings:
         d = f.to_dict() if isinstance(f, Finding) else f
-        ev = d.get("evidence") or {}
-        rows.append([d.get("severity"), d.get("code"), _evidence_text(ev), d.get("suggestion") or ""])
-    if not rows:
-        return "no findings"
-    # Evidence is the wide column; suggestion (the action) comes last and wraps.
-    return text_table(
-        ("severity", "code", "evidence", "suggestion"),
-        [[r[0], r[1], textwrap.shorten(r[2], 60, placeholder=" …"), r[3]] for r in rows],
-    )
+        blocks.append(_finding_block(d, width))
+    return "\n\n".join(blocks) if blocks else "no findings"
+
+
+def _finding_block(d: dict[str, Any], width: int) -> str:
+    ev = dict(d.get("evidence") or {})
+    where = d.get("where") or ev.get("where")
+    head = f"{d.get('severity', ''):<8} {d.get('code', '')}" + (f"  ({where})" if where else "")
+    lines = [head]
+    parts = [("", ev.get("message")), ("why: ", ev.get("why")), ("evidence: ", _evidence_text(ev))]
+    parts.append(("fix: ", d.get("suggestion")))
+    for label, text in parts:
+        if text:
+            lines += textwrap.wrap(
+                f"{label}{text}",
+                width,
+                initial_indent="  ",
+                subsequent_indent="  " + " " * len(label),
+                break_on_hyphens=False,
+            )
+    return "\n".join(lines)
 
 
 def _evidence_text(ev: dict[str, Any]) -> str:
-    skip = {"why", "threshold_key", "threshold_keys"}
+    skip = {"why", "message", "where", "threshold_key", "threshold_keys"}
     return ", ".join(f"{k}={cell(v)}" for k, v in ev.items() if k not in skip and v is not None)
+
+
+def verdict(findings: list[dict[str, Any]], headline: dict[str, Any]) -> str:
+    """One line for a run with no error or warning: what it reached, in numbers."""
+    infos = sum(1 for f in findings if f.get("severity") == "info")
+    note = f"; {infos} note{'s' if infos != 1 else ''} below" if infos else ""
+    return f"clean: no problems found. {headline_text(headline)}{note}"
+
+
+def headline_text(h: dict[str, Any]) -> str:
+    """`best val loss 0.1234 at epoch 5/6, final val accuracy 0.9500` from `headline()`."""
+    parts = []
+    if h.get("best_val_loss") is not None:
+        parts.append(f"best val loss {h['best_val_loss']:.4f} at epoch {h['best_epoch']}/{h['epochs']}")
+    else:
+        parts.append(f"{h.get('epochs', 0)} epochs")
+    if h.get("final_val_accuracy") is not None:
+        parts.append(f"final val accuracy {h['final_val_accuracy']:.4f}")
+    return ", ".join(parts)
+
+
+def headline(history: pd.DataFrame) -> dict[str, Any]:
+    """The numbers a one-line summary gives: epochs run, best val loss and its (1-based)
+    epoch, final val accuracy; None where the history lacks the column."""
+    out: dict[str, Any] = {"epochs": int(len(history)), "best_val_loss": None, "best_epoch": None}
+    out["final_val_accuracy"] = None
+    if "val_loss" in history:
+        val = pd.to_numeric(history["val_loss"], errors="coerce").reset_index(drop=True)
+        if val.notna().any():
+            i = int(val.idxmin())
+            out.update(best_val_loss=float(val[i]), best_epoch=i + 1)
+    if "val_accuracy" in history:
+        acc = pd.to_numeric(history["val_accuracy"], errors="coerce").dropna()
+        if not acc.empty:
+            out["final_val_accuracy"] = float(acc.iloc[-1])
+    return out
 
 
 # ---------------------------------------------------------------- markdown

@@ -41,6 +41,7 @@ def default_ref(root: Path) -> str:
 def diagnose(ref: str | None, root: Path) -> dict[str, Any]:
     """Recompute curve findings from the record with the run's own thresholds; keep data/lint findings."""
     from losstrace.explain.diagnose import CURVE_CODES, diagnose_curves, merge_findings
+    from losstrace.explain.report import headline
     from losstrace.findings import Finding
 
     rec = reader.load_record(ref or default_ref(root), root)
@@ -52,6 +53,7 @@ def diagnose(ref: str | None, root: Path) -> dict[str, Any]:
     kept = [f for f in recorded if f.code == "diverged" and not any(c.code == "diverged" for c in curve)]
     result = merge_findings(others, [], curve + kept)
     result["run_id"] = rec.run_id
+    result["headline"] = headline(rec.history)
     return result
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from losstrace.explain import legend
 from losstrace.findings import Finding
 from losstrace.record.run_record import RunRecord
 
@@ -27,6 +28,8 @@ _SECTIONS = (  # (diff key, title, columns)
     ("env", "Environment", ("key", "a", "b")),
     ("behaviour", "Behaviour", ("feature", "a", "b", "change")),
 )
+# Shown after behaviour when the diff carries it (what each run reached, beside how it behaved).
+_OUTCOMES = ("outcomes", "Outcomes (val: last epoch; test: evaluate)", ("metric", "a", "b", "change"))
 RUN_COLORS = ("#1f5fbf", "#d9480f")  # run a blue, run b orange: distinguishable for most colour vision
 
 
@@ -46,6 +49,20 @@ def cell(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={cell(v)}" for k, v in value.items())
     return str(value)
+
+
+def sections(diff: dict[str, Any]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The tables to show: the contract's sections, plus outcomes when the diff holds them."""
+    return [*_SECTIONS, _OUTCOMES] if "outcomes" in diff else list(_SECTIONS)
+
+
+def legend_text(diff: dict[str, Any], width: int = TABLE_WIDTH) -> list[str]:
+    """`Legend` lines: each term the diff shows, wrapped, and where the rules are documented."""
+    out = ["Legend"]
+    for term, meaning in legend.terms(diff):
+        out += textwrap.wrap(f"{term}: {meaning}", width, initial_indent="  ", subsequent_indent="    ")
+    out.append(f"  more: {legend.DOCS}")
+    return out
 
 
 def text_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], width: int = TABLE_WIDTH) -> str:
@@ -73,12 +90,13 @@ def _run_title(a: RunRecord | None, b: RunRecord | None) -> str:
 def render_table(diff: dict[str, Any], a: RunRecord | None = None, b: RunRecord | None = None) -> str:
     """The diff as plain aligned text for a terminal, causes first."""
     out = [_run_title(a, b)]
-    for key, title, cols in _SECTIONS:
+    for key, title, cols in sections(diff):
         entries = diff.get(key) or []
         out += ["", title]
         out.append(text_table(cols, [[e.get(c) for c in cols] for e in entries]) if entries else "  (no differences)")
     for note in diff.get("notes") or []:
         out += ["", f"note: {note}"]
+    out += ["", *legend_text(diff)]
     return "\n".join(out) + "\n"
 
 
@@ -186,7 +204,7 @@ def render_markdown(diff: dict[str, Any], a: RunRecord | None = None, b: RunReco
             f"(confidence {cell(top['confidence'])}): {_md(top['why'])}",
             "",
         ]
-    for key, title, cols in _SECTIONS:
+    for key, title, cols in sections(diff):
         entries = diff.get(key) or []
         out += [f"### {title}", ""]
         if not entries:
@@ -197,6 +215,9 @@ def render_markdown(diff: dict[str, Any], a: RunRecord | None = None, b: RunReco
         out += ["| " + " | ".join(_md(e.get(c)) for c in cols) + " |" for e in entries]
         out.append("")
     out += [f"> {n}" for n in diff.get("notes") or []]
+    out += ["", "<details><summary>Legend</summary>", ""]
+    out += [f"- `{term}`: {_md(meaning)}" for term, meaning in legend.terms(diff)]
+    out += [f"- the rules and tolerances: `{legend.DOCS}`", "", "</details>"]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -413,11 +434,12 @@ def render_html(diff: dict[str, Any], a: RunRecord, b: RunRecord) -> str:
         if batch_series
         else '<p class="empty">no per-batch loss recorded</p>'
     )
-    sections = []
-    for key, title, cols in _SECTIONS:
-        sections.append(f"<h2>{html.escape(title)}</h2>{_html_table(cols, diff.get(key) or [], key == 'causes')}")
+    parts = []
+    for key, title, cols in sections(diff):
+        parts.append(f"<h2>{html.escape(title)}</h2>{_html_table(cols, diff.get(key) or [], key == 'causes')}")
         if key == "causes":
-            sections.append(f'<h2>Curves</h2><div class="charts">{epoch_chart}{batch_chart}</div>')
+            parts.append(f'<h2>Curves</h2><div class="charts">{epoch_chart}{batch_chart}</div>')
+    parts.append(_html_legend(diff))
     notes = "".join(f"<p class=empty>{html.escape(n)}</p>" for n in diff.get("notes") or [])
     title = f"losstrace diff {a.run_id[:8]} vs {b.run_id[:8]}"
     return f"""<!DOCTYPE html>
@@ -426,10 +448,18 @@ def render_html(diff: dict[str, Any], a: RunRecord, b: RunRecord) -> str:
 <h1>{html.escape(title)}</h1>
 <p class="runs"><span class="a">a: {html.escape(a.run_id)}{_name(a)}</span>
 <span class="b">b: {html.escape(b.run_id)}{_name(b)}</span></p>
-{"".join(sections)}
+{"".join(parts)}
 {notes}
 </body></html>
 """
+
+
+def _html_legend(diff: dict[str, Any]) -> str:
+    items = "".join(f"<dt><code>{html.escape(t)}</code></dt><dd>{html.escape(m)}</dd>" for t, m in legend.terms(diff))
+    return (
+        f"<h2>Legend</h2><dl>{items}</dl><p>The rules and tolerances: "
+        f"<code>{html.escape(legend.DOCS)}</code> in the losstrace repository.</p>"
+    )
 
 
 def _name(r: RunRecord) -> str:

@@ -59,9 +59,15 @@ def diagnose(ref: str | None, root: Path) -> dict[str, Any]:
 
 def diff(ref_a: str, ref_b: str, root: Path) -> dict[str, Any]:
     from losstrace.explain.diff import diff_runs
+    from losstrace.explain.legend import outcomes
 
     a, b = reader.load_record(ref_a, root), reader.load_record(ref_b, root)
-    return {"diff": diff_runs(a, b), "a": a, "b": b}
+    result = diff_runs(a, b)
+    # Which runs were compared and what they reached: added keys, the contract's stay as they are.
+    result["a"] = {"run_id": a.run_id, "name": a.name}
+    result["b"] = {"run_id": b.run_id, "name": b.name}
+    result["outcomes"] = outcomes(a, b)
+    return {"diff": result, "a": a, "b": b}
 
 
 def _recorded_thresholds(params: dict[str, str]) -> DiagnoseParams:

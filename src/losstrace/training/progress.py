@@ -55,7 +55,18 @@ class Progress(keras.callbacks.Callback):
         if self.tty:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.epochs, file=self.stream, unit="epoch", desc="train", leave=False)
+            # Epochs are seconds apart: draw every update (mininterval 0), clear the bar at the
+            # end. disable=False: the terminal was checked above, and a TQDM_DISABLE left by a
+            # data loader run in the same process (aeon's is silenced that way) must not hide it.
+            self._bar = tqdm(
+                total=self.epochs,
+                file=self.stream,
+                unit="epoch",
+                desc="train",
+                leave=False,
+                mininterval=0,
+                disable=False,
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._first is None:

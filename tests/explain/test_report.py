@@ -139,6 +139,7 @@ def test_findings_follow_the_terminal_width(monkeypatch):
     monkeypatch.setenv("COLUMNS", "50")
     text = report.findings_table([Finding("plateau", "info", {"why": "flat " * 40}, "")])
     assert max(len(line) for line in text.splitlines()) <= 50
+    assert " ".join(text.split()).count("flat") == 40  # the why is shown, wrapped, not dropped
 
 
 def test_a_clean_run_gets_a_verdict_with_its_headline_numbers(make_run):

@@ -96,7 +96,7 @@ def render_table(diff: dict[str, Any], a: RunRecord | None = None, b: RunRecord 
         out.append(text_table(cols, [[e.get(c) for c in cols] for e in entries]) if entries else "  (no differences)")
     for note in diff.get("notes") or []:
         out += ["", f"note: {note}"]
-    out += ["", *legend_text(diff)]
+    out += ["", *legend_text(diff, min(TABLE_WIDTH, terminal_width()))]
     return "\n".join(out) + "\n"
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from losstrace.record import tracking
+from losstrace.record import reader, store
 from support import run_cli
 
 
@@ -60,7 +60,7 @@ def test_diagnose_without_an_argument_describes_the_workspace_run_not_the_latest
 
 
 def test_runs_differing_in_one_key_get_different_names(shared):
-    c = tracking.client(shared["uri"])
+    c = store.client(shared["uri"])
     name_a, name_b = (c.get_run(shared["runs"][k]).info.run_name for k in ("a", "b"))
     assert name_a != name_b
     assert name_a.startswith("lstm-bs32-lr0.001-") and name_b.startswith("lstm-bs32-lr0.001-")
@@ -105,10 +105,10 @@ def test_diff_html_says_where_it_wrote(shared, tmp_path):
 def test_the_fast_sqlite_read_and_the_client_read_give_the_same_outcomes(shared):
     run_id = shared["runs"]["a"]
     db = Path(shared["uri"][len("sqlite:///") :])
-    fast = tracking._read_run_sqlite(db, run_id, "losstrace", "train")
+    fast = reader._read_run_sqlite(db, run_id, "losstrace", "train")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", shared["uri"])
-        slow = tracking._read_run_client(shared["a"], run_id, "losstrace", "train")
+        slow = reader._read_run_client(shared["a"], run_id, "losstrace", "train")
     assert fast.metrics["test_accuracy"] == slow.metrics["test_accuracy"]
     assert fast.metrics == slow.metrics
 

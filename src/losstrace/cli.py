@@ -56,11 +56,21 @@ def cmd_train(a: argparse.Namespace) -> int:
             "upload them with `losstrace sync`"
         )
     else:
-        print(f"train: run {result['run_id']}, {result['epochs']} epochs")
+        print(f"train: done, run {result['run_id']}: {_train_headline(a.reports, result['epochs'])}")
     for f in result["diagnosis"]["findings"]:
         if f["severity"] != "info":
             print(f"  {f['severity']}: {f['code']}: {f.get('suggestion', '')}", file=sys.stderr)
     return 0
+
+
+def _train_headline(reports: Path, epochs: int) -> str:
+    """The finished training in numbers, from the history.csv the stage just published."""
+    import pandas as pd
+
+    from losstrace.explain.report import headline, headline_text
+
+    path = reports / "history.csv"
+    return headline_text(headline(pd.read_csv(path))) if path.exists() else f"{epochs} epochs"
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
@@ -99,10 +109,14 @@ def cmd_diagnose(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(diagnosis, indent=2, sort_keys=True))
     else:
-        from losstrace.explain.report import findings_table
+        from losstrace.explain.report import findings_table, verdict
 
         print(f"run {diagnosis['run_id']}")
-        print(findings_table(diagnosis["findings"]) if diagnosis["findings"] else "no findings")
+        findings = diagnosis["findings"]
+        if not any(f["severity"] in ("error", "warning") for f in findings):
+            print(verdict(findings, diagnosis["headline"]))
+        if findings:
+            print(findings_table(findings))
     return 0
 
 
@@ -117,6 +131,8 @@ def cmd_diff(a: argparse.Namespace) -> int:
         from losstrace.io import write_text
 
         write_text(a.html, report.render_html(result["diff"], result["a"], result["b"]))
+        # Alone, the message is the output; beside --json/--md it must not spoil stdout.
+        print(f"diff: wrote {a.html} (open it in a browser)", file=sys.stderr if a.json or a.md else sys.stdout)
     if a.json:
         print(json.dumps(result["diff"], indent=2, sort_keys=True, default=str))
     elif a.md:
@@ -261,8 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prepared", type=_path, default=Path("data/prepared"))
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = add("diagnose", cmd_diagnose, "Findings for one recorded run (default: the latest).")
-    p.add_argument("run", nargs="?", default="latest", help="run id, latest or latest~N")
+    p = add(
+        "diagnose", cmd_diagnose, "Findings for one recorded run (default: the one behind reports/, else the latest)."
+    )
+    p.add_argument(
+        "run",
+        nargs="?",
+        default=None,
+        help="run id, latest or latest~N (default: the run behind reports/train/run.json)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add("diff", cmd_diff, "What changed between two runs and which change moved the loss curve.")

@@ -113,10 +113,41 @@ def test_downsample_keeps_spikes():
 def test_findings_table_for_a_diagnosis(make_run):
     data = [Finding("class_imbalance", "warning", {"ratio": 6.0}, "train.class_weight: none → balanced")]
     diagnosis = merge_findings(data, [], diagnose_curves(*make_run(nan_at=4)), run_id="r1")
-    text = report.findings_table(diagnosis["findings"])
+    text = report.findings_table(diagnosis["findings"], width=100)
     lines = text.splitlines()
-    assert lines[0].split() == ["severity", "code", "evidence", "suggestion"]
-    assert lines[2].startswith("error") and "diverged" in lines[2]
-    assert any(line.startswith("warning   class_imbalance") for line in lines)
-    assert "train.learning_rate: 0.001 → 0.0003" in text
+    assert lines[0].split()[:2] == ["error", "diverged"]
+    assert any(line.split() == ["warning", "class_imbalance"] for line in lines)
+    assert "fix: train.learning_rate: 0.001 → 0.0003" in text
     assert report.findings_table([]) == "no findings"
+
+
+def test_findings_show_the_whole_message_and_why_wrapped_to_the_width():
+    message = "batch size 4 leaves " + "many noisy optimizer steps per epoch " * 4 + "END-OF-MESSAGE"
+    why = "the batch loss scatters " + "far around its rolling trend " * 5 + "END-OF-WHY"
+    found = [
+        Finding("noisy_loss", "warning", {"message": message, "why": why, "batch_size": 4}, "train.batch_size: 4 → 32")
+    ]
+    for width in (60, 100):
+        text = report.findings_table(found, width=width)
+        assert all(len(line) <= width for line in text.splitlines())
+        flat = " ".join(line.strip() for line in text.splitlines())
+        assert message in flat and f"why: {why}" in flat  # nothing cut, only wrapped
+        assert "evidence: batch_size=4" in flat and "fix: train.batch_size: 4 → 32" in flat
+
+
+def test_findings_follow_the_terminal_width(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "50")
+    text = report.findings_table([Finding("plateau", "info", {"why": "flat " * 40}, "")])
+    assert max(len(line) for line in text.splitlines()) <= 50
+    assert " ".join(text.split()).count("flat") == 40  # the why is shown, wrapped, not dropped
+
+
+def test_a_clean_run_gets_a_verdict_with_its_headline_numbers(make_run):
+    history, _, _ = make_run(epochs=6)
+    h = report.headline(history)
+    best = int(history["val_loss"].idxmin())
+    assert h["epochs"] == 6 and h["best_epoch"] == best + 1
+    line = report.verdict([{"severity": "info", "code": "noisy_loss"}], h)
+    assert "\n" not in line and line.startswith("clean:")
+    assert f"best val loss {history['val_loss'].min():.4f} at epoch {best + 1}/6" in line
+    assert f"final val accuracy {history['val_accuracy'].iloc[-1]:.4f}" in line and "1 note" in line

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from losstrace.explain import source_mechanism
 from losstrace.explain.diagnose import findings_from_features, head_mismatch
 from losstrace.explain.symptoms import DEFAULT_LR, curve_features, parse_value
 from losstrace.params import DiagnoseParams
@@ -1095,4 +1096,5 @@ MECHANISMS: list[tuple[Callable[[str], bool], Callable[[Change, Evidence, list[C
     (lambda k: k == "data.rows", _rows),
     (lambda k: k == "data.length", _length),
     (lambda k: k.startswith("env."), _env),
+    (lambda k: k == "data.source", source_mechanism.data_source),
 ]

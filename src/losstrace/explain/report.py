@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+import shutil
 import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from losstrace.explain import legend
 from losstrace.findings import Finding
 from losstrace.record.run_record import RunRecord
 
@@ -26,6 +28,8 @@ _SECTIONS = (  # (diff key, title, columns)
     ("env", "Environment", ("key", "a", "b")),
     ("behaviour", "Behaviour", ("feature", "a", "b", "change")),
 )
+# Shown after behaviour when the diff carries it (what each run reached, beside how it behaved).
+_OUTCOMES = ("outcomes", "Outcomes (val: last epoch; test: evaluate)", ("metric", "a", "b", "change"))
 RUN_COLORS = ("#1f5fbf", "#d9480f")  # run a blue, run b orange: distinguishable for most colour vision
 
 
@@ -45,6 +49,20 @@ def cell(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={cell(v)}" for k, v in value.items())
     return str(value)
+
+
+def sections(diff: dict[str, Any]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The tables to show: the contract's sections, plus outcomes when the diff holds them."""
+    return [*_SECTIONS, _OUTCOMES] if "outcomes" in diff else list(_SECTIONS)
+
+
+def legend_text(diff: dict[str, Any], width: int = TABLE_WIDTH) -> list[str]:
+    """`Legend` lines: each term the diff shows, wrapped, and where the rules are documented."""
+    out = ["Legend"]
+    for term, meaning in legend.terms(diff):
+        out += textwrap.wrap(f"{term}: {meaning}", width, initial_indent="  ", subsequent_indent="    ")
+    out.append(f"  more: {legend.DOCS}")
+    return out
 
 
 def text_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], width: int = TABLE_WIDTH) -> str:
@@ -72,34 +90,98 @@ def _run_title(a: RunRecord | None, b: RunRecord | None) -> str:
 def render_table(diff: dict[str, Any], a: RunRecord | None = None, b: RunRecord | None = None) -> str:
     """The diff as plain aligned text for a terminal, causes first."""
     out = [_run_title(a, b)]
-    for key, title, cols in _SECTIONS:
+    for key, title, cols in sections(diff):
         entries = diff.get(key) or []
         out += ["", title]
         out.append(text_table(cols, [[e.get(c) for c in cols] for e in entries]) if entries else "  (no differences)")
     for note in diff.get("notes") or []:
         out += ["", f"note: {note}"]
+    out += ["", *legend_text(diff, min(TABLE_WIDTH, terminal_width()))]
     return "\n".join(out) + "\n"
 
 
-def findings_table(findings: Iterable[Finding | dict[str, Any]]) -> str:
-    """A diagnosis (or lint) as an aligned table: severity, code, evidence, suggestion."""
-    rows = []
+def terminal_width(fallback: int = TABLE_WIDTH) -> int:
+    """Columns of the terminal (COLUMNS wins; a pipe gets `fallback`), never under 40."""
+    return max(40, shutil.get_terminal_size((fallback, 24)).columns)
+
+
+def findings_table(findings: Iterable[Finding | dict[str, Any]], width: int | None = None) -> str:
+    """A diagnosis (or lint) as one block per finding, wrapped to `width` (default: the terminal's).
+
+    A table cut the sentences that explain a finding; here the message and the why are
+    shown whole, then the remaining evidence, then the fix:
+
+        warning  noisy_loss
+          why: the batch loss scatters 0.31 around its trend ...
+          evidence: batch_size=4, ...
+          fix: train.batch_size: 4 → 32
+    """
+    width = width or terminal_width()
+    blocks = []
     for f in findings:
         d = f.to_dict() if isinstance(f, Finding) else f
-        ev = d.get("evidence") or {}
-        rows.append([d.get("severity"), d.get("code"), _evidence_text(ev), d.get("suggestion") or ""])
-    if not rows:
-        return "no findings"
-    # Evidence is the wide column; suggestion (the action) comes last and wraps.
-    return text_table(
-        ("severity", "code", "evidence", "suggestion"),
-        [[r[0], r[1], textwrap.shorten(r[2], 60, placeholder=" …"), r[3]] for r in rows],
-    )
+        blocks.append(_finding_block(d, width))
+    return "\n\n".join(blocks) if blocks else "no findings"
+
+
+def _finding_block(d: dict[str, Any], width: int) -> str:
+    ev = dict(d.get("evidence") or {})
+    where = d.get("where") or ev.get("where")
+    head = f"{d.get('severity', ''):<8} {d.get('code', '')}" + (f"  ({where})" if where else "")
+    lines = [head]
+    parts = [("", ev.get("message")), ("why: ", ev.get("why")), ("evidence: ", _evidence_text(ev))]
+    parts.append(("fix: ", d.get("suggestion")))
+    for label, text in parts:
+        if text:
+            lines += textwrap.wrap(
+                f"{label}{text}",
+                width,
+                initial_indent="  ",
+                subsequent_indent="  " + " " * len(label),
+                break_on_hyphens=False,
+            )
+    return "\n".join(lines)
 
 
 def _evidence_text(ev: dict[str, Any]) -> str:
-    skip = {"why", "threshold_key", "threshold_keys"}
+    skip = {"why", "message", "where", "threshold_key", "threshold_keys"}
     return ", ".join(f"{k}={cell(v)}" for k, v in ev.items() if k not in skip and v is not None)
+
+
+def verdict(findings: list[dict[str, Any]], headline: dict[str, Any]) -> str:
+    """One line for a run with no error or warning: what it reached, in numbers."""
+    infos = sum(1 for f in findings if f.get("severity") == "info")
+    note = f"; {infos} note{'s' if infos != 1 else ''} below" if infos else ""
+    return f"clean: no problems found. {headline_text(headline)}{note}"
+
+
+def headline_text(h: dict[str, Any]) -> str:
+    """`best val loss 0.1234 at epoch 5/6, final val accuracy 0.9500` from `headline()`."""
+    parts = []
+    if h.get("best_val_loss") is not None:
+        parts.append(f"best val loss {h['best_val_loss']:.4f} at epoch {h['best_epoch']}/{h['epochs']}")
+    else:
+        parts.append(f"{h.get('epochs', 0)} epochs")
+    if h.get("final_val_accuracy") is not None:
+        parts.append(f"final val accuracy {h['final_val_accuracy']:.4f}")
+    return ", ".join(parts)
+
+
+def headline(history: pd.DataFrame) -> dict[str, Any]:
+    """The numbers a one-line summary gives: epochs run, best val loss and its (1-based)
+    epoch, final val accuracy; None where the history lacks the column."""
+    out: dict[str, Any] = {"epochs": int(len(history)), "best_val_loss": None, "best_epoch": None}
+    out["final_val_accuracy"] = None
+    if "val_loss" in history:
+        val = pd.to_numeric(history["val_loss"], errors="coerce").reset_index(drop=True)
+        if val.notna().any():
+            i = int(val.idxmin())
+            out.update(best_val_loss=float(val[i]), best_epoch=i + 1)
+    if "val_accuracy" in history:
+        acc = pd.to_numeric(history["val_accuracy"], errors="coerce").dropna()
+        if not acc.empty:
+            out["final_val_accuracy"] = float(acc.iloc[-1])
+    return out
 
 
 # ---------------------------------------------------------------- markdown
@@ -122,7 +204,7 @@ def render_markdown(diff: dict[str, Any], a: RunRecord | None = None, b: RunReco
             f"(confidence {cell(top['confidence'])}): {_md(top['why'])}",
             "",
         ]
-    for key, title, cols in _SECTIONS:
+    for key, title, cols in sections(diff):
         entries = diff.get(key) or []
         out += [f"### {title}", ""]
         if not entries:
@@ -133,6 +215,9 @@ def render_markdown(diff: dict[str, Any], a: RunRecord | None = None, b: RunReco
         out += ["| " + " | ".join(_md(e.get(c)) for c in cols) + " |" for e in entries]
         out.append("")
     out += [f"> {n}" for n in diff.get("notes") or []]
+    out += ["", "<details><summary>Legend</summary>", ""]
+    out += [f"- `{term}`: {_md(meaning)}" for term, meaning in legend.terms(diff)]
+    out += [f"- the rules and tolerances: `{legend.DOCS}`", "", "</details>"]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -349,11 +434,12 @@ def render_html(diff: dict[str, Any], a: RunRecord, b: RunRecord) -> str:
         if batch_series
         else '<p class="empty">no per-batch loss recorded</p>'
     )
-    sections = []
-    for key, title, cols in _SECTIONS:
-        sections.append(f"<h2>{html.escape(title)}</h2>{_html_table(cols, diff.get(key) or [], key == 'causes')}")
+    parts = []
+    for key, title, cols in sections(diff):
+        parts.append(f"<h2>{html.escape(title)}</h2>{_html_table(cols, diff.get(key) or [], key == 'causes')}")
         if key == "causes":
-            sections.append(f'<h2>Curves</h2><div class="charts">{epoch_chart}{batch_chart}</div>')
+            parts.append(f'<h2>Curves</h2><div class="charts">{epoch_chart}{batch_chart}</div>')
+    parts.append(_html_legend(diff))
     notes = "".join(f"<p class=empty>{html.escape(n)}</p>" for n in diff.get("notes") or [])
     title = f"losstrace diff {a.run_id[:8]} vs {b.run_id[:8]}"
     return f"""<!DOCTYPE html>
@@ -362,10 +448,18 @@ def render_html(diff: dict[str, Any], a: RunRecord, b: RunRecord) -> str:
 <h1>{html.escape(title)}</h1>
 <p class="runs"><span class="a">a: {html.escape(a.run_id)}{_name(a)}</span>
 <span class="b">b: {html.escape(b.run_id)}{_name(b)}</span></p>
-{"".join(sections)}
+{"".join(parts)}
 {notes}
 </body></html>
 """
+
+
+def _html_legend(diff: dict[str, Any]) -> str:
+    items = "".join(f"<dt><code>{html.escape(t)}</code></dt><dd>{html.escape(m)}</dd>" for t, m in legend.terms(diff))
+    return (
+        f"<h2>Legend</h2><dl>{items}</dl><p>The rules and tolerances: "
+        f"<code>{html.escape(legend.DOCS)}</code> in the losstrace repository.</p>"
+    )
 
 
 def _name(r: RunRecord) -> str:

@@ -28,7 +28,7 @@ from losstrace.record.contract import (
     KIND_TAG,
     environment_of,
 )
-from losstrace.record.run_record import RunRecord
+from losstrace.record.run_record import OUTCOME_METRICS, RunRecord
 from losstrace.record.store import (
     answering,
     client,
@@ -76,8 +76,17 @@ def _resolve_run(ref: str, root: Path, kind: str) -> str:
 class RecordedRun:
     """One run's identity, params, tags and the files under one artifact folder."""
 
-    def __init__(self, run_id: str, name: str, params: dict[str, str], tags: dict[str, str], files: dict[str, bytes]):
+    def __init__(
+        self,
+        run_id: str,
+        name: str,
+        params: dict[str, str],
+        tags: dict[str, str],
+        files: dict[str, bytes],
+        metrics: dict[str, float] | None = None,
+    ):
         self.run_id, self.name, self.params, self.tags, self.files = run_id, name, params, tags, files
+        self.metrics = metrics or {}  # each metric's latest value
 
 
 def read_run(root: Path, ref: str, artifact_dir: str, kind: str = "train") -> RecordedRun:
@@ -107,6 +116,7 @@ def _read_run_sqlite(db: Path, ref: str, artifact_dir: str, kind: str) -> Record
         row = con.execute("SELECT name, artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
         params = dict(con.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)).fetchall())
         tags = dict(con.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (run_id,)).fetchall())
+        metrics = dict(con.execute("SELECT key, value FROM latest_metrics WHERE run_uuid = ?", (run_id,)).fetchall())
     except sqlite3.Error:
         raise _FastPathUnavailable from None
     finally:
@@ -118,7 +128,7 @@ def _read_run_sqlite(db: Path, ref: str, artifact_dir: str, kind: str) -> Record
 
     folder = Path(unquote(urlparse(artifact_uri).path)) / artifact_dir
     files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} if folder.is_dir() else {}
-    return RecordedRun(run_id, name or "", params, tags, files)
+    return RecordedRun(run_id, name or "", params, tags, files, metrics)
 
 
 def _sqlite_resolve(con, ref: str, kind: str) -> str:
@@ -153,7 +163,9 @@ def _read_run_client(root: Path, ref: str, artifact_dir: str, kind: str) -> Reco
     with tempfile.TemporaryDirectory(prefix="losstrace-run-") as tmp:
         folder = download_artifacts(root, run_id, artifact_dir, Path(tmp))
         files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} if folder and folder.is_dir() else {}
-    return RecordedRun(run_id, run.info.run_name or "", dict(run.data.params), dict(run.data.tags), files)
+    return RecordedRun(
+        run_id, run.info.run_name or "", dict(run.data.params), dict(run.data.tags), files, dict(run.data.metrics)
+    )
 
 
 def load_record(ref: str, root: Path) -> RunRecord:
@@ -193,6 +205,7 @@ def load_record(ref: str, root: Path) -> RunRecord:
         batches=empty.batches if BATCHES not in run.files else artifact(BATCHES),
         context={**(artifact(CONTEXT) or {}), **({"grad_norms": grad_norms} if grad_norms is not None else {})},
         findings=(artifact(DIAGNOSIS) or {}).get("findings", []),
+        outcomes={k: float(v) for k, v in run.metrics.items() if k in OUTCOME_METRICS and v is not None},
     )
 
 

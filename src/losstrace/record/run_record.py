@@ -14,6 +14,10 @@ import pandas as pd
 
 from losstrace.record.contract import BATCH_COLUMNS, HISTORY_COLUMNS
 
+# What a run reached, read into `RunRecord.outcomes`: val from the last epoch the train
+# stage logged, test from the evaluate stage (logged into the same run).
+OUTCOME_METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "test_macro_f1")
+
 
 def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
@@ -31,6 +35,8 @@ class RunRecord:
     batches: per-batch frame (step, epoch, batch, loss, size); may be empty.
     context: the dict the train stage built for diagnosis (n_classes, class_shares, ...).
     findings: the recorded diagnosis findings as dicts (data, lint and curve codes).
+    outcomes: results the run reached, by metric name (`val_accuracy`, `test_loss`, ...):
+        the last value MLflow holds of each; empty when none was read.
     """
 
     run_id: str
@@ -42,6 +48,7 @@ class RunRecord:
     batches: pd.DataFrame = field(default_factory=lambda: _empty(BATCH_COLUMNS))
     context: dict[str, Any] = field(default_factory=dict)
     findings: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: dict[str, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:

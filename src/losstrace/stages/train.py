@@ -23,6 +23,7 @@ from losstrace.findings import Finding
 from losstrace.io import Staging, read_json, read_prepared, to_json, write_json
 from losstrace.params import Params
 from losstrace.record import contract, environment, run_files, store, writer
+from losstrace.record import run_name as naming
 from losstrace.training import distribute
 
 if TYPE_CHECKING:  # resume imports Keras: only inside the functions that train
@@ -108,7 +109,7 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
     MLflow then hears of an epoch only once it is committed (see resume.py).
     """
     from losstrace.model import zoo
-    from losstrace.training import distribute, resume
+    from losstrace.training import distribute, progress, resume
     from losstrace.training.callbacks import RecordingCallback
     from losstrace.training.recorder import Recorder, log_epoch
 
@@ -143,7 +144,7 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
         exact_epoch_loss=distribute.replicas(strategy) > 1,
     )
     stateful, keeper = training_controls(t)
-    callbacks = [recording, *stateful, *(callbacks_extra or [])]
+    callbacks = [recording, *stateful, *(callbacks_extra or []), progress.Progress(t.epochs)]
     resumer = None
     if backup is not None:
 
@@ -393,7 +394,7 @@ def run_identity(
     if fp.exists():
         params.update(run_files.fingerprint_params(read_json(fp)))
     data_metrics = {f"{contract.DATA_METRIC_PREFIX}{k}": v for k, v in ds.stats.items()}
-    name = f"{p.train.model.rnn.cell}-bs{p.train.batch_size}-lr{p.train.learning_rate:g}"
+    name = naming.run_name(p)
     return RunIdentity(name, tags, params, data_metrics, kind, parent)
 
 

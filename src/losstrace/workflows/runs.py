@@ -41,6 +41,7 @@ def default_ref(root: Path) -> str:
 def diagnose(ref: str | None, root: Path) -> dict[str, Any]:
     """Recompute curve findings from the record with the run's own thresholds; keep data/lint findings."""
     from losstrace.explain.diagnose import CURVE_CODES, diagnose_curves, merge_findings
+    from losstrace.explain.report import headline
     from losstrace.findings import Finding
 
     rec = reader.load_record(ref or default_ref(root), root)
@@ -52,14 +53,21 @@ def diagnose(ref: str | None, root: Path) -> dict[str, Any]:
     kept = [f for f in recorded if f.code == "diverged" and not any(c.code == "diverged" for c in curve)]
     result = merge_findings(others, [], curve + kept)
     result["run_id"] = rec.run_id
+    result["headline"] = headline(rec.history)
     return result
 
 
 def diff(ref_a: str, ref_b: str, root: Path) -> dict[str, Any]:
     from losstrace.explain.diff import diff_runs
+    from losstrace.explain.legend import outcomes
 
     a, b = reader.load_record(ref_a, root), reader.load_record(ref_b, root)
-    return {"diff": diff_runs(a, b), "a": a, "b": b}
+    result = diff_runs(a, b)
+    # Which runs were compared and what they reached: added keys, the contract's stay as they are.
+    result["a"] = {"run_id": a.run_id, "name": a.name}
+    result["b"] = {"run_id": b.run_id, "name": b.name}
+    result["outcomes"] = outcomes(a, b)
+    return {"diff": result, "a": a, "b": b}
 
 
 def _recorded_thresholds(params: dict[str, str]) -> DiagnoseParams:

@@ -38,7 +38,9 @@ def keras_archive(path: Path) -> None:
 
     Keras stamps the save time into the archive (metadata.json's `date_saved` and the
     weights entry's zip date), so every training changed models/model.keras's md5 in
-    dvc.lock even when the weights were identical. Both become ZIP_EPOCH; the entries,
+    dvc.lock even when the weights were identical. Both become ZIP_EPOCH, and the config's
+    `shared_object_id`s (Python object addresses) become 0, 1, 2, ... in order of first
+    appearance, which keeps what is shared with what; the entries,
     their order and compression stay as Keras wrote them, and Keras loads the file as before.
     """
     with zipfile.ZipFile(path) as src:
@@ -51,7 +53,25 @@ def keras_archive(path: Path) -> None:
                 if "date_saved" in meta:
                     meta["date_saved"] = "{:04d}-{:02d}-{:02d}@{:02d}:{:02d}:{:02d}".format(*ZIP_EPOCH)
                 data = json.dumps(meta).encode("utf-8")
+            elif info.filename == "config.json":
+                data = json.dumps(_renumber_shared(json.loads(data))).encode("utf-8")
             fixed = zipfile.ZipInfo(info.filename, date_time=ZIP_EPOCH)
             fixed.compress_type, fixed.external_attr = info.compress_type, info.external_attr
             dst.writestr(fixed, data)
     os.replace(tmp, path)
+
+
+def _renumber_shared(config: object, ids: dict | None = None) -> object:
+    """The config with each distinct `shared_object_id` replaced by its first-appearance rank."""
+    ids = {} if ids is None else ids
+    if isinstance(config, list):
+        return [_renumber_shared(v, ids) for v in config]
+    if not isinstance(config, dict):
+        return config
+    out = {}
+    for key, value in config.items():
+        if key == "shared_object_id":
+            out[key] = ids.setdefault(value, len(ids))
+        else:
+            out[key] = _renumber_shared(value, ids)
+    return out

@@ -9,7 +9,7 @@ export DO_NOT_TRACK := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 export TF_ENABLE_ONEDNN_OPTS := 0
 
-.PHONY: setup repro test test-fast bench clean
+.PHONY: setup repro test test-fast bench clean plots-template
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (install Python 3.11 or run make PYTHON=python3)"; exit 1; }
@@ -36,3 +36,8 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Rebuild .dvc/offline_plots.html (committed) from the pinned npm packages DVC's page names.
+plots-template: setup
+	cd $$(mktemp -d) && npm pack --silent vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2 >/dev/null \
+	  && $(CURDIR)/$(BIN)/python $(CURDIR)/tools/offline_plots_template.py vega-5.20.2.tgz vega-lite-5.2.0.tgz vega-embed-6.18.2.tgz

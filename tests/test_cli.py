@@ -83,3 +83,11 @@ def test_a_params_error_names_the_file_passed_with_params(tmp_path):
     (tmp_path / "exp.yaml").write_text("data:\n  source: imagenet\n")
     r = run_cli("ingest", "--params", "exp.yaml", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("error: exp.yaml: unknown data.source 'imagenet'")
+
+
+def test_gallery_list_says_how_to_run_one_case(tmp_path):
+    r = run_cli("gallery", "--list", cwd=tmp_path)
+    assert r.returncode == 0
+    assert "noisy_batch" in r.stdout
+    assert "run one:   losstrace gallery noisy_batch" in r.stdout
+    assert "--epochs" in r.stdout

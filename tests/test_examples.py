@@ -209,7 +209,9 @@ def test_every_example_is_listed_and_documented():
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.file)
 def test_example_is_complete_and_comments_every_change(case):
-    """Same keys as params.yaml; every value that differs carries a comment on its line."""
+    """Same keys as params.yaml; every value that differs says so on its line, in the form
+    `# (old value in params.yaml) why`: an example inherits the shipped thresholds unless it
+    states its reason, so a silently loosened threshold cannot hide the symptom it shows."""
     base_text = (REPO / "params.yaml").read_text(encoding="utf-8")
     text = (EXAMPLES / case.file).read_text(encoding="utf-8")
     assert set(yaml.safe_load(text)) == set(yaml.safe_load(base_text))
@@ -220,7 +222,11 @@ def test_example_is_complete_and_comments_every_change(case):
     assert changed
     for key in changed:
         yaml_key = key if key in where else key.split(".0.")[0]  # dense list items live on the list's line
-        assert "#" in lines[where[yaml_key]], f"{case.file}: {key} differs from params.yaml without a comment"
+        comment = lines[where[yaml_key]].partition("#")[2]
+        reason = comment.partition("in params.yaml)")[2].strip()
+        assert comment.lstrip().startswith("(") and reason, (
+            f"{case.file}: {key} differs from params.yaml without '# (old value in params.yaml) why'"
+        )
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.file)

@@ -54,6 +54,7 @@ def test_repro_writes_every_output(project):
         "reports/train/run.json",
         "reports/train/curves.png",
         "reports/evaluate/metrics.json",
+        "reports/evaluate/per_class.json",
         "reports/evaluate/confusion.csv",
         "reports/evaluate/confusion.png",
     ):
@@ -127,7 +128,8 @@ def test_forced_reruns_are_byte_identical(project):
     # The workspace holds the outputs of a training with exactly these params and data
     # (dvc says so): retraining from scratch must give the same bytes.
     assert "up to date" in run_tool("dvc", "status", cwd=project).stdout
-    first = {p: (project / p).read_bytes() for p in ("reports/train/history.csv", "reports/evaluate/metrics.json")}
+    outputs = ("reports/train/history.csv", "reports/evaluate/metrics.json", "reports/evaluate/per_class.json")
+    first = {p: (project / p).read_bytes() for p in outputs}
     run_tool("dvc", "repro", "-f", "-s", "train", cwd=project)
     run_tool("dvc", "repro", "-s", "evaluate", cwd=project)
     for path, content in first.items():
@@ -215,7 +217,9 @@ def test_bundled_source_runs_through_dvc(tmp_path, source, sets, classes, clean)
     assert ingest["rows_rejected"] == 0 and sum(ingest["splits"].values()) == ingest["rows_read"] > 0
     assert len(json.loads((root / "data/prepared/labels.json").read_text())) == classes
     metrics = json.loads((root / "reports/evaluate/metrics.json").read_text())["test"]
-    assert metrics["rows"] == ingest["splits"]["test"] and len(metrics["per_class"]) == classes
+    per_class = json.loads((root / "reports/evaluate/per_class.json").read_text())["test"]["per_class"]
+    assert metrics["rows"] == ingest["splits"]["test"] and len(per_class) == classes
+    assert sum(c["support"] for c in per_class.values()) == metrics["rows"]
     assert "up to date" in run_tool("dvc", "status", cwd=root).stdout
     if clean:
         assert metrics["accuracy"] >= 0.75

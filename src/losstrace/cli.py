@@ -157,8 +157,7 @@ def cmd_gallery(a: argparse.Namespace) -> int:
     from losstrace.workflows import gallery
 
     if a.list:
-        for case in gallery.CASES:
-            print(f"{case.name:<22} {case.title}")
+        print(gallery.listing())
         return 0
     results = gallery.main(a.cases, Path("."), a.out, a.epochs, a.bisect)
     for r in results:

@@ -42,6 +42,10 @@ class DataParams:
     label_delimiter: str = "|"
     val_size: float = 0.2
     test_size: float = 0.2
+    # Rows with one input stay in one split: a short sentence repeated in a source would
+    # otherwise land in train and val, the leakage validate stops on. false = the plain
+    # stratified split (rows split independently), to reproduce an older split.
+    group_duplicates: bool = True
     on_bad_rows: str = "fail"  # fail|skip
     text_level: str = "word"  # word|char
     max_tokens: int = 20000

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 
 import numpy as np
+import yaml
 
 from losstrace.params import TrainParams
 from losstrace.stages import evaluate
+from support import REPO, run_tool
 
 
 def _constant_model(units: int, value: float):
@@ -64,3 +68,19 @@ def test_probabilities_from_logits():
     assert np.allclose(evaluate.as_probabilities(logits, True, multilabel=False), [[0.25, 0.75]])
     assert np.allclose(evaluate.as_probabilities(logits, True, multilabel=True), [[0.5, 0.75]])
     assert evaluate.as_probabilities(logits, False, multilabel=False) is logits
+
+
+def test_dvc_metrics_show_reads_at_100_columns():
+    """metrics.json holds the headline numbers only; the per-class ones (3 columns a class,
+    31 columns for Japanese Vowels) sit in per_class.json, an output DVC does not print."""
+    shown = run_tool(sys.executable, "-m", "dvc", "metrics", "show", cwd=REPO, env={"COLUMNS": "100"}).stdout
+    assert "test.accuracy" in shown and "per_class" not in shown
+    assert max(len(line) for line in shown.splitlines()) <= 100, shown
+    committed = json.loads((REPO / "reports/evaluate/per_class.json").read_text())["test"]["per_class"]
+    assert (
+        sum(c["support"] for c in committed.values())
+        == json.loads((REPO / "reports/evaluate/metrics.json").read_text())["test"]["rows"]
+    )
+    evaluate_stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["evaluate"]
+    assert [next(iter(m)) for m in evaluate_stage["metrics"]] == ["reports/evaluate/metrics.json"]
+    assert "reports/evaluate/per_class.json" in [next(iter(o)) for o in evaluate_stage["outs"]]

@@ -144,3 +144,41 @@ def test_too_few_rows_to_fill_every_split_is_an_error_not_an_empty_split(tmp_pat
         ingest.main(_params(tmp_path, source="tiny.csv"), tmp_path / "p", tmp_path)
     assert e.value.line().startswith("error: tiny.csv: 2 rows are too few to split (train 2, val 0, test 0)")
     assert not (tmp_path / "p" / "train.parquet").exists()
+
+
+def test_grouped_split_keeps_identical_inputs_together_and_drops_no_row():
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    texts = pd.Series([f"s{i}" for i in rng.integers(0, 60, size=300)])  # ~5 rows a text
+    labels = pd.Series(["pos" if int(t[1:]) % 3 else "neg" for t in texts])
+    keep, held = ingest.stratified_split(labels, 0.2, np.random.default_rng(0), texts)
+    assert sorted([*keep, *held]) == list(range(300))
+    assert not set(texts.iloc[keep]) & set(texts.iloc[held])
+    for label, share in (labels.iloc[held].value_counts() / labels.value_counts()).items():
+        assert 0.1 <= share <= 0.25, (label, share)  # still stratified, to the nearest whole group
+
+
+def test_grouped_split_without_repeats_is_the_plain_split():
+    import numpy as np
+
+    labels = pd.Series(list("aabbbcccccaab") * 7)
+    unique = pd.Series([f"x{i}" for i in range(len(labels))])
+    plain = ingest.stratified_split(labels, 0.2, np.random.default_rng(5))
+    grouped = ingest.stratified_split(labels, 0.2, np.random.default_rng(5), unique)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, grouped, strict=True))
+
+
+def test_repeated_sentences_do_not_leak_unless_grouping_is_off(tmp_path):
+    from losstrace.data import checks
+    from losstrace.params import ValidateParams
+
+    lines = [f"sentence {i % 40} here\t{i % 2}" for i in range(200)]  # each sentence 5 times
+    (tmp_path / "s.tsv").write_text("\n".join(lines) + "\n")
+    for grouped, leaks in ((True, False), (False, True)):
+        out = tmp_path / f"prepared-{grouped}"
+        params = _params(tmp_path, source="s.tsv", header="false", group_duplicates=str(grouped).lower())
+        summary = ingest.main(params, out, tmp_path)
+        assert sum(summary["splits"].values()) == 200
+        splits = {name: pd.read_parquet(out / f"{name}.parquet") for name in ingest.SPLITS}
+        assert bool(checks.check_leakage(splits, ValidateParams())) is leaks

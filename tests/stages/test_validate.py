@@ -224,6 +224,7 @@ def test_main_error_finding_writes_results_then_raises_one_line(tmp_path):
     assert message.startswith(
         "error: validate: train_val_leakage on val: share of rows also in train 0.2 (threshold 0.0)"
     )
+    assert "data.group_duplicates: true" in message and "validate.max_leakage_rate" in message
     results = json.loads((out / "results.json").read_text())
     assert results["success"] is False
     assert [f["code"] for f in results["findings"] if f["severity"] == "error"] == ["train_val_leakage"]

@@ -6,14 +6,12 @@ on without re-running anything; `where` names the split (or `labels` / `ingest`)
 `validate` mirrors the label, balance and order checks as GX expectations so they
 also show in Data Docs; the checks here decide severities.
 
-Inputs are compared through `input_key`: a stable blake2b digest of a canonical
-encoding, so equality means "the model would see the same input", independent of
-pandas/pyarrow versions and of the Python hash seed.
+Inputs are compared through `input_key` (data/keys.py): equal keys mean "the model
+would see the same input".
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,69 +22,12 @@ import numpy as np
 import pandas as pd
 
 from losstrace.data import featurize
+from losstrace.data.keys import KEY_BYTES, _as_array, input_key, input_keys, split_keys  # noqa: F401 (re-exported)
 from losstrace.findings import Finding
 from losstrace.params import ValidateParams
 
 SPLITS = ("train", "val", "test")
-KEY_BYTES = 16
 _MAX_EXAMPLES = 5
-
-
-# ---------------------------------------------------------------- input keys
-
-
-def input_key(x: Any) -> str:
-    """Stable hex digest of one input: text as its string, tokens as the int list, numeric as float64 bytes."""
-    return hashlib.blake2b(_encode_input(x), digest_size=KEY_BYTES).hexdigest()
-
-
-def input_keys(xs: Iterable[Any], index: pd.Index | None = None) -> pd.Series:
-    """`input_key` of every row, aligned with `index`.
-
-    Object dtype on purpose: pandas hashes Python strings fast, while `isin` on
-    Arrow-backed strings is ~15x slower at a million rows.
-    """
-    return pd.Series([input_key(x) for x in xs], index=index, dtype=object)
-
-
-def split_keys(splits: Mapping[str, pd.DataFrame]) -> dict[str, pd.Series]:
-    """Input keys per split; computed once and shared by the checks and the fingerprint."""
-    return {name: input_keys(frame["x"], frame.index) for name, frame in splits.items()}
-
-
-def _encode_input(x: Any) -> bytes:
-    # A type tag keeps "1 2" (text) and [1, 2] (tokens) apart; the shape keeps
-    # a T×C array apart from the same floats laid out as C×T.
-    if isinstance(x, str):
-        return b"s:" + x.encode("utf-8")
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return b"null"
-    arr = _as_array(x)
-    shape = ",".join(map(str, arr.shape)).encode()
-    if arr.dtype.kind in "iub":
-        return b"i:" + shape + b":" + arr.astype("<i8").tobytes()
-    if arr.dtype.kind == "f":
-        canon = arr.astype("<f8") + 0.0  # -0.0 → 0.0
-        canon[np.isnan(canon)] = np.nan  # one NaN bit pattern
-        return b"f:" + shape + b":" + canon.tobytes()
-    raise TypeError(f"cannot key an input of dtype {arr.dtype}")
-
-
-def _as_array(x: Any) -> np.ndarray:
-    """Nested lists / object arrays of steps (how parquet lists load) → one numeric array."""
-    arr = np.asarray(x)
-    if arr.dtype != object:
-        return arr
-    if arr.size == 0:
-        return np.zeros(0, dtype="<f8")
-    try:
-        dense = np.asarray(arr.tolist())
-        if dense.dtype != object:
-            return dense
-    except ValueError:
-        pass
-    # Ragged steps: flatten, ending each step with a marker so step boundaries still count.
-    return np.concatenate([np.append(np.asarray(s, dtype="<f8").ravel(), np.inf) for s in arr])
 
 
 # ---------------------------------------------------------------- label helpers
@@ -400,6 +341,12 @@ def check_duplicates(
     return out
 
 
+_LEAKAGE_FIX = (
+    "set data.group_duplicates: true so ingest keeps identical inputs in one split, deduplicate "
+    "an official test split that overlaps train, or raise validate.max_leakage_rate to the share you accept"
+)
+
+
 def check_leakage(
     splits: Mapping[str, pd.DataFrame], vp: ValidateParams, keys: Mapping[str, pd.Series] | None = None
 ) -> list[Finding]:
@@ -431,7 +378,7 @@ def check_leakage(
                     "rows": n,
                     "examples": _locations(frame, leaked),
                 },
-                "deduplicate the source before splitting so each input lands in one split",
+                _LEAKAGE_FIX,
                 split,
             )
         )

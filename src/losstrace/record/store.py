@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from losstrace.errors import LosstraceError, first_line
+from losstrace.record import experiment_view
 
 DEFAULT_EXPERIMENT = "losstrace"
 
@@ -96,6 +97,7 @@ def _experiment_id(c, uri: str, root: Path) -> str:
     name = experiment_name()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        experiment_view.ensure_runs_view(c, exp)
         return exp.experiment_id
     # Artifacts live next to the SQLite file, wherever the run was started from (a bisect
     # or gallery workspace is temporary; the store is not).
@@ -103,7 +105,7 @@ def _experiment_id(c, uri: str, root: Path) -> str:
         (Path(uri[len("sqlite:///") :]).parent / "mlruns").resolve().as_uri() if uri.startswith("sqlite:///") else None
     )
     try:
-        return c.create_experiment(name, artifact_location=location)
+        return c.create_experiment(name, artifact_location=location, tags=experiment_view.TAGS)
     except Exception:
         # Queued experiments start together: another one may have created it a moment ago.
         exp = c.get_experiment_by_name(name)

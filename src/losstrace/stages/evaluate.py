@@ -2,6 +2,9 @@
 
 `metrics.json` holds only deterministic numbers (no run ids, no timestamps) so two
 `dvc repro -f` give byte-identical files; the run id lives in reports/train/run.json.
+It holds the headline numbers only, the ones `dvc metrics show` and `dvc metrics diff`
+print as one row each; each class's precision, recall and support (3 columns per class)
+go to `per_class.json`, a plain output.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from losstrace.record import store, writer
 PENDING = "pending_upload.json"
 
 
-ARTIFACTS = ("metrics.json", "confusion.png")  # logged under evaluate/ in the train run
+ARTIFACTS = ("metrics.json", "per_class.json", "confusion.png")  # logged under evaluate/ in the train run
 
 
 def mlflow_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -169,14 +172,15 @@ def main(
             "macro_f1": round(res["macro_f1"], 6),
             "loss": round(res["loss"], 6),
             "rows": int(len(test)),
-            "per_class": res["per_class"],
         }
     }
+    per_class = {"test": {"per_class": res["per_class"]}}
     # DVC's confusion template wants one row per sample: actual, predicted.
     cm = res["confusion"]
     rows = [(names[i], names[j]) for i in range(len(names)) for j in range(len(names)) for _ in range(cm[i, j])]
     with Staging(root) as stage:
         (stage.path(out_dir / "metrics.json")).write_text(to_json(metrics), encoding="utf-8")
+        (stage.path(out_dir / "per_class.json")).write_text(to_json(per_class), encoding="utf-8")
         pd.DataFrame(rows, columns=["actual", "predicted"]).to_csv(stage.path(out_dir / "confusion.csv"), index=False)
         plot_confusion(cm, names, stage.path(out_dir / "confusion.png"))
 

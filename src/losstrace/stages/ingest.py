@@ -1,5 +1,10 @@
 """Ingest stage: source → seeded, stratified train/val/test parquet files.
 
+Identical inputs stay in one split (`data.group_duplicates`, on by default): a split
+made by ingest never puts a row in val or test whose input train also holds, the
+leakage validate stops on. An official test split is the source's; overlap with it
+is the data's, and validate reports it.
+
 The official test split is kept when a source has one; otherwise a stratified
 test split is carved out with `data.test_size`. `data.shuffle: false` keeps the
 source row order so the effect of grouped rows can be studied (and detected).
@@ -15,6 +20,7 @@ import pandas as pd
 
 from losstrace import params as params_mod
 from losstrace.data import featurize
+from losstrace.data.keys import input_keys
 from losstrace.data.sources import Source, load_source
 from losstrace.errors import LosstraceError
 from losstrace.io import Staging, to_json
@@ -23,19 +29,44 @@ from losstrace.params import DataParams
 SPLITS = ("train", "val", "test")
 
 
-def stratified_split(labels: pd.Series, size: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: pd.Series, size: float, rng: np.random.Generator, groups: pd.Series | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Positions (keep, held_out): each label loses round(n * size) rows to held_out.
 
     Labels with a single row stay in `keep` so every held-out label is also trained on.
+    With `groups` (one key per row), rows sharing a key move together: a group counts under
+    its first row's label, and held_out takes whole groups (in shuffled order) while they
+    fit the label's quota, so no row is dropped and no group straddles the two parts.
+    Without repeated keys this is the same split, row for row, as without groups.
     """
+    members = _group_members(labels, groups)
+    first_labels = labels.iloc[[m[0] for m in members]]
     keep, held = [], []
-    for _, positions in sorted(labels.groupby(labels.values, sort=True).indices.items()):
-        positions = rng.permutation(positions)
-        n_held = int(round(len(positions) * size)) if len(positions) > 1 else 0
-        n_held = min(n_held, len(positions) - 1)
-        held.append(positions[:n_held])
-        keep.append(positions[n_held:])
-    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+    for _, group_ids in sorted(first_labels.groupby(first_labels.values, sort=True).indices.items()):
+        group_ids = rng.permutation(group_ids)
+        rows = sum(len(members[g]) for g in group_ids)
+        quota = min(int(round(rows * size)), rows - 1) if rows > 1 else 0
+        taken = 0
+        for i, g in enumerate(group_ids):
+            fits = taken + len(members[g]) <= quota and i < len(group_ids) - 1  # one group always trains
+            (held if fits else keep).append(members[g])
+            taken += len(members[g]) if fits else 0
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held) if held else np.zeros(0, dtype=np.int64))
+
+
+def _group_members(labels: pd.Series, groups: pd.Series | None) -> list[np.ndarray]:
+    """Row positions of each group, groups ordered by their first row (singletons without groups)."""
+    if groups is None:
+        return [np.array([i]) for i in range(len(labels))]
+    codes, _ = pd.factorize(groups.to_numpy(), sort=False)  # codes follow first appearance
+    order = np.argsort(codes, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+
+
+def _groups(frame: pd.DataFrame, data: DataParams) -> pd.Series | None:
+    """Each row's input key when identical inputs must share a split (data.group_duplicates)."""
+    return input_keys(frame["x"], frame.index) if data.group_duplicates else None
 
 
 def label_map(frames: list[pd.DataFrame], multilabel: bool, delimiter: str) -> dict[str, int]:
@@ -59,9 +90,9 @@ def run(source: Source, data: DataParams, seed: int) -> dict:
     if source.test is not None:
         test = source.test.reset_index(drop=True)
     else:
-        keep, held = stratified_split(train_part["label"], data.test_size, rng)
+        keep, held = stratified_split(train_part["label"], data.test_size, rng, _groups(train_part, data))
         train_part, test = train_part.iloc[keep].reset_index(drop=True), train_part.iloc[held].reset_index(drop=True)
-    keep, held = stratified_split(train_part["label"], data.val_size, rng)
+    keep, held = stratified_split(train_part["label"], data.val_size, rng, _groups(train_part, data))
     splits = {"train": train_part.iloc[keep], "val": train_part.iloc[held], "test": test}
 
     for name in SPLITS:

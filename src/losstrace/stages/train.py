@@ -22,7 +22,7 @@ from losstrace.errors import LosstraceError
 from losstrace.findings import Finding
 from losstrace.io import Staging, read_json, read_prepared, to_json, write_json
 from losstrace.params import Params
-from losstrace.record import contract, environment, run_files, store, writer
+from losstrace.record import contract, environment, portable, run_files, store, writer
 from losstrace.record import run_name as naming
 from losstrace.training import distribute
 
@@ -275,7 +275,7 @@ def run_json(logger: writer.RunLogger, record: dict[str, Any]) -> dict[str, Any]
     """
     out: dict[str, Any] = {
         "run_id": logger.run_id,
-        "tracking_uri": logger.uri,
+        "tracking_uri": portable.tracking_uri(logger.uri),
         "experiment": store.experiment_name(),
     }
     if logger.offline:
@@ -441,6 +441,7 @@ def publish(root: Path, outputs: dict[str, Path], files, model, ds: Dataset, log
         staged = {key: stage.path(path) for key, path in outputs.items()}
         files.write(staged)
         model.save(staged["model"])
+        portable.keras_archive(staged["model"])
         staged[contract.FEATURIZER].write_text(to_json(ds.featurizer.to_dict()), encoding="utf-8")
         staged["run"].write_text(to_json(run_json(logger, record)), encoding="utf-8")
 

@@ -306,6 +306,21 @@ def _finding_line(f: dict[str, Any]) -> str:
     return f"- `{f['code']}` ({f['severity']}{where}{secondary}): {f.get('suggestion', '')}"
 
 
+def listing() -> str:
+    """The cases, then how to run one: a list a newcomer can act on without the docs."""
+    rows = [f"{c.name:<22} {c.title}" for c in CASES]
+    first = CASES[0].name
+    return "\n".join(
+        [
+            *rows,
+            "",
+            f"run one:   losstrace gallery {first}   (trains A and B, prints B's findings and diff's top cause,",
+            f"           draws docs/gallery/{first}.png; --epochs 3 for a quick look, --bisect to prove the cause)",
+            "run all:   losstrace gallery   (also rewrites docs/gallery.md)",
+        ]
+    )
+
+
 def main(
     names: list[str], root: Path, out: Path, epochs: int = 0, bisect: bool = False, inprocess: bool = False
 ) -> list[Result]:

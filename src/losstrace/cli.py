@@ -75,12 +75,13 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 def cmd_lint(a: argparse.Namespace) -> int:
     from losstrace import params as params_mod
     from losstrace.io import read_json
-    from losstrace.model import lint
+    from losstrace.model import builder_check, model_lint
 
     p = params_mod.load(a.params)
     info = read_json(a.prepared / "ingest.json")
     labels = read_json(a.prepared / "labels.json")
-    findings = lint.run(p, info, labels)
+    builder_check.require_tracked(p, Path("."))  # a builder's model is linted when train builds it
+    findings = model_lint.params_lint(p, info, labels)
     if a.json:
         print(json.dumps({"findings": [f.to_dict() for f in findings]}, indent=2, sort_keys=True))
     else:

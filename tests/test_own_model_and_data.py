@@ -76,13 +76,16 @@ def test_adding_or_removing_a_matching_file_reruns_ingest(data_project):
 def test_user_data_outside_source_dep_is_a_one_line_error(tmp_path):
     write_rows(tmp_path / "data/user/a.csv", 0)
     root = make_project(tmp_path, {"data.source": "data/user/a.csv"})  # source_dep left at the lock file
-    r = run_cli("ingest", "--params", "params.yaml", "--out", "data/prepared", cwd=root)
+    r = run_tool("dvc", "repro", "ingest", cwd=root, check=False)
     assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert r.stderr.strip() == (
+    line = (
         "error: params.yaml: data/user/a.csv is not under data.source_dep=requirements.lock, "
         "so DVC would not see it change (set data.source_dep: data/user/a.csv)"
     )
+    assert line in r.stderr.splitlines()
     assert not (root / "data/prepared").exists()
+    # Run by hand (no DVC to inform), ingest reads the file: replays and tests do that.
+    run_cli("ingest", "--params", "params.yaml", "--out", "data/prepared", cwd=root, check=True)
 
 
 def test_a_dvc_yaml_without_the_source_dep_is_a_one_line_error(tmp_path):
@@ -90,12 +93,13 @@ def test_a_dvc_yaml_without_the_source_dep_is_a_one_line_error(tmp_path):
     root = make_project(tmp_path, {"data.source": "data/user/a.csv", "data.source_dep": "data/user/a.csv"})
     dvc_yaml = root / "dvc.yaml"
     dvc_yaml.write_text(dvc_yaml.read_text().replace("      - ${data.source_dep}\n", ""))
-    r = run_cli("ingest", "--params", "params.yaml", "--out", "data/prepared", cwd=root)
+    r = run_tool("dvc", "repro", "ingest", cwd=root, check=False)
     assert r.returncode != 0
-    assert r.stderr.strip() == (
+    line = (
         "error: dvc.yaml: the ingest stage does not depend on data/user/a.csv "
         "(add `- ${data.source_dep}` to stages.ingest.deps)"
     )
+    assert line in r.stderr.splitlines()
 
 
 def test_a_user_validation_file_replaces_the_split(tmp_path):

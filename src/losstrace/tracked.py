@@ -5,10 +5,14 @@ dvc.yaml is static, so it templates the paths from params.yaml: ingest depends o
 train on `${train.model.builder_dep}` (the builder's file or package folder). Editing,
 adding or removing a file under those paths then reruns the stage. A stage refuses to
 read a file no dependency covers: its changes would be invisible to `dvc status`.
+
+The check runs where DVC is in charge: inside a DVC stage (DVC sets DVC_STAGE) and in
+`losstrace lint`. A stage run by hand or in a replay workspace has no DVC to inform.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,11 @@ import yaml
 from losstrace.errors import LosstraceError
 
 _TEMPLATE = re.compile(r"\$\{\s*([\w.]+)\s*\}")
+
+
+def under_dvc() -> bool:
+    """True inside a stage command that `dvc repro` / `dvc exp run` started."""
+    return bool(os.environ.get("DVC_STAGE"))
 
 
 def stage_deps(root: Path, stage: str, flat_params: dict[str, Any]) -> list[str] | None:

@@ -204,10 +204,10 @@ def test_a_builder_file_dvc_does_not_watch_is_one_line(tmp_path):
     (tmp_path / "nets/gru.py").write_text("def build(spec):\n    pass\n")
     p = params.from_dict(params.Params, {"train": {"model": {"builder": "nets.gru:build"}}}, "")
     with pytest.raises(LosstraceError) as err:
-        builder_check.require_tracked(p, tmp_path)
+        builder_check.require_tracked(p, tmp_path, always=True)
     assert err.value.line() == (
         "error: params.yaml: nets/gru.py is not under train.model.builder_dep=src/losstrace/model/zoo.py, "
         "so DVC would not see it change (set train.model.builder_dep: nets/gru.py)"
     )
     p = params.from_dict(params.Params, {"train": {"model": {"builder": "nets.gru:build", "builder_dep": "nets"}}}, "")
-    assert builder_check.require_tracked(p, tmp_path) == tmp_path / "nets/gru.py"
+    assert builder_check.require_tracked(p, tmp_path, always=True) == tmp_path / "nets/gru.py"

@@ -21,8 +21,9 @@ from losstrace.model import builder
 from losstrace.params import Params
 
 
-def require_tracked(p: Params, root: Path) -> Path | None:
-    """The builder's module file (None for the zoo), after checking DVC reruns train when it changes."""
+def require_tracked(p: Params, root: Path, always: bool = False) -> Path | None:
+    """The builder's module file (None for the zoo), after checking DVC reruns train when it
+    changes (inside a DVC stage, or `always`)."""
     spec = p.train.model.builder
     if not spec:
         return None
@@ -34,6 +35,8 @@ def require_tracked(p: Params, root: Path) -> Path | None:
             f"no module {module} in the project ({module.replace('.', '/')}.py not found)",
             "fix train.model.builder; the module path starts at the project root",
         )
+    if not (always or tracked.under_dvc()):
+        return path
     flat = params_mod.flatten(p)
     tracked.require([path], "train.model.builder_dep", p.train.model.builder_dep, "train", root, flat)
     return path

@@ -115,6 +115,13 @@ def check_rejects(source: Source, data: DataParams) -> None:
         )
 
 
+def require_tracked(p: params_mod.Params, files: list[Path], root: Path) -> None:
+    """The user's data files lie under data.source_dep, which ingest's deps hold."""
+    if files:
+        flat = params_mod.flatten(p)
+        tracked.require(files, "data.source_dep", p.data.source_dep, "ingest", root, flat)
+
+
 def write_rejects(path: Path, rejects: list) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
@@ -126,9 +133,8 @@ def write_rejects(path: Path, rejects: list) -> None:
 def main(params_path: Path, out_dir: Path, root: Path = Path(".")) -> dict:
     p = params_mod.load(params_path)
     source = load_source(p.data, root)
-    if source.files:
-        flat = params_mod.flatten(p)
-        tracked.require(source.files, "data.source_dep", p.data.source_dep, "ingest", root, flat)
+    if tracked.under_dvc():
+        require_tracked(p, source.files, root)
     check_rejects(source, p.data)
     result = run(source, p.data, p.base.seed)
     with Staging(out_dir.parent) as stage:

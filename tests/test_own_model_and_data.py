@@ -158,10 +158,10 @@ def test_a_builders_batchnorm_conv_gru_model_trains_through_dvc_repro(model_proj
     assert len(history) == 3  # header + 2 epochs
     metrics = json.loads((root / "reports/evaluate/metrics.json").read_text())["test"]
     assert 0 < metrics["accuracy"] <= 1
-    from losstrace.record import tracking
+    from losstrace.record import store
 
     run_id = json.loads((root / "reports/train/run.json").read_text())["run_id"]
-    run = tracking.client(tracking.tracking_uri(root)).get_run(run_id)
+    run = store.client(store.tracking_uri(root)).get_run(run_id)
     assert run.data.params["train.model.builder"] == "my_models.conv_gru:build"
     # The lint read the built model: Conv1D dropped the Masking layer's mask before the GRU.
     lint = json.loads((root / "reports/train/lint.json").read_text())["findings"]

@@ -31,11 +31,13 @@ def run_tool(*args: str, cwd: Path, check: bool = True, env: dict | None = None)
 
 
 def make_project(dest: Path, params_overrides: dict[str, object] | None = None) -> Path:
-    """Copy the pipeline (dvc.yaml, params.yaml, src, .dvc config) into a fresh git repo."""
+    """Copy the pipeline (dvc.yaml, params.yaml, requirements.lock, src, .dvc config) into a fresh git repo.
+
+    requirements.lock is ingest's data dependency for the bundled datasets (data.source_dep)."""
     import yaml
 
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", "params.yaml"):
+    for name in ("dvc.yaml", "params.yaml", "requirements.lock"):
         shutil.copy(REPO / name, dest / name)
     shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (dest / ".dvc").mkdir(exist_ok=True)

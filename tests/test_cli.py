@@ -91,3 +91,28 @@ def test_gallery_list_says_how_to_run_one_case(tmp_path):
     assert "noisy_batch" in r.stdout
     assert "run one:   losstrace gallery noisy_batch" in r.stdout
     assert "--epochs" in r.stdout
+
+
+def test_lint_names_a_builder_or_data_file_dvc_does_not_watch(tmp_path):
+    import shutil
+
+    from support import REPO
+
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets/gru.py").write_text("def build(spec):\n    pass\n")
+    (tmp_path / "params.yaml").write_text("train: {model: {builder: 'nets.gru:build'}}\n")
+    r = run_cli("lint", cwd=tmp_path)
+    assert r.returncode != 0 and r.stderr.strip() == (
+        "error: params.yaml: nets/gru.py is not under train.model.builder_dep=src/losstrace/model/zoo.py, "
+        "so DVC would not see it change (set train.model.builder_dep: nets/gru.py)"
+    )
+    (tmp_path / "reviews.csv").write_text("text,label\ngood,pos\n")
+    (tmp_path / "params.yaml").write_text(
+        "data: {source: reviews.csv}\ntrain: {model: {builder: 'nets.gru:build', builder_dep: nets}}\n"
+    )
+    r = run_cli("lint", cwd=tmp_path)
+    assert r.returncode != 0 and r.stderr.strip() == (
+        "error: params.yaml: reviews.csv is not under data.source_dep=requirements.lock, "
+        "so DVC would not see it change (set data.source_dep: reviews.csv)"
+    )

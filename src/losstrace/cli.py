@@ -85,12 +85,13 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 def cmd_lint(a: argparse.Namespace) -> int:
     from losstrace import params as params_mod
     from losstrace.io import read_json
-    from losstrace.model import lint
+    from losstrace.model import model_lint
 
     p = params_mod.load(a.params)
+    _require_tracked(p)
     info = read_json(a.prepared / "ingest.json")
     labels = read_json(a.prepared / "labels.json")
-    findings = lint.run(p, info, labels)
+    findings = model_lint.params_lint(p, info, labels)
     if a.json:
         print(json.dumps({"findings": [f.to_dict() for f in findings]}, indent=2, sort_keys=True))
     else:
@@ -98,6 +99,25 @@ def cmd_lint(a: argparse.Namespace) -> int:
 
         print(findings_table([f.to_dict() for f in findings]) if findings else "lint: no findings")
     return 1 if any(f.severity == "error" for f in findings) else 0
+
+
+def _require_tracked(p) -> None:
+    """In a DVC project, the user's data and builder files must be stage deps (tracked.py).
+    A builder's model itself is linted when train builds it (TensorFlow)."""
+    from losstrace.model import builder_check
+
+    root = Path(".")
+    if not (root / "dvc.yaml").is_file():
+        return
+    builder_check.require_tracked(p, root, always=True)
+    from losstrace.data.bundled import BUNDLED
+
+    if p.data.source not in BUNDLED:
+        from losstrace.data.files import matched_paths
+        from losstrace.stages import ingest
+
+        sources = [p.data.source, *([p.data.val_source] if p.data.val_source else [])]
+        ingest.require_tracked(p, [f for s in sources for f in matched_paths(s, root)], root)
 
 
 def cmd_diagnose(a: argparse.Namespace) -> int:

@@ -50,9 +50,17 @@ class DataParams:
     text_level: str = "word"  # word|char
     max_tokens: int = 20000
     max_len: int = 0  # 0 = longest training sequence
+    # The file or folder DVC watches for data.source (dvc.yaml templates it into ingest's
+    # deps): a user file itself, or the folder holding a glob's matches. Bundled datasets
+    # come out of packages pinned in requirements.lock, so the lock file is their dep.
+    source_dep: str = "requirements.lock"
+    val_source: str = ""  # user file(s) holding the validation rows; "" = split them off train
+    padding: str = "post"  # post|pre: which end of a short sequence gets the padding
+    standardize: bool = True  # numeric inputs: scale each channel by the train mean and std
 
     def __post_init__(self) -> None:
         _choice("data.format", self.format, ("auto", "csv", "tsv", "parquet", "npz"))
+        _choice("data.padding", self.padding, ("post", "pre"))
         _choice("data.input", self.input, ("auto", "text", "tokens", "numeric"))
         _choice("data.on_bad_rows", self.on_bad_rows, ("fail", "skip"))
         _choice("data.text_level", self.text_level, ("word", "char"))
@@ -152,6 +160,9 @@ class DenseParams:
             )
 
 
+_BUILDER_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
 @dataclass(frozen=True)
 class ModelParams:
     embedding: EmbeddingParams = field(default_factory=EmbeddingParams)
@@ -160,12 +171,24 @@ class ModelParams:
     pooling: str = "last"  # last|max|avg|avg_max
     dropout: float = 0.0  # after pooling
     dense: tuple[DenseParams, ...] = ()
+    # "package.module:function" in the project returning a Keras model (model/builder.py);
+    # "" = the zoo above builds from these params.
+    builder: str = ""
+    # The file or folder DVC watches for the builder's code (dvc.yaml templates it into
+    # train's deps); the zoo's own file when there is no builder.
+    builder_dep: str = "src/losstrace/model/zoo.py"
 
     def __post_init__(self) -> None:
         _choice("train.model.pooling", self.pooling, ("last", "max", "avg", "avg_max"))
         if not 0.0 <= self.dropout < 1.0:
             raise LosstraceError("params.yaml", f"train.model.dropout={self.dropout} is outside [0, 1)", "use e.g. 0.3")
-        if self.pooling == "last":
+        if self.builder and not _BUILDER_RE.fullmatch(self.builder):
+            raise LosstraceError(
+                "params.yaml",
+                f"train.model.builder={self.builder!r} is not package.module:function",
+                "e.g. train.model.builder: my_models.gru:build (a function in my_models/gru.py)",
+            )
+        if self.pooling == "last" and not self.builder:
             self._check_last_pooling()
 
     def _check_last_pooling(self) -> None:
@@ -377,6 +400,15 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     diagnose: DiagnoseParams = field(default_factory=DiagnoseParams)
     ci: CiParams = field(default_factory=CiParams)
+
+    def __post_init__(self) -> None:
+        if self.data.padding == "pre" and self.train.batching == "bucket":
+            # A bucket's batch keeps each row's first steps: pre-padded rows start with padding.
+            raise LosstraceError(
+                "params.yaml",
+                "data.padding=pre cannot be cut to a bucket's width (train.batching=bucket keeps the first steps)",
+                "set data.padding: post, or train.batching: pad_to_max",
+            )
 
 
 def _at_least(low: float, example: str, values: dict[str, float]) -> None:

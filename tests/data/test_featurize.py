@@ -189,3 +189,26 @@ def test_label_formats_follow_the_loss():
 def test_featurizer_round_trips_through_json():
     fz = featurize.fit(frame([[1, 2], [2, 3]]), "tokens", 0, 10, "word")
     assert featurize.Featurizer.from_dict(fz.to_dict()) == fz
+
+
+def test_pre_padding_puts_the_padding_first_for_every_input_kind():
+    tokens = featurize.fit(frame([[5, 5, 7], [7, 9]]), "tokens", 3, 100, "word", padding="pre")
+    x, _ = tokens.transform(pd.Series([[5, 7, 9, 9], [9]]))
+    assert x.tolist() == [[2, 3, 4], [featurize.PAD, featurize.PAD, 4]]  # truncation keeps the first steps
+    text = featurize.fit(frame(["good case", "bad case value"]), "text", 3, 100, "word", padding="pre")
+    x, _ = text.transform(pd.Series(["good"]))
+    assert x[0, :2].tolist() == [featurize.PAD, featurize.PAD] and x[0, 2] >= 2
+    numeric = featurize.fit(frame([[[1.0], [3.0]], [[2.0]]]), "numeric", 0, 100, "word", padding="pre")
+    x, _ = numeric.transform(frame([[[5.0]]])["x"])
+    assert not x[0, 0].any() and x[0, 1].any()
+    assert featurize.Featurizer.from_dict(numeric.to_dict()).padding == "pre"
+
+
+def test_standardize_off_feeds_raw_values_and_defaults_keep_featurizer_json_as_it_was():
+    train = frame([[[0.0, 10.0], [2.0, 10.0]], [[4.0, 10.0]]])
+    raw = featurize.fit(train, "numeric", 0, 100, "word", standardize=False)
+    x, _ = raw.transform(frame([[[100.0, 10.0]]])["x"])
+    assert x[0, 0].tolist() == [100.0, 10.0]
+    default = featurize.fit(train, "numeric", 0, 100, "word")
+    assert "padding" not in default.to_dict() and "standardize" not in default.to_dict()
+    assert raw.to_dict()["standardize"] is False

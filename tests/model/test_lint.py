@@ -174,3 +174,22 @@ def test_monitor_on_training_metric():
     assert "monitors_training_metric" in codes(bad, "warning")
     good = lint.run(P(callbacks={"early_stopping": True, "monitor": "val_loss"}), info(), TEN)
     assert "monitors_training_metric" not in codes(good)
+
+
+def test_unmasked_padding_does_not_fire_on_pre_padded_sequences():
+    import dataclasses
+
+    from losstrace.model import lint
+    from losstrace.params import Params
+
+    p = Params()
+    unmasked = dataclasses.replace(
+        p.train,
+        model=dataclasses.replace(
+            p.train.model, embedding=dataclasses.replace(p.train.model.embedding, mask_zero=False)
+        ),
+    )
+    post = dataclasses.replace(p, train=unmasked)
+    pre = dataclasses.replace(post, data=dataclasses.replace(p.data, padding="pre"))
+    assert [f.code for f in lint.padding_checks(post, "text")] == ["unmasked_padding"]
+    assert lint.padding_checks(pre, "text") == []

@@ -1,7 +1,10 @@
 """Prepared rows → fixed-shape arrays. Every statistic is fitted on train only.
 
-- numeric: per-channel standardisation, post-padding with 0.0 after scaling; the
-  model's Masking layer treats an all-zero step as padding.
+- numeric: per-channel standardisation (unless `standardize` is off), padding with 0.0
+  after scaling; the model's Masking layer treats an all-zero step as padding.
+- padding: `post` (default) puts a short sequence's padding after it, `pre` before it,
+  as Keras' `pad_sequences` does by default; truncation keeps the first max_len steps
+  either way.
 - tokens: a vocabulary of train ids (most frequent first, ties in ascending string
   order); 0 = padding, 1 = out-of-vocabulary.
 - text: a `keras.layers.TextVectorization` (standardize="lower_and_strip_punctuation",
@@ -55,13 +58,25 @@ class Featurizer:
     std: list[float] = field(default_factory=list)
     vocab: list[str] = field(default_factory=list)  # index i+2 ↔ vocab[i] (tokens: ids as str)
     text_level: str = "word"
+    padding: str = "post"  # post|pre
+    standardize: bool = True  # numeric only; False keeps mean 0, std 1 (identity)
 
     @property
     def vocab_size(self) -> int:
         return len(self.vocab) + 2
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        # The later knobs are written only when set, so a default featurizer.json keeps
+        # the bytes it had before they existed (evaluate reads either form).
+        out = dict(self.__dict__)
+        for key, default in (("padding", "post"), ("standardize", True)):
+            if out[key] == default:
+                del out[key]
+        return out
+
+    def _place(self, n: int) -> slice:
+        """Where a sequence of n kept steps goes in a padded row of max_len."""
+        return slice(self.max_len - n, self.max_len) if self.padding == "pre" else slice(0, n)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Featurizer:
@@ -93,8 +108,10 @@ class Featurizer:
             kept = ids[:, : self.max_len]
             oov += int(tf.math.count_nonzero(tf.equal(kept.flat_values, OOV)))
             total += int(tf.size(kept.flat_values))
-            padded = kept.to_tensor(default_value=PAD, shape=[len(chunk), self.max_len])
-            out[start : start + len(chunk)] = padded.numpy()
+            padded = kept.to_tensor(default_value=PAD, shape=[len(chunk), self.max_len]).numpy()
+            if self.padding == "pre":
+                padded = _pre_pad(padded, kept.row_lengths().numpy())
+            out[start : start + len(chunk)] = padded
         return out, {"truncation_rate": truncated / max(len(texts), 1), "oov_rate": oov / max(total, 1)}
 
     def _numeric(self, xs: pd.Series) -> tuple[np.ndarray, dict[str, float]]:
@@ -105,11 +122,12 @@ class Featurizer:
             arr = _as_steps(seq)
             truncated += arr.shape[0] > self.max_len
             arr = arr[: self.max_len]
-            out[i, : arr.shape[0]] = (arr - mean) / std
+            at = self._place(arr.shape[0])
+            out[i, at] = (arr - mean) / std
             # A real step that standardises to exactly all-zero would read as padding;
             # nudge it so the mask stays truthful.
-            zero_rows = ~out[i, : arr.shape[0]].any(axis=1)
-            out[i, : arr.shape[0]][zero_rows] = 1e-6
+            zero_rows = ~out[i, at].any(axis=1)
+            out[i, at][zero_rows] = 1e-6
         return out, {"truncation_rate": truncated / max(len(xs), 1)}
 
     def _ids(self, seqs: list[list[str]]) -> tuple[np.ndarray, dict[str, float]]:
@@ -122,8 +140,18 @@ class Featurizer:
             ids = [index.get(tok, OOV) for tok in seq[: self.max_len]]
             oov += sum(1 for t in ids if t == OOV)
             total += len(ids)
-            out[i, : len(ids)] = ids
+            out[i, self._place(len(ids))] = ids
         return out, {"truncation_rate": truncated / max(len(seqs), 1), "oov_rate": oov / max(total, 1)}
+
+
+def _pre_pad(post_padded: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Move each row's first `length` ids to the row's end (padding first)."""
+    out = np.zeros_like(post_padded)
+    width = post_padded.shape[1]
+    for i, n in enumerate(np.minimum(lengths, width)):
+        if n:
+            out[i, width - n :] = post_padded[i, :n]
+    return out
 
 
 def _as_steps(seq: Any) -> np.ndarray:
@@ -232,7 +260,16 @@ def _text_vocabulary(texts: pd.Series, level: str, max_tokens: int) -> list[str]
     return [tok.decode("utf-8") if isinstance(tok, bytes) else str(tok) for tok in vocab]
 
 
-def fit(train: pd.DataFrame, kind: str, max_len: int, max_tokens: int, text_level: str) -> Featurizer:
+def fit(
+    train: pd.DataFrame,
+    kind: str,
+    max_len: int,
+    max_tokens: int,
+    text_level: str,
+    *,
+    padding: str = "post",
+    standardize: bool = True,
+) -> Featurizer:
     """Fit on the training split only (leaking val/test statistics would flatter val loss).
 
     max_len 0 means the longest train row by the prepared `length` column (for text: the
@@ -242,13 +279,24 @@ def fit(train: pd.DataFrame, kind: str, max_len: int, max_tokens: int, text_leve
     max_len = int(max_len) if max_len > 0 else int(max(lengths.max(initial=1), 1))
     if kind == "numeric":
         steps = np.concatenate([_as_steps(seq) for seq in train["x"]])
-        std = steps.std(axis=0)
+        mean, std = steps.mean(axis=0), steps.std(axis=0)
         std[std == 0] = 1.0
-        return Featurizer(kind, max_len, channels=steps.shape[1], mean=steps.mean(axis=0).tolist(), std=std.tolist())
+        if not standardize:
+            mean, std = np.zeros_like(mean), np.ones_like(std)
+        return Featurizer(
+            kind,
+            max_len,
+            channels=steps.shape[1],
+            mean=mean.tolist(),
+            std=std.tolist(),
+            padding=padding,
+            standardize=standardize,
+        )
     if kind == "tokens":
         seqs = [[str(t) for t in seq] for seq in train["x"]]
-        return Featurizer(kind, max_len, vocab=_vocabulary(seqs, max_tokens), text_level="word")
-    return Featurizer(kind, max_len, vocab=_text_vocabulary(train["x"], text_level, max_tokens), text_level=text_level)
+        return Featurizer(kind, max_len, vocab=_vocabulary(seqs, max_tokens), text_level="word", padding=padding)
+    vocab = _text_vocabulary(train["x"], text_level, max_tokens)
+    return Featurizer(kind, max_len, vocab=vocab, text_level=text_level, padding=padding)
 
 
 def _vocabulary(seqs: list[list[str]], max_tokens: int) -> list[str]:

@@ -38,7 +38,7 @@ from losstrace.data import featurize
 from losstrace.errors import LosstraceError, first_line
 from losstrace.params import DataParams
 
-__all__ = ["Reject", "Loaded", "load_files", "detect_format", "FORMAT_BY_EXTENSION"]
+__all__ = ["Reject", "Loaded", "load_files", "matched_paths", "detect_format", "FORMAT_BY_EXTENSION"]
 
 FORMAT_BY_EXTENSION = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".parquet": "parquet", ".npz": "npz"}
 FRAME_COLUMNS = ("x", "label", "length", "source_file", "line")
@@ -141,6 +141,11 @@ def detect_format(path: Path | str, data: DataParams) -> str:
 
 
 # ------------------------------------------------------------------- file matching
+
+
+def matched_paths(source: str, root: Path) -> list[Path]:
+    """The files `source` (a path or glob) names, as load_files reads them."""
+    return [path for path, _ in _match_files(source, root)]
 
 
 def _match_files(source: str, root: Path) -> list[tuple[Path, str]]:

@@ -153,7 +153,9 @@ def padding_checks(p: Params, input_kind: str) -> list[Finding]:
     if m.rnn.layers == 0:
         return []  # no recurrent final state: the embedding is pooled over its steps
     reads_final_state = m.pooling == "last" and not m.rnn.return_sequences and m.conv.filters == 0
-    if input_kind in ("text", "tokens") and not m.embedding.mask_zero and reads_final_state:
+    # Pre-padded (data.padding: pre), the real steps come last: the final state reads them.
+    post = p.data.padding == "post"
+    if input_kind in ("text", "tokens") and not m.embedding.mask_zero and reads_final_state and post:
         return [
             _f(
                 "unmasked_padding",

@@ -71,10 +71,15 @@ def build(
 
     name = f"{m.rnn.cell}_classifier" if m.rnn.layers else "feedforward_classifier"
     model = keras.Model(inputs, outputs, name=name)
+    compile_model(model, train, steps_per_epoch, units, multilabel)
+    return model
+
+
+def compile_model(model, train: TrainParams, steps_per_epoch: int, units: int, multilabel: bool) -> None:
+    """train.optimizer / learning_rate / loss / metrics onto a built model (the zoo's or a builder's)."""
     model.compile(
         optimizer=optimizer(train, steps_per_epoch), loss=_loss(train), metrics=_metrics(train, units, multilabel)
     )
-    return model
 
 
 def _recurrent_stack(rnn: RnnParams, h, sequence_out: bool):
@@ -133,9 +138,14 @@ def _sequence_head(m: ModelParams, h, mask, max_len: int):
             )
         h = layers.Conv1D(m.conv.filters, k, padding="valid", name="conv")(h)
         if mask is not None:
-            # Window j covers steps j..j+k-1 of post-padded input: it is real when it
-            # starts on a real step, so every non-empty sequence keeps at least one window.
-            mask = mask[:, : max_len - k + 1]
+            # Window j covers steps j..j+k-1: it is real when it covers any real step,
+            # so every non-empty sequence keeps at least one window. Post-padded, that is
+            # a window starting on a real step; pre-padded, one ending on a real step.
+            width = max_len - k + 1
+            covered = mask[:, :width]
+            for i in range(1, k):
+                covered = ops.logical_or(covered, mask[:, i : i + width])
+            mask = covered
     return _pool(m.pooling, h, mask)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from losstrace import params as params_mod
+from losstrace import tracked
 from losstrace.data import featurize
 from losstrace.data.keys import input_keys
 from losstrace.data.sources import Source, load_source
@@ -92,8 +93,11 @@ def run(source: Source, data: DataParams, seed: int) -> dict:
     else:
         keep, held = stratified_split(train_part["label"], data.test_size, rng, _groups(train_part, data))
         train_part, test = train_part.iloc[keep].reset_index(drop=True), train_part.iloc[held].reset_index(drop=True)
-    keep, held = stratified_split(train_part["label"], data.val_size, rng, _groups(train_part, data))
-    splits = {"train": train_part.iloc[keep], "val": train_part.iloc[held], "test": test}
+    if source.val is not None:  # the user's own validation rows: nothing is held out of train
+        splits = {"train": train_part, "val": source.val.reset_index(drop=True), "test": test}
+    else:
+        keep, held = stratified_split(train_part["label"], data.val_size, rng, _groups(train_part, data))
+        splits = {"train": train_part.iloc[keep], "val": train_part.iloc[held], "test": test}
 
     for name in SPLITS:
         frame = splits[name].reset_index(drop=True)
@@ -123,6 +127,7 @@ def run(source: Source, data: DataParams, seed: int) -> dict:
         "multilabel": data.multilabel,
         "label_delimiter": data.label_delimiter,
         "official_test": source.test is not None,
+        **({"val_source": data.val_source} if source.val is not None else {}),
         "rows_read": source.lines_read,
         "rows_rejected": len(source.rejects),
         "splits": {name: len(splits[name]) for name in SPLITS},
@@ -141,6 +146,13 @@ def check_rejects(source: Source, data: DataParams) -> None:
         )
 
 
+def require_tracked(p: params_mod.Params, files: list[Path], root: Path) -> None:
+    """The user's data files lie under data.source_dep, which ingest's deps hold."""
+    if files:
+        flat = params_mod.flatten(p)
+        tracked.require(files, "data.source_dep", p.data.source_dep, "ingest", root, flat)
+
+
 def write_rejects(path: Path, rejects: list) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
@@ -152,6 +164,8 @@ def write_rejects(path: Path, rejects: list) -> None:
 def main(params_path: Path, out_dir: Path, root: Path = Path(".")) -> dict:
     p = params_mod.load(params_path)
     source = load_source(p.data, root)
+    if tracked.under_dvc():
+        require_tracked(p, source.files, root)
     check_rejects(source, p.data)
     result = run(source, p.data, p.base.seed)
     with Staging(out_dir.parent) as stage:

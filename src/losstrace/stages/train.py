@@ -21,6 +21,7 @@ from losstrace.data import featurize
 from losstrace.errors import LosstraceError
 from losstrace.findings import Finding
 from losstrace.io import Staging, read_json, read_prepared, to_json, write_json
+from losstrace.model import builder_check
 from losstrace.params import Params
 from losstrace.record import contract, environment, portable, run_files, store, writer
 from losstrace.record import run_name as naming
@@ -84,7 +85,16 @@ def load_dataset(p: Params, prepared: Path) -> Dataset:
     info = read_json(prepared / "ingest.json")
     labels = read_json(prepared / "labels.json")
     frames = {s: read_prepared(prepared / f"{s}.parquet") for s in ("train", "val")}
-    fz = featurize.fit(frames["train"], info["input"], p.data.max_len, p.data.max_tokens, p.data.text_level)
+    d = p.data
+    fz = featurize.fit(
+        frames["train"],
+        info["input"],
+        d.max_len,
+        d.max_tokens,
+        d.text_level,
+        padding=d.padding,
+        standardize=d.standardize,
+    )
     x, y, stats = {}, {}, {}
     for split, frame in frames.items():
         x[split], s = fz.transform(frame["x"])
@@ -108,7 +118,7 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
     backup: a `resume.Backup` to commit every epoch to and to resume from (`train.resume`);
     MLflow then hears of an epoch only once it is committed (see resume.py).
     """
-    from losstrace.model import zoo
+    from losstrace.model import builder
     from losstrace.training import distribute, progress, resume
     from losstrace.training.callbacks import RecordingCallback
     from losstrace.training.recorder import Recorder, log_epoch
@@ -121,18 +131,9 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
     steps = len(plans[0]) if plans else int(np.ceil(n_train / t.batch_size))
     # Bucketed batches are shorter than data.max_len: the model takes any length.
     max_len = None if plans else ds.featurizer.max_len
+    spec = builder.input_spec(t, p.data.padding, ds.info, ds.featurizer, ds.labels, max_len)
     with _precision(t.mixed_precision), distribute.scope(strategy):
-        model = zoo.build(
-            t,
-            ds.info["input"],
-            max_len,
-            ds.featurizer.channels,
-            ds.featurizer.vocab_size,
-            len(ds.labels),
-            ds.info["multilabel"],
-            steps,
-            ds.featurizer.vocab,
-        )
+        model = builder.build(t, spec, steps)
     rec = Recorder()
     recording = RecordingCallback(
         rec,
@@ -308,7 +309,7 @@ def main(
     """The train stage. kind / parent_run_id: how the run is tagged and nested (bisect trials
     and gallery cases run this stage as children of their own parent run)."""
     p = params_mod.load(params_path)
-    lint_findings = preflight(p, prepared)
+    lint_findings = preflight(p, prepared, root)
     reports.mkdir(parents=True, exist_ok=True)
     seed_everything(p.base.seed)
     device = select_device(p.train.device)
@@ -316,6 +317,9 @@ def main(
     ds = load_dataset(p, prepared)
     if p.train.distribute == "multi_worker" and not distribute.is_chief():
         return _train_worker(p, ds, strategy, prepared, root)
+    # A builder's model exists only now: lint it before any run is recorded.
+    lint_findings += builder_check.lint_built(p, ds, root)
+    stop_on_lint_errors(lint_findings, p)
     data_findings = _weighted_imbalance(_data_findings(validate_dir), p, ds.info["multilabel"])
     backup, resume_id, restore = _backup(p, prepared, root)
     identity = run_identity(p, ds, validate_dir, device, strategy, root, kind, parent_run_id)
@@ -348,12 +352,20 @@ def main(
     return {"run_id": logger.run_id, "offline": logger.offline, "epochs": len(files.history), "diagnosis": diagnosis}
 
 
-def preflight(p: Params, prepared: Path) -> list[Finding]:
-    """Lint the params against the prepared data; stop on an error unless told to train anyway."""
-    from losstrace.model import lint
+def preflight(p: Params, prepared: Path, root: Path = Path(".")) -> list[Finding]:
+    """Lint the params against the prepared data; stop on an error unless told to train anyway.
+    A builder's file must be tracked; its model is linted once built (builder_check.lint_built)."""
+    from losstrace.model import model_lint
 
-    lint_findings = lint.run(p, read_json(prepared / "ingest.json"), read_json(prepared / "labels.json"))
-    errors = [f for f in lint_findings if f.severity == "error"]
+    builder_check.require_tracked(p, root)
+    info, labels = read_json(prepared / "ingest.json"), read_json(prepared / "labels.json")
+    lint_findings = model_lint.params_lint(p, info, labels)
+    stop_on_lint_errors(lint_findings, p)
+    return lint_findings
+
+
+def stop_on_lint_errors(findings: list[Finding], p: Params) -> None:
+    errors = [f for f in findings if f.severity == "error"]
     if errors and p.train.on_lint_error == "stop":
         first = errors[0]
         raise LosstraceError(
@@ -362,7 +374,6 @@ def preflight(p: Params, prepared: Path) -> list[Finding]:
             first.suggestion or "fix params.yaml",
             exit_code=1,
         )
-    return lint_findings
 
 
 def _backup(p: Params, prepared: Path, root: Path) -> tuple[resume.Backup | None, str | None, bool]:
@@ -371,7 +382,8 @@ def _backup(p: Params, prepared: Path, root: Path) -> tuple[resume.Backup | None
         return None, None, False
     from losstrace.training import resume
 
-    backup = resume.Backup(resume.backup_dir(root), resume.fingerprint(p, prepared))
+    fp = resume.fingerprint(p, prepared) + builder_check.code_hash(p, root)
+    backup = resume.Backup(resume.backup_dir(root), fp)
     resume_id, restore = _resume_target(root, backup)
     return backup, resume_id, restore
 
@@ -494,7 +506,10 @@ def _train_worker(p: Params, ds: Dataset, strategy, prepared: Path, root: Path) 
 
     backup = None
     if p.train.resume:
-        backup = resume.Backup(resume.backup_dir(root, distribute.worker_id()), resume.fingerprint(p, prepared))
+        backup = resume.Backup(
+            resume.backup_dir(root, distribute.worker_id()),
+            resume.fingerprint(p, prepared) + builder_check.code_hash(p, root),
+        )
         if not backup.matches(backup.state()):
             backup.begin(None)
     model, rec = run(p, ds, None, strategy=strategy, backup=backup)

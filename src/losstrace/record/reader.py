@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from losstrace.errors import LosstraceError, first_line
+from losstrace.record import foreign
 from losstrace.record.contract import (
     ARTIFACT_DIR,
     BATCHES,
@@ -25,7 +26,9 @@ from losstrace.record.contract import (
     DYNAMICS,
     FINGERPRINT,
     HISTORY,
+    KIND_SCRIPT,
     KIND_TAG,
+    KIND_TRAIN,
     environment_of,
 )
 from losstrace.record.run_record import OUTCOME_METRICS, RunRecord
@@ -41,14 +44,21 @@ from losstrace.record.store import (
     tracking_uri,
 )
 
+TRAININGS = (KIND_TRAIN, KIND_SCRIPT)  # what `latest` counts: pipeline and script trainings, and foreign runs
 
-def resolve_run(ref: str, root: Path = Path("."), kind: str = "train") -> str:
-    """`latest`, `latest~N` or a run id → run id."""
+
+def resolve_run(ref: str, root: Path = Path(".")) -> str:
+    """`latest`, `latest~N` or a run id → run id.
+
+    `latest` counts trainings: the pipeline's, users' scripts recorded by losstrace.keras,
+    and runs of other tools that logged a `loss` metric (losstrace's own bisect, gallery
+    and fix runs are not trainings to diagnose). In the losstrace experiment first; when
+    it holds none, in every experiment of the store."""
     with answering(root):
-        return _resolve_run(ref, root, kind)
+        return _resolve_run(ref, root)
 
 
-def _resolve_run(ref: str, root: Path, kind: str) -> str:
+def _resolve_run(ref: str, root: Path) -> str:
     m = re.fullmatch(r"latest(?:~(\d+))?", ref)
     c = client(existing_store(root))
     if not m:
@@ -60,17 +70,33 @@ def _resolve_run(ref: str, root: Path, kind: str) -> str:
             raise LosstraceError(f"run {ref}", "no such MLflow run", "pass a run id, latest or latest~N") from None
     back = int(m.group(1) or 0)
     exp = c.get_experiment_by_name(experiment_name())
-    if exp is None:
-        raise LosstraceError(redact(tracking_uri(root)), "no losstrace runs recorded", "run `dvc repro` first")
-    runs = c.search_runs(
-        [exp.experiment_id],
-        filter_string=f"tags.`{KIND_TAG}` = '{kind}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=back + 1,
-    )
+    runs = _trainings(c, [exp.experiment_id], back + 1) if exp is not None else []
+    if not runs:
+        runs = _trainings(c, [x.experiment_id for x in c.search_experiments()], back + 1)
+    if not runs and back == 0:
+        raise LosstraceError(redact(tracking_uri(root)), "no losstrace runs recorded", _NO_RUNS_FIX)
     if len(runs) <= back:
         raise LosstraceError(f"run {ref}", f"only {len(runs)} run(s) recorded", "use a smaller N or a run id")
     return runs[back].info.run_id
+
+
+_NO_RUNS_FIX = "run `dvc repro`, or record your script with losstrace.keras.autolog()"
+
+
+def _trainings(c, experiment_ids: list[str], wanted: int) -> list:
+    """The newest `wanted` training runs of these experiments (see resolve_run)."""
+    found = []
+    token = None
+    while len(found) < wanted:
+        page = c.search_runs(experiment_ids, order_by=["attributes.start_time DESC"], max_results=200, page_token=token)
+        for run in page:
+            kind = run.data.tags.get(KIND_TAG)
+            if kind in TRAININGS or (kind is None and "loss" in run.data.metrics):
+                found.append(run)
+        token = page.token
+        if not token:
+            break
+    return found[:wanted]
 
 
 class RecordedRun:
@@ -89,22 +115,22 @@ class RecordedRun:
         self.metrics = metrics or {}  # each metric's latest value
 
 
-def read_run(root: Path, ref: str, artifact_dir: str, kind: str = "train") -> RecordedRun:
+def read_run(root: Path, ref: str, artifact_dir: str) -> RecordedRun:
     uri = existing_store(root)
     if uri.startswith("sqlite:///"):
         try:
-            return _read_run_sqlite(Path(uri[len("sqlite:///") :]), ref, artifact_dir, kind)
+            return _read_run_sqlite(Path(uri[len("sqlite:///") :]), ref, artifact_dir)
         except _FastPathUnavailable:
             pass
     with answering(root):
-        return _read_run_client(root, ref, artifact_dir, kind)
+        return _read_run_client(root, ref, artifact_dir)
 
 
 class _FastPathUnavailable(Exception):
     pass
 
 
-def _read_run_sqlite(db: Path, ref: str, artifact_dir: str, kind: str) -> RecordedRun:
+def _read_run_sqlite(db: Path, ref: str, artifact_dir: str) -> RecordedRun:
     import sqlite3
 
     try:
@@ -112,7 +138,7 @@ def _read_run_sqlite(db: Path, ref: str, artifact_dir: str, kind: str) -> Record
     except sqlite3.Error:
         raise _FastPathUnavailable from None
     try:
-        run_id = _sqlite_resolve(con, ref, kind)
+        run_id = _sqlite_resolve(con, ref)
         row = con.execute("SELECT name, artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
         params = dict(con.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)).fetchall())
         tags = dict(con.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (run_id,)).fetchall())
@@ -131,7 +157,7 @@ def _read_run_sqlite(db: Path, ref: str, artifact_dir: str, kind: str) -> Record
     return RecordedRun(run_id, name or "", params, tags, files, metrics)
 
 
-def _sqlite_resolve(con, ref: str, kind: str) -> str:
+def _sqlite_resolve(con, ref: str) -> str:
     m = re.fullmatch(r"latest(?:~(\d+))?", ref)
     if not m:
         found = con.execute(
@@ -141,24 +167,31 @@ def _sqlite_resolve(con, ref: str, kind: str) -> str:
             raise LosstraceError(f"run {ref}", "no such MLflow run", "pass a run id, latest or latest~N")
         return found[0]
     back = int(m.group(1) or 0)
-    rows = con.execute(
-        "SELECT r.run_uuid FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
-        "JOIN tags t ON t.run_uuid = r.run_uuid "
-        "WHERE e.name = ? AND r.lifecycle_stage = 'active' AND t.key = ? AND t.value = ? "
-        "ORDER BY r.start_time DESC LIMIT ?",
-        (experiment_name(), KIND_TAG, kind, back + 1),
-    ).fetchall()
+    rows = _sqlite_trainings(con, experiment_name(), back + 1) or _sqlite_trainings(con, None, back + 1)
     if not rows and back == 0:
-        raise LosstraceError(experiment_name(), "no losstrace runs recorded", "run `dvc repro` first")
+        raise LosstraceError(experiment_name(), "no losstrace runs recorded", _NO_RUNS_FIX)
     if len(rows) <= back:
         raise LosstraceError(f"run {ref}", f"only {len(rows)} run(s) recorded", "use a smaller N or a run id")
     return rows[back][0]
 
 
-def _read_run_client(root: Path, ref: str, artifact_dir: str, kind: str) -> RecordedRun:
+def _sqlite_trainings(con, experiment: str | None, wanted: int) -> list:
+    """resolve_run's `latest` rule in SQL, in one experiment (or all: None)."""
+    return con.execute(
+        "SELECT r.run_uuid FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
+        "LEFT JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = ? "
+        "WHERE r.lifecycle_stage = 'active' AND (? IS NULL OR e.name = ?) AND ("
+        "t.value IN (?, ?) OR (t.value IS NULL AND EXISTS ("
+        "SELECT 1 FROM latest_metrics m WHERE m.run_uuid = r.run_uuid AND m.key = 'loss'))) "
+        "ORDER BY r.start_time DESC LIMIT ?",
+        (KIND_TAG, experiment, experiment, *TRAININGS, wanted),
+    ).fetchall()
+
+
+def _read_run_client(root: Path, ref: str, artifact_dir: str) -> RecordedRun:
     import tempfile
 
-    run_id = resolve_run(ref, root, kind)
+    run_id = resolve_run(ref, root)
     run = get_run(root, run_id)
     with tempfile.TemporaryDirectory(prefix="losstrace-run-") as tmp:
         folder = download_artifacts(root, run_id, artifact_dir, Path(tmp))
@@ -171,6 +204,8 @@ def _read_run_client(root: Path, ref: str, artifact_dir: str, kind: str) -> Reco
 def load_record(ref: str, root: Path) -> RunRecord:
     """A recorded run as the analysis sees it; a damaged artifact is a one-line error naming it."""
     run = read_run(root, ref, ARTIFACT_DIR)
+    if foreign.is_foreign(run.files, run.tags):
+        return _foreign_record(root, run)
     if HISTORY not in run.files:
         raise LosstraceError(
             f"run {run.run_id}",
@@ -215,3 +250,51 @@ def _csv(data: bytes) -> pd.DataFrame:
 
 def _json(data: bytes | None) -> Any:
     return json.loads(data) if data else None
+
+
+def _foreign_record(root: Path, run: RecordedRun) -> RunRecord:
+    """A run of another tool: history from its metric histories, params mapped (record.foreign)."""
+    series = metric_histories(root, run.run_id)
+    history = foreign.history(series)
+    mapped = foreign.params(run.params)
+    return RunRecord(
+        run_id=run.run_id,
+        name=run.name,
+        params=mapped,
+        env=environment_of(run.tags),
+        history=history,
+        context=foreign.context(mapped),
+        findings=foreign.missing_records(has_history=len(history) > 0),
+        outcomes={k: float(v) for k, v in run.metrics.items() if k in OUTCOME_METRICS and v is not None},
+    )
+
+
+def metric_histories(root: Path, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    """Every metric of a run as [(step, value), ...] per key (the last value logged at a step wins)."""
+    uri = existing_store(root)
+    if uri.startswith("sqlite:///"):
+        import sqlite3
+
+        try:
+            con = sqlite3.connect(f"file:{uri[len('sqlite:///') :]}?mode=ro", uri=True)
+            try:
+                rows = con.execute(
+                    "SELECT key, step, value FROM metrics WHERE run_uuid = ? ORDER BY key, step, timestamp",
+                    (run_id,),
+                ).fetchall()
+            finally:
+                con.close()
+            return _series(rows)
+        except sqlite3.Error:
+            pass
+    with answering(root):
+        c = client(uri)
+        keys = c.get_run(run_id).data.metrics
+        return _series([(k, m.step, m.value) for k in keys for m in c.get_metric_history(run_id, k)])
+
+
+def _series(rows) -> dict[str, list[tuple[int, float]]]:
+    out: dict[str, dict[int, float]] = {}
+    for key, step, value in rows:
+        out.setdefault(key, {})[int(step)] = float(value)
+    return {k: sorted(v.items()) for k, v in out.items()}

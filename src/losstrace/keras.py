@@ -1,0 +1,170 @@
+"""Record your own Keras training as a losstrace run: `autolog()` or `LosstraceCallback`.
+
+    import losstrace.keras
+    losstrace.keras.autolog()          # one line before model.fit, like mlflow.keras.autolog()
+    model.fit(x, y, batch_size=16, epochs=30, validation_data=(xv, yv))
+
+or explicitly:
+
+    model.fit(x, y, ..., callbacks=[losstrace.keras.LosstraceCallback(x=x, y=y, batch_size=16)])
+
+Each fit becomes an MLflow run (the active run if there is one, else a new run in the
+`losstrace` experiment of the configured store; by default `./mlflow.db`) carrying the
+same records as a pipeline run, so `losstrace diagnose` and `losstrace diff` read it
+the same way. Recording never breaks training: anything that fails costs one warning
+line and the training goes on.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+import keras
+
+from losstrace.script import fit_data, model_facts
+from losstrace.script.recording import ScriptRun, warn
+from losstrace.training.callbacks import RecordingCallback
+from losstrace.training.recorder import Recorder
+
+__all__ = ["LosstraceCallback", "autolog"]
+
+
+class LosstraceCallback(keras.callbacks.Callback):
+    """Records the fit it is passed to. Give it the arrays fit gets to have the data
+    fingerprinted (content and order hashes, class counts, rows grouped by class);
+    `autolog()` passes them itself.
+
+    run_name: the MLflow run's name (default: model name, batch size, learning rate and a
+        short hash of every setting). dynamics: per-layer gradient norms, taken inside the
+        train step. log_model: also log the model with MLflow's Keras flavour.
+    summary: print a short diagnosis on stderr when fit ends.
+    """
+
+    def __init__(
+        self,
+        run_name: str | None = None,
+        *,
+        x: Any = None,
+        y: Any = None,
+        validation_data: Any = None,
+        validation_split: float = 0.0,
+        batch_size: int | None = None,
+        shuffle: Any = True,
+        class_weight: Any = None,
+        dynamics: bool = True,
+        log_model: bool = False,
+        summary: bool = True,
+    ) -> None:
+        super().__init__()
+        self._args = dict(
+            x=x,
+            y=y,
+            validation_data=validation_data,
+            validation_split=validation_split,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            class_weight=class_weight,
+        )
+        self._options = dict(run_name=run_name, dynamics=dynamics, log_model=log_model, summary=summary)
+        self._run: ScriptRun | None = None
+        self._recording: RecordingCallback | None = None
+        self._rec = Recorder()
+
+    def on_train_begin(self, logs=None):
+        a, o = self._args, self._options
+        self._rec = Recorder()
+        self._run = ScriptRun(
+            self.model, None, fit_data.FitData(), o["run_name"], o["dynamics"], o["log_model"], o["summary"]
+        )
+        with self._run.guard("reading the fit") as ok:
+            if not ok:
+                return
+            data = fit_data.from_fit_args(a["x"], a["y"], a["validation_data"], a["validation_split"])
+            epochs = int(self.params.get("epochs") or 0)
+            batch_size = a["batch_size"] if a["batch_size"] is not None else (32 if data.train is not None else None)
+            fit = model_facts.FitArgs(batch_size, epochs, a["shuffle"], a["class_weight"], data.validation)
+            self._run.fit, self._run.data = fit, data
+            self._run.start()
+            self._recording = RecordingCallback(
+                self._rec, data.train_rows or 0, batch_size or 32, self._run.logger, dynamics=o["dynamics"]
+            )
+            self._recording.set_model(self.model)
+            self._recording.set_params(self.params)
+            self._recording.on_train_begin(logs)
+
+    def _forward(self, hook: str, *args) -> None:
+        if self._run is None or self._recording is None:
+            return
+        with self._run.guard(hook) as ok:
+            if ok:
+                getattr(self._recording, hook)(*args)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._forward("on_epoch_begin", epoch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._forward("on_train_batch_end", batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._forward("on_epoch_end", epoch, logs)
+
+    def on_train_end(self, logs=None):
+        self._forward("on_train_end", logs)
+        if self._run is not None and self._recording is not None:
+            with self._run.guard("finishing the run") as ok:
+                if ok:
+                    self._run.finish(self._rec)
+
+
+_FIT_ARGS = ("x", "y", "batch_size", "validation_data", "validation_split", "shuffle", "class_weight")
+_patched: dict[str, Any] = {}
+
+
+def autolog(
+    *,
+    run_name: str | None = None,
+    dynamics: bool = True,
+    log_model: bool = False,
+    summary: bool = True,
+    disable: bool = False,
+) -> None:
+    """Record every later `model.fit` of any Keras model in this process. Calling it again
+    changes the options (never records twice); `disable=True` stops recording. A fit that
+    already has a LosstraceCallback is left alone."""
+    _patched["options"] = dict(run_name=run_name, dynamics=dynamics, log_model=log_model, summary=summary)
+    if disable:
+        if "fit" in _patched:
+            keras.Model.fit = _patched.pop("fit")
+        return
+    if "fit" in _patched:
+        return
+    original = keras.Model.fit
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def fit(self, *args, **kwargs):
+        callback = _callback_for(signature, self, args, kwargs)
+        if callback is not None:
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), callback]
+        return original(self, *args, **kwargs)
+
+    _patched["fit"] = original
+    keras.Model.fit = fit
+
+
+def _callback_for(signature, model, args, kwargs) -> LosstraceCallback | None:
+    """A callback carrying fit's arguments, or None when the fit records itself already."""
+    try:
+        if "callbacks" not in kwargs and len(args) >= 6:  # callbacks given positionally: leave the call as it is
+            return None
+        if any(isinstance(c, LosstraceCallback) for c in kwargs.get("callbacks") or []):
+            return None
+        bound = signature.bind(model, *args, **kwargs)
+        bound.apply_defaults()
+        fit_args = {k: bound.arguments.get(k) for k in _FIT_ARGS}
+        return LosstraceCallback(**_patched["options"], **fit_args)
+    except Exception as e:  # never the user's training
+        warn(f"autolog could not read this fit's arguments ({type(e).__name__}: {e}); training goes on unrecorded")
+        return None

@@ -1,0 +1,182 @@
+"""A user's compiled Keras model and fit arguments, read as the pipeline's params.
+
+The keys are the pipeline's own (`train.batch_size`, `train.learning_rate`,
+`train.model.rnn.recurrent_dropout`, ...) wherever the meaning is the same, so
+`diff` ranks causes between two script runs, or a script run and a pipeline run, by
+the same mechanisms. What the pipeline has no key for is kept under `model.*` and
+`optimizer.*` (a layer summary, parameter count, every optimizer setting).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from losstrace import params as params_mod
+from losstrace.errors import LosstraceError
+from losstrace.params import Params
+
+# Keras optimizer classes → train.optimizer values the diagnosis knows (others keep their name).
+OPTIMIZERS = {"Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "SGD": "sgd"}
+RECURRENT = ("LSTM", "GRU", "SimpleRNN")
+
+
+@dataclasses.dataclass
+class FitArgs:
+    """What fit was called with, as far as a script run records it."""
+
+    batch_size: int | None
+    epochs: int
+    shuffle: Any
+    class_weight: Any
+    validation: str  # none | validation_data | validation_split | dataset
+
+
+def learning_rate(model) -> float | None:
+    import keras
+
+    opt = getattr(model, "optimizer", None)
+    lr = getattr(opt, "learning_rate", None)
+    if lr is None:
+        return None
+    if callable(lr) and not hasattr(lr, "numpy"):  # a schedule: its value at step 0
+        lr = lr(0)
+    try:
+        return float(keras.ops.convert_to_numpy(lr))
+    except Exception:
+        return None
+
+
+def _optimizer(model) -> tuple[str, dict[str, Any]]:
+    opt = getattr(model, "optimizer", None)
+    while hasattr(opt, "inner_optimizer"):  # LossScaleOptimizer
+        opt = opt.inner_optimizer
+    name = type(opt).__name__
+    settings: dict[str, Any] = {}
+    try:
+        config = opt.get_config()
+    except Exception:
+        config = {}
+    for key, value in sorted(config.items()):
+        if key not in ("name", "learning_rate") and isinstance(value, (int, float, bool, str)) and value is not None:
+            settings[f"optimizer.{key}"] = value
+    return OPTIMIZERS.get(name, name.lower()), settings
+
+
+def _layer_summary(model) -> str:
+    """`Embedding(5000,64,mask) > LSTM(64) > Dense(10,softmax)`: what a person compares first."""
+    parts = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "InputLayer":
+            continue
+        inner = getattr(layer, "forward_layer", None) or layer
+        bits = []
+        for attr in ("input_dim", "units", "filters", "rate"):
+            if getattr(inner, attr, None) is not None:
+                bits.append(
+                    f"{getattr(inner, attr):g}"
+                    if isinstance(getattr(inner, attr), float)
+                    else str(getattr(inner, attr))
+                )
+        act = getattr(getattr(inner, "activation", None), "__name__", None)
+        if act and act not in ("linear", "tanh") and kind not in RECURRENT:
+            bits.append(act)
+        if getattr(inner, "mask_zero", False):
+            bits.append("mask")
+        label = f"Bidirectional({type(inner).__name__})" if inner is not layer else kind
+        parts.append(f"{label}({','.join(bits)})" if bits else label)
+    return " > ".join(parts)
+
+
+def _recurrent(model) -> tuple[Any, Any, int]:
+    """(first recurrent layer, its Bidirectional wrapper or None, how many recurrent layers)."""
+    found = []
+    for layer in model.layers:
+        inner = getattr(layer, "forward_layer", None)
+        if inner is not None and type(inner).__name__ in RECURRENT:
+            found.append((inner, layer))
+        elif type(layer).__name__ in RECURRENT:
+            found.append((layer, None))
+    return (*found[0], len(found)) if found else (None, None, 0)
+
+
+def model_params(model, fit: FitArgs, loss_name: str | None, output_activation: str) -> dict[str, Any]:
+    """Flat params of a script run, under the pipeline's keys where they mean the same."""
+    optimizer, settings = _optimizer(model)
+    flat: dict[str, Any] = {
+        "train.batch_size": fit.batch_size if fit.batch_size is not None else "",
+        "train.epochs": fit.epochs,
+        "train.shuffle": fit.shuffle if isinstance(fit.shuffle, bool) else str(fit.shuffle),
+        "train.optimizer": optimizer,
+        "train.learning_rate": learning_rate(model) if learning_rate(model) is not None else "",
+        "train.clipnorm": settings.get("optimizer.clipnorm") or 0.0,
+        "train.loss": loss_name or _loss_label(model),
+        "train.output_activation": output_activation,
+        "train.class_weight": "none" if not fit.class_weight else "custom",
+        "train.validation": fit.validation,
+        "model.layers": _layer_summary(model),
+        "model.params": int(model.count_params()) if model.built else "",
+        "model.name": model.name,
+        **settings,
+    }
+    layer, wrapper, count = _recurrent(model)
+    if layer is not None:
+        flat.update(
+            {
+                "train.model.rnn.cell": type(layer).__name__.lower().replace("simplernn", "simple"),
+                "train.model.rnn.units": int(getattr(layer, "units", 0)),
+                "train.model.rnn.layers": count,
+                "train.model.rnn.bidirectional": wrapper is not None,
+                "train.model.rnn.dropout": float(getattr(layer, "dropout", 0.0)),
+                "train.model.rnn.recurrent_dropout": float(getattr(layer, "recurrent_dropout", 0.0)),
+            }
+        )
+    embedding = next((lyr for lyr in model.layers if type(lyr).__name__ == "Embedding"), None)
+    if embedding is not None:
+        flat["train.model.embedding.mask_zero"] = bool(getattr(embedding, "mask_zero", False))
+        flat["train.model.embedding.dim"] = int(getattr(embedding, "output_dim", 0))
+    dropouts = [float(lyr.rate) for lyr in model.layers if type(lyr).__name__ == "Dropout"]
+    flat["train.model.dropout"] = dropouts[-1] if dropouts else 0.0
+    return flat
+
+
+def _loss_label(model) -> str:
+    loss = getattr(model, "loss", None)
+    return loss if isinstance(loss, str) else getattr(loss, "name", None) or type(loss).__name__
+
+
+def as_params(flat: dict[str, Any], n_classes: int, multilabel: bool) -> Params:
+    """The pipeline Params closest to the script's settings, for the lint and diagnosis rules.
+
+    A setting the pipeline cannot express (another optimizer, a custom loss) keeps the
+    default for that key: the rules that read it then say nothing wrong about it."""
+    p = Params()
+    train = {}
+    for key, field in (
+        ("train.batch_size", "batch_size"),
+        ("train.epochs", "epochs"),
+        ("train.optimizer", "optimizer"),
+        ("train.learning_rate", "learning_rate"),
+        ("train.loss", "loss"),
+        ("train.output_activation", "output_activation"),
+        ("train.clipnorm", "clipnorm"),
+    ):
+        value = flat.get(key)
+        if value in ("", None):
+            continue
+        try:
+            candidate = dataclasses.replace(p.train, **{field: value})
+        except (LosstraceError, TypeError, ValueError):
+            continue
+        train[field] = getattr(candidate, field)
+    train["output_units"] = 0 if n_classes <= 2 and not multilabel else n_classes
+    try:
+        return dataclasses.replace(p, train=dataclasses.replace(p.train, **train))
+    except (LosstraceError, TypeError, ValueError):
+        return p
+
+
+def diagnose_params_flat() -> dict[str, Any]:
+    """The diagnosis thresholds a script run is judged by (the shipped defaults)."""
+    return params_mod.flatten(Params().diagnose, "diagnose.")

@@ -1,0 +1,313 @@
+"""Recording a user's own `model.fit` as a losstrace run: the work behind `losstrace.keras`.
+
+At fit start: describe the data given to fit (fingerprint, label order, balance), read
+the compiled model as params and lint it, open the MLflow run. During fit: the same
+`RecordingCallback` as the pipeline (true batch losses, gradient norms in the train
+step, per-epoch logging). At fit end: the same run files, the diagnosis, artifacts and
+tags, and a short summary on stderr. Every step that fails costs one warning line and
+the recording, never the user's training (`ScriptRun.guard`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from losstrace.findings import Finding
+from losstrace.params import Params
+from losstrace.record import contract, environment, run_files, store, writer
+from losstrace.script import fit_data, model_facts
+
+MAX_PREDICTION_ROWS = 4096  # validation rows predicted for the saturation/collapse statistics
+OFFLINE_DIR = Path("losstrace-runs")  # where a run's files stay when the store is away
+
+
+def warn(message: str) -> None:
+    print(f"losstrace: warning: {message}", file=sys.stderr)
+
+
+class ScriptRun:
+    """One recorded fit of a user's model."""
+
+    def __init__(
+        self,
+        model,
+        fit: model_facts.FitArgs,
+        data: fit_data.FitData,
+        run_name: str | None,
+        dynamics: bool,
+        log_model: bool,
+        summary: bool,
+    ) -> None:
+        self.model, self.fit, self.data = model, fit, data
+        self.run_name, self.dynamics, self.log_model, self.summary = run_name, dynamics, log_model, summary
+        self.broken: str | None = None
+        self.logger: writer.RunLogger | None = None
+        self._stack = contextlib.ExitStack()
+        self._started = time.perf_counter()
+
+    @contextlib.contextmanager
+    def guard(self, step: str):
+        """Run one recording step; a failure ends the recording with one warning line."""
+        if self.broken:
+            yield False
+            return
+        try:
+            yield True
+        except Exception as e:  # the user's training must go on, whatever went wrong here
+            self.broken = f"{step}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            warn(f"recording stopped ({self.broken}); training goes on unrecorded")
+            self._close(ok=False)
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> None:
+        """Describe the fit, lint the model, open the run and log what is known before training."""
+        from losstrace.model import model_lint
+
+        output = model_lint.output_layer(self.model)
+        self.n_outputs = int(self.model.outputs[0].shape[-1])
+        self.n_classes = fit_data.n_classes(self.data, self.n_outputs)
+        self.multilabel = self._multilabel()
+        self.fingerprint, self.data_findings = fit_data.describe(self.data, Params().validate, self.fit.shuffle is True)
+        loss = _loss_name(self.model)
+        self.flat = model_facts.model_params(self.model, self.fit, loss, model_lint.activation_name(output))
+        self.p = model_facts.as_params(self.flat, self.n_classes, self.multilabel)
+        self.lint = self._lint()
+        params = {**self.flat, **model_facts.diagnose_params_flat()}
+        if self.fingerprint is not None:
+            params.update(run_files.fingerprint_params(self.fingerprint))
+        name = self.run_name or _run_name(self.model, self.flat, params)
+        tags = {
+            contract.KIND_TAG: contract.KIND_SCRIPT,
+            "losstrace.script": Path(sys.argv[0] or "python").name,
+            "device": _device(),
+            **environment.env_tags(),
+            **environment.git_tags(Path.cwd()),
+        }
+        self.name, self.params, self.tags = name, params, tags
+        self.logger = self._open(name, tags)
+        self.logger.log_params(params)
+
+    def _multilabel(self) -> bool:
+        if self.data.train is None:
+            return False
+        return fit_data.label_ids(self.data.train.y)[1]
+
+    def _lint(self) -> list[Finding]:
+        from losstrace.model import builder, lint, model_lint
+
+        x = self.data.train.x if self.data.train is not None else None
+        kind, padding, length, channels = "numeric", "post", None, 1
+        if x is not None:
+            kind = fit_data.input_kind(x)
+            _, padding = fit_data.lengths_and_padding(x)
+            length = int(x.shape[1]) if x.ndim > 1 else None
+            channels = int(x.shape[2]) if x.ndim > 2 else 1
+        embedding = next((lyr for lyr in self.model.layers if type(lyr).__name__ == "Embedding"), None)
+        spec = builder.InputSpec(
+            input_kind=kind,
+            vocab_size=int(getattr(embedding, "input_dim", 0) or 0),
+            sequence_length=length,
+            channels=channels,
+            n_classes=self.n_classes,
+            multilabel=self.multilabel,
+            output_units=self.n_outputs,
+            padding=padding,
+            train=self.p.train,
+        )
+        found = model_lint.run(self.model, spec, self.p)
+        if self.fit.batch_size is not None and self.data.train_rows:
+            found += lint.schedule_checks(self.p, self.data.train_rows)
+        return found + _pre_padding_notes(self.model, x, padding)
+
+    def _open(self, name: str, tags: dict[str, Any]) -> writer.RunLogger:
+        """Log into the active MLflow run if there is one, else open a run of our own."""
+        active = _active_mlflow_run()
+        if active is not None:
+            uri = _mlflow_uri()
+            return writer.RunLogger(store.client(uri), active.info.run_id, uri, resilient=True)
+        uri = _mlflow_uri(default=store.tracking_uri(Path.cwd()))
+        with _tracking_uri_env(uri):
+            return self._stack.enter_context(writer.start_run(Path.cwd(), name, tags, resilient=True, offline_ok=True))
+
+    # ------------------------------------------------------------------ end
+
+    def finish(self, rec) -> None:
+        """Diagnose, write and log the run's files, tag the findings, end the run, print a summary."""
+        from losstrace.explain.diagnose import diagnose_training, merge_findings
+
+        history = run_files.history_frame(rec.epochs)
+        batches = run_files.batches_frame(rec.batches)
+        dynamics = run_files.dynamics_frame(rec.dynamics)
+        context = self._context()
+        lr = model_facts.learning_rate(self.model) or 1e-3
+        curve = diagnose_training(history, batches, dynamics, context, self.p.diagnose, rec.divergence, lr)
+        diagnosis = {**merge_findings(self.data_findings, self.lint, curve), "run_id": self.logger.run_id}
+        files = run_files.RunFiles(
+            history, batches, dynamics, [f.to_dict() for f in self.lint], diagnosis, context, self.name
+        )
+        self._log_files(files)
+        self.logger.set_tags(contract.finding_tags(diagnosis["findings"]))
+        if self.log_model:
+            self.logger.log_keras_model(self.model, self._example())
+        self._close(ok=True)
+        if self.summary:
+            print(summary_text(self.name, self.logger, diagnosis, self.logger.offline), file=sys.stderr)
+
+    def _context(self) -> dict[str, Any]:
+        names = [str(i) for i in range(self.n_classes)]
+        context: dict[str, Any] = {
+            "n_classes": self.n_classes,
+            "batch_size": self.fit.batch_size,
+            "multilabel": self.multilabel,
+            "params": dict(self.flat),
+        }
+        if self.data.train is not None:
+            context["train_rows"] = self.data.train_rows
+            context["input"] = fit_data.input_kind(self.data.train.x)
+            context["class_shares"] = fit_data.shares(self.data.train.y, names)
+        if self.data.val is not None and len(self.data.val.x):
+            context["val_class_shares"] = fit_data.shares(self.data.val.y, names)
+            context["predictions"] = self._prediction_stats(names)
+        return context
+
+    def _prediction_stats(self, names: list[str]) -> dict[str, Any]:
+        from losstrace.stages.evaluate import as_probabilities
+
+        x = self.data.val.x[:MAX_PREDICTION_ROWS]
+        outputs = np.asarray(self.model.predict(x, batch_size=256, verbose=0))
+        from_logits = bool(getattr(getattr(self.model, "loss", None), "from_logits", False))
+        return run_files.prediction_stats(as_probabilities(outputs, from_logits, self.multilabel), names)
+
+    def _example(self):
+        split = self.data.val or self.data.train
+        return None if split is None else split.x[:2]
+
+    def _log_files(self, files: run_files.RunFiles) -> None:
+        folder = OFFLINE_DIR / self.name if self.logger.offline else Path(tempfile.mkdtemp(prefix="losstrace-run-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = files.write_into(folder)
+        if self.fingerprint is not None:
+            from losstrace.io import to_json
+
+            (folder / contract.FINGERPRINT).write_text(to_json(self.fingerprint), encoding="utf-8")
+            paths.append(folder / contract.FINGERPRINT)
+        for path in paths:
+            self.logger.log_artifact(path, contract.ARTIFACT_DIR)
+        if self.logger.offline:
+            warn(f"MLflow was unreachable: this run's files are in {folder}/")
+
+    def _close(self, ok: bool) -> None:
+        try:
+            if self.logger is not None:
+                self.logger.flush()
+        finally:
+            if ok:
+                self._stack.close()
+            else:
+                self._stack.__exit__(RuntimeError, RuntimeError("recording failed"), None)
+
+
+def summary_text(name: str, logger, diagnosis: dict[str, Any], offline: str | None) -> str:
+    """Two to five lines: the run, each warning/error with its fix, and the command for the rest."""
+    serious = [f for f in diagnosis["findings"] if f["severity"] in ("error", "warning")]
+    where = f"offline ({offline})" if offline else f"run {logger.run_id}"
+    lines = [f"losstrace: {name}: {where}: " + (f"{len(serious)} problem(s)" if serious else "no problems found")]
+    for f in serious[:4]:
+        lines.append(f"  {f['severity']}: {f['code']}: {f.get('suggestion', '')}")
+    if logger.run_id:
+        lines.append(f"  details: losstrace diagnose {logger.run_id}")
+    return "\n".join(lines)
+
+
+def _pre_padding_notes(model, x, padding: str) -> list[Finding]:
+    """Pre-padded input without a mask: the final state reads the real steps last, but the
+    recurrent layer first runs through every padding step, which slows early learning."""
+    from losstrace.model import model_lint
+
+    if x is None or padding != "pre" or x.ndim < 2:
+        return []
+    lengths, _ = fit_data.lengths_and_padding(x)
+    share = float(1.0 - lengths.mean() / x.shape[1])
+    out = []
+    for layer, wrapper in model_lint.recurrent_layers(model):
+        outer = wrapper or layer
+        if model_lint._masked(outer) or share < 0.25:
+            continue
+        out.append(
+            Finding(
+                "unmasked_padding",
+                "info",
+                {
+                    "message": f"{outer.name} reads pre-padded input with no mask: {share:.0%} of its steps are padding, "
+                    "run before the real ones (harmless to the final state, but slower and a longer start)",
+                    "padding_share": round(share, 4),
+                    "layer": outer.name,
+                    "keys": [f"layer {outer.name}"],
+                },
+                "Embedding(mask_zero=True) (or a Masking layer) so padding steps are skipped",
+            )
+        )
+    return out
+
+
+def _loss_name(model) -> str | None:
+    from losstrace.model import builder
+
+    return builder.compiled_loss_name(model)
+
+
+def _run_name(model, flat: dict[str, Any], params: dict[str, Any]) -> str:
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    lr = flat.get("train.learning_rate")
+    lr_part = f"-lr{lr:g}" if isinstance(lr, float) and math.isfinite(lr) else ""
+    bs = flat.get("train.batch_size")
+    return f"{model.name}-bs{bs if bs != '' else 'auto'}{lr_part}-{digest}"
+
+
+def _device() -> str:
+    import tensorflow as tf
+
+    return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+
+
+def _active_mlflow_run():
+    mlflow = sys.modules.get("mlflow")
+    return mlflow.active_run() if mlflow is not None else None
+
+
+def _mlflow_uri(default: str | None = None) -> str:
+    """The URI the user's own MLflow calls use when they set one; else `default`."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        from mlflow.tracking._tracking_service import utils
+
+        if utils._tracking_uri is not None or default is None:
+            return mlflow.get_tracking_uri()
+    return default
+
+
+@contextlib.contextmanager
+def _tracking_uri_env(uri: str):
+    import os
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before

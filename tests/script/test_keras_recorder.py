@@ -1,0 +1,177 @@
+"""losstrace.keras on a user's own Keras script: real Keras training, a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import losstrace.keras
+from losstrace.record import contract, reader, store
+from losstrace.workflows import runs
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Each test records into ./mlflow.db of its own folder; autolog undone afterwards."""
+    monkeypatch.chdir(tmp_path)
+    keras.utils.set_random_seed(0)
+    yield
+    losstrace.keras.autolog(disable=True)
+
+
+def sequences(rows: int = 240, steps: int = 12, grouped: bool = False, seed: int = 0):
+    """Two-class sequences whose class is the sign of channel 0's mean; optionally grouped by class."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, steps, 2)).astype("float32")
+    y = (x[:, :, 0].mean(axis=1) > 0).astype("int64")
+    if grouped:
+        order = np.argsort(y, kind="stable")
+        x, y = x[order], y[order]
+    return x, y
+
+
+def gru(units: int = 8, activation: str = "softmax", outputs: int = 2, name: str = "sensor_gru"):
+    model = keras.Sequential(
+        [keras.Input((12, 2)), keras.layers.GRU(units), keras.layers.Dense(outputs, activation=activation)], name=name
+    )
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def client():
+    return store.client(store.tracking_uri())
+
+
+def test_autolog_records_a_run_with_the_pipelines_contract(capsys):
+    x, y = sequences()
+    losstrace.keras.autolog()
+    losstrace.keras.autolog()  # twice: still one recording per fit
+    gru().fit(x, y, batch_size=16, epochs=3, validation_data=sequences(60, seed=1), verbose=0)
+    runs_found = client().search_runs([client().get_experiment_by_name("losstrace").experiment_id])
+    assert len(runs_found) == 1
+    run = runs_found[0]
+    assert run.info.status == "FINISHED" and run.data.tags[contract.KIND_TAG] == contract.KIND_SCRIPT
+    assert run.data.params["train.batch_size"] == "16" and run.data.params["train.optimizer"] == "adam"
+    assert run.data.params["train.model.rnn.cell"] == "gru" and run.data.params["train.epochs"] == "3"
+    assert run.data.params["model.layers"] == "GRU(8) > Dense(2,softmax)"
+    assert "data.train.content_hash" in run.data.params
+    assert len(client().get_metric_history(run.info.run_id, contract.BATCH_LOSS)) == 3 * 15  # 240 rows / 16
+    assert any(k.startswith("grad_norm/") for k in run.data.metrics)
+    rec = reader.load_record("latest", store.project_root())
+    assert rec.run_id == run.info.run_id and len(rec.history) == 3 and len(rec.batches) == 45
+    assert rec.fingerprint["train"]["rows"] == 240 and rec.fingerprint["val"]["rows"] == 60
+    err = capsys.readouterr().err
+    assert f"run {run.info.run_id}" in err and f"losstrace diagnose {run.info.run_id}" in err
+
+
+def test_the_recorded_batch_losses_average_back_to_the_epoch_loss():
+    x, y = sequences()
+    model = gru()
+    history = model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=2,
+        verbose=0,
+        callbacks=[losstrace.keras.LosstraceCallback(x=x, y=y, batch_size=16, summary=False)],
+    )
+    rec = reader.load_record("latest", store.project_root())
+    per_epoch = rec.batches.groupby("epoch").apply(lambda b: np.average(b["loss"], weights=b["size"]))
+    np.testing.assert_allclose(per_epoch.to_numpy(), history.history["loss"], rtol=1e-5)
+
+
+def test_rows_grouped_by_class_with_validation_split_are_caught():
+    x, y = sequences(grouped=True)
+    losstrace.keras.autolog(summary=False)
+    gru().fit(x, y, batch_size=16, epochs=2, validation_split=0.25, verbose=0)
+    diagnosis = runs.diagnose("latest", store.project_root())
+    order = [f for f in diagnosis["findings"] if f["code"] == "label_order_clustered"]
+    assert (
+        order
+        and order[0]["severity"] == "warning"
+        and "validation_split takes the last rows" in order[0]["evidence"]["why"]
+    )
+    fingerprint = reader.load_record("latest", store.project_root()).fingerprint
+    assert fingerprint["val"]["class_counts"] == {"0": 0, "1": 60}  # Keras validated on the last rows: one class
+
+
+def test_lint_reads_the_compiled_model():
+    x, y = sequences()
+    y4 = np.random.default_rng(0).integers(0, 4, size=len(y))
+    model = keras.Sequential(
+        [keras.Input((12, 2)), keras.layers.LSTM(8, recurrent_dropout=0.2), keras.layers.Dense(4, activation="sigmoid")]
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    losstrace.keras.autolog(summary=False)
+    model.fit(x, y4, batch_size=4, epochs=1, verbose=0)
+    codes = {f["code"]: f for f in runs.diagnose("latest", store.project_root())["findings"]}
+    assert codes["activation_loss_mismatch"]["severity"] == "error"
+    assert "cudnn_ineligible" in codes and "recurrent_dropout" in codes["cudnn_ineligible"]["evidence"]["message"]
+    assert codes["small_batch"]["suggestion"].startswith("train.batch_size: 4 →")
+
+
+def test_a_tf_data_input_is_recorded_and_named_as_not_fingerprinted():
+    import tensorflow as tf
+
+    x, y = sequences()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    losstrace.keras.autolog(summary=False)
+    gru().fit(ds, epochs=2, verbose=0)
+    rec = reader.load_record("latest", store.project_root())
+    assert len(rec.batches) == 30 and rec.fingerprint is None
+    notes = [f for f in rec.findings if f["code"] == "not_fingerprinted"]
+    assert notes and "Dataset" in notes[0]["evidence"]["message"]
+
+
+def test_a_store_that_is_away_costs_one_warning_and_never_the_training(monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    x, y = sequences()
+    losstrace.keras.autolog()
+    history = gru().fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2
+    err = capsys.readouterr().err
+    assert "unreachable" in err and "Traceback" not in err
+    saved = list((store.project_root() / "losstrace-runs").glob("*/history.csv"))
+    assert len(saved) == 1 and len(saved[0].read_text().splitlines()) == 3
+
+
+def test_an_unusual_model_still_trains_with_at_most_one_warning(capsys):
+    inputs = {"a": keras.Input((12, 2), name="a"), "b": keras.Input((3,), name="b")}
+    h = keras.layers.Concatenate()([keras.layers.GRU(4)(inputs["a"]), inputs["b"]])
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(h))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x, y = sequences()
+    losstrace.keras.autolog(summary=False)
+    history = model.fit({"a": x, "b": x[:, :3, 0]}, y, batch_size=16, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2
+    assert capsys.readouterr().err.count("losstrace: warning") <= 1
+
+
+def test_a_fit_inside_the_users_active_mlflow_run_records_into_it():
+    import mlflow
+
+    x, y = sequences()
+    losstrace.keras.autolog(summary=False)
+    with store.scoped_tracking_uri(store.tracking_uri()), mlflow.start_run(run_name="mine") as active:
+        gru().fit(x, y, batch_size=16, epochs=1, verbose=0)
+        assert mlflow.active_run().info.run_id == active.info.run_id  # still the user's, still open
+    run = client().get_run(active.info.run_id)
+    assert run.data.params["train.batch_size"] == "16" and run.info.status == "FINISHED"
+
+
+def test_diff_of_two_script_runs_names_the_changed_setting_first():
+    x, y = sequences(rows=480)
+    losstrace.keras.autolog(summary=False)
+    for lr in (3e-3, 3e-5):
+        model = gru(units=16)
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(x, y, batch_size=16, epochs=6, validation_data=sequences(120, seed=1), verbose=0)
+    result = runs.diff("latest~1", "latest", store.project_root())
+    assert result["a"].name != result["b"].name
+    assert result["diff"]["causes"][0]["change"] == "train.learning_rate"
+    json.dumps(result["diff"], default=str)

@@ -1,0 +1,67 @@
+"""Runs of another tool: a plain mlflow.keras.autolog() run is diagnosed and diffed, never refused."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from support import run_cli
+
+from losstrace.record import foreign, reader, store
+from losstrace.workflows import runs
+
+
+def _autolog_run(lr: float, seed: int = 0) -> str:
+    import mlflow
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(240, 10, 2)).astype("float32")
+    y = (x[:, :, 0].mean(axis=1) > 0).astype("int64")
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((10, 2)), keras.layers.GRU(8), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.RMSprop(lr), loss="sparse_categorical_crossentropy", metrics=["acc"])
+    mlflow.keras.autolog(log_models=False, silent=True)
+    try:
+        with store.scoped_tracking_uri(store.tracking_uri()), mlflow.start_run() as run:
+            model.fit(x, y, batch_size=16, epochs=5, validation_split=0.2, verbose=0)
+    finally:
+        mlflow.keras.autolog(disable=True)
+    return run.info.run_id
+
+
+@pytest.fixture
+def two_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return _autolog_run(1e-4), _autolog_run(1e-2)
+
+
+def test_an_autolog_run_reads_as_a_record_with_mapped_names(two_runs):
+    rec = reader.load_record(two_runs[0], store.project_root())
+    assert list(rec.history["epoch"]) == [0, 1, 2, 3, 4]
+    assert rec.history["accuracy"].notna().all() and rec.history["val_accuracy"].notna().all()  # from acc / val_acc
+    assert (
+        float(rec.params["train.learning_rate"]) == pytest.approx(1e-4) and rec.params["train.optimizer"] == "rmsprop"
+    )
+    assert rec.params["train.batch_size"] == "16" and rec.batches.empty
+    assert [f["code"] for f in rec.findings] == ["not_recorded"]
+
+
+def test_an_autolog_run_is_diagnosed_through_the_cli_with_one_info_note(two_runs, tmp_path):
+    r = run_cli("diagnose", "--json", cwd=tmp_path)  # no argument: the latest training, the autolog run
+    assert r.returncode == 0, r.stderr
+    import json
+
+    diagnosis = json.loads(r.stdout)
+    assert diagnosis["run_id"] == two_runs[1]
+    notes = [f for f in diagnosis["findings"] if f["code"] == "not_recorded"]
+    assert len(notes) == 1 and notes[0]["severity"] == "info" and "losstrace.keras.autolog()" in notes[0]["suggestion"]
+
+
+def test_two_autolog_runs_diff_with_the_learning_rate_first(two_runs):
+    result = runs.diff(*two_runs, store.project_root())
+    assert result["diff"]["causes"][0]["change"] == "train.learning_rate"
+
+
+def test_history_prefers_the_canonical_metric_name_over_an_alias():
+    frame = foreign.history({"acc": [(0, 0.1)], "accuracy": [(0, 0.9)], "loss": [(0, 1.0), (1, 0.5)]})
+    assert list(frame["accuracy"][:1]) == [0.9] and list(frame["loss"]) == [1.0, 0.5]

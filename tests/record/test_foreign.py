@@ -40,7 +40,7 @@ def test_an_autolog_run_reads_as_a_record_with_mapped_names(two_runs):
     assert list(rec.history["epoch"]) == [0, 1, 2, 3, 4]
     assert rec.history["accuracy"].notna().all() and rec.history["val_accuracy"].notna().all()  # from acc / val_acc
     assert (
-        float(rec.params["train.learning_rate"]) == pytest.approx(1e-4) and rec.params["train.optimizer"] == "rmsprop"
+        float(rec.params["train.learning_rate"]) == pytest.approx(1e-4, rel=1e-6) and rec.params["train.optimizer"] == "rmsprop"
     )
     assert rec.params["train.batch_size"] == "16" and rec.batches.empty
     assert [f["code"] for f in rec.findings] == ["not_recorded"]

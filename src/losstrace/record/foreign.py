@@ -67,8 +67,8 @@ def params(raw: dict[str, str]) -> dict[str, str]:
 
 
 def _param_value(key: str, value: str) -> str:
-    if key == "train.optimizer":
-        return value.lower()
+    if key == "train.optimizer":  # Keras 3 snake-cases the class name: RMSprop → rm_sprop, AdamW → adam_w
+        return value.lower().replace("_", "")
     if key == "train.clipnorm" and value in ("None", ""):
         return "0.0"
     return value

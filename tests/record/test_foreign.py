@@ -29,36 +29,47 @@ def _autolog_run(lr: float, seed: int = 0) -> str:
     return run.info.run_id
 
 
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two autolog trainings, once for the module, recorded in ./mlflow.db of a folder of its own."""
+    folder = tmp_path_factory.mktemp("foreign")
+    with pytest.MonkeyPatch.context() as m:
+        m.chdir(folder)
+        ids = _autolog_run(1e-4), _autolog_run(1e-2)
+    return folder, ids
+
+
 @pytest.fixture
-def two_runs(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return _autolog_run(1e-4), _autolog_run(1e-2)
+def in_folder(two_runs, monkeypatch):
+    monkeypatch.chdir(two_runs[0])
+    return two_runs[1]
 
 
-def test_an_autolog_run_reads_as_a_record_with_mapped_names(two_runs):
-    rec = reader.load_record(two_runs[0], store.project_root())
+def test_an_autolog_run_reads_as_a_record_with_mapped_names(in_folder):
+    rec = reader.load_record(in_folder[0], store.project_root())
     assert list(rec.history["epoch"]) == [0, 1, 2, 3, 4]
     assert rec.history["accuracy"].notna().all() and rec.history["val_accuracy"].notna().all()  # from acc / val_acc
     assert (
-        float(rec.params["train.learning_rate"]) == pytest.approx(1e-4, rel=1e-6) and rec.params["train.optimizer"] == "rmsprop"
+        float(rec.params["train.learning_rate"]) == pytest.approx(1e-4, rel=1e-6)
+        and rec.params["train.optimizer"] == "rmsprop"
     )
     assert rec.params["train.batch_size"] == "16" and rec.batches.empty
     assert [f["code"] for f in rec.findings] == ["not_recorded"]
 
 
-def test_an_autolog_run_is_diagnosed_through_the_cli_with_one_info_note(two_runs, tmp_path):
-    r = run_cli("diagnose", "--json", cwd=tmp_path)  # no argument: the latest training, the autolog run
+def test_an_autolog_run_is_diagnosed_through_the_cli_with_one_info_note(in_folder, two_runs):
+    r = run_cli("diagnose", "--json", cwd=two_runs[0])  # no argument: the latest training, the autolog run
     assert r.returncode == 0, r.stderr
     import json
 
     diagnosis = json.loads(r.stdout)
-    assert diagnosis["run_id"] == two_runs[1]
+    assert diagnosis["run_id"] == in_folder[1]
     notes = [f for f in diagnosis["findings"] if f["code"] == "not_recorded"]
     assert len(notes) == 1 and notes[0]["severity"] == "info" and "losstrace.keras.autolog()" in notes[0]["suggestion"]
 
 
-def test_two_autolog_runs_diff_with_the_learning_rate_first(two_runs):
-    result = runs.diff(*two_runs, store.project_root())
+def test_two_autolog_runs_diff_with_the_learning_rate_first(in_folder):
+    result = runs.diff(*in_folder, store.project_root())
     assert result["diff"]["causes"][0]["change"] == "train.learning_rate"
 
 

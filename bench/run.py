@@ -7,7 +7,7 @@ the README's Benchmarks section.
     python bench/run.py --quick         # small sizes: a smoke test of the whole suite
     python bench/run.py --only cli      # one benchmark (repeatable), merged into results.json
 
-Benchmarks: tracking, bucketing, ingest, repro, cli, gpu (bench/<module>.py each).
+Benchmarks: tracking, keras, bucketing, ingest, repro, cli, gpu (bench/<module>.py each).
 """
 
 from __future__ import annotations
@@ -90,6 +90,12 @@ def _tracking(ctx: Context) -> dict[str, Any]:
     return tracking_overhead.measure(ctx.work / "tracking", ctx.sizes.tracking_epochs, ctx.sizes.tracking_reps)
 
 
+def _keras(ctx: Context) -> dict[str, Any]:
+    from bench import keras_overhead
+
+    return keras_overhead.measure(ctx.work / "keras", ctx.sizes.tracking_epochs, ctx.sizes.tracking_reps)
+
+
 def _bucketing(ctx: Context) -> dict[str, Any]:
     from bench import bucketing
 
@@ -126,6 +132,7 @@ BENCHMARKS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "repro": _repro,
     "ingest": _ingest,
     "tracking": _tracking,
+    "keras": _keras,
     "bucketing": _bucketing,
     "gpu": _gpu,
 }

@@ -1,4 +1,4 @@
-"""A diff between two data sources names a mechanism (another dataset is another task)."""
+"""Each change key with a mechanism in the catalogue is named with a mechanism and a why in a diff."""
 
 from __future__ import annotations
 

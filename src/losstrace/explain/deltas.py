@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from losstrace.explain.symptoms import parse_value
+from losstrace.params import parse_value
 from losstrace.record.run_record import RunRecord
 
 # ---------------------------------------------------------------- seed-to-seed tolerances

@@ -29,8 +29,8 @@ from losstrace.explain.deltas import (
 )
 from losstrace.explain.diagnose import findings_from_features
 from losstrace.explain.mechanisms import Evidence, change_text, describe, effect_weight, mechanism_for, symptom_of
-from losstrace.explain.symptoms import curve_features, parse_value
-from losstrace.params import DiagnoseParams
+from losstrace.explain.symptoms import curve_features
+from losstrace.params import DiagnoseParams, parse_value
 from losstrace.record.run_record import RunRecord
 
 __all__ = ["diff_data", "diff_env", "diff_params", "diff_runs"]

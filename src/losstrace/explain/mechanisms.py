@@ -21,7 +21,8 @@ from typing import Any
 
 from losstrace.explain.deltas import LOSS_FEATURES, Change, Delta, fmt
 from losstrace.explain.diagnose import head_mismatch
-from losstrace.explain.symptoms import DEFAULT_LR, parse_value
+from losstrace.explain.symptoms import DEFAULT_LR
+from losstrace.params import parse_value
 
 HEAD_KEYS = ("train.output_activation", "train.loss", "train.from_logits", "train.output_units")
 _DROPOUT = re.compile(r"^train\.model\.(dropout|rnn\.dropout|rnn\.recurrent_dropout|dense\.\d+\.l2)$")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from losstrace.params import DiagnoseParams
+from losstrace.params import DiagnoseParams, parse_value
 
 Feature = float | int | None
 
@@ -34,20 +34,6 @@ def param(context: dict[str, Any], key: str, default: Any = None) -> Any:
     """A params value from the context, parsed from MLflow's strings when needed."""
     value = (context.get("params") or {}).get(key, default)
     return parse_value(value)
-
-
-def parse_value(value: Any) -> Any:
-    """MLflow stores "0.001", "True", "32": turn them back into numbers/bools."""
-    if not isinstance(value, str):
-        return value
-    low = value.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        f = float(value)
-    except ValueError:
-        return value
-    return int(f) if f.is_integer() and "." not in value and "e" not in low else f
 
 
 def _num(value: Any) -> float | None:

@@ -1,4 +1,4 @@
-"""The model zoo of issue 4: every examples/*.yaml parses, lints as its comments say, and
+"""The model zoo: every examples/*.yaml parses, lints as its comments say, and
 builds and trains one epoch through the real path (ingest → featurize → zoo → fit) on
 small data. Plus the zoo features the examples need: no recurrent layer (`rnn.layers: 0`),
 a real best-epoch checkpoint, masked pooling, and metrics that need one-hot labels.

@@ -26,7 +26,7 @@ from losstrace.workflows.replay import Outcome, Workspace
 class Case:
     name: str
     title: str
-    report: str  # the user report it reproduces (shared/user-reports)
+    report: str  # number of the user report it reproduces (the reports of examples/README.md)
     base: dict[str, Any]  # overrides for both runs
     change: dict[str, Any]  # the one injected change: B = base + change
     finding: str  # the code B must get

@@ -28,7 +28,7 @@ HEAD_KEYS = ("train.output_activation", "train.loss", "train.from_logits", "trai
 _DROPOUT = re.compile(r"^train\.model\.(dropout|rnn\.dropout|rnn\.recurrent_dropout|dense\.\d+\.l2)$")
 _CAPACITY = re.compile(
     r"^train\.model\.(rnn\.(units|layers|bidirectional|cell)|dense\.\d+\.units"
-    r"|embedding\.dim|conv\.filters)$"
+    r"|dense\.\d+\.activation|embedding\.dim|conv\.filters)$"
 )
 
 
@@ -595,6 +595,167 @@ def _data_source(ch: Change, ev: Evidence, changes: list[Change]) -> Candidate |
     return prior * effect_weight(top.effect), symptom_of(top), why
 
 
+# ---- what the model reads of each sequence
+
+
+def _padding_reach(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
+    """Post-padded sequences without a mask: the last recurrent state is read after the
+    padding, so it mostly reflects padding and the loss sits near its start. A mask
+    (embedding.mask_zero) or pre-padding lets the state read the real steps."""
+    value = parse_value(ch.b)
+    reads_real = value is True if ch.key.endswith("mask_zero") else value == "pre"
+    head = f"{change_text(ch)} " + (
+        "lets the final recurrent state read the real steps instead of the padding"
+        if reads_real
+        else "makes the final recurrent state read mostly padding"
+    )
+    return _learning_unlocked(ev, reads_real, head)
+
+
+def _learning_unlocked(ev: Evidence, better: bool, head: str) -> Candidate | None:
+    """A change that lets the model see its signal (better) or hides it: learning starts or stops."""
+    cands: list[Candidate | None] = []
+    if (ev.gone("not_learning") and better) or (ev.appeared("not_learning") and not better):
+        cands.append(
+            (
+                0.9,
+                "not_learning",
+                f"{head}: the loss {'now leaves' if better else 'no longer leaves'} its start "
+                f"(best loss {fmt(ev.fa.get('best_loss'))} → {fmt(ev.fb.get('best_loss'))}, "
+                f"best val loss {fmt(ev.fa.get('best_val_loss'))} → {fmt(ev.fb.get('best_val_loss'))})",
+            )
+        )
+    if (ev.gone("plateau") and better) or (ev.appeared("plateau") and not better):
+        cands.append((0.85, "plateau", f"{head}: the plateau {'is gone' if better else 'appears'}{_half_note(ev)}"))
+    for name, prior, lower_is_better in (
+        ("best_loss", 0.6, True),
+        ("final_val_accuracy", 0.55, False),
+        ("epochs_to_half", 0.5, True),
+    ):
+        d = ev.d(name)
+        if d and (d.direction < 0) == (lower_is_better == better):
+            cands.append((prior * effect_weight(d.effect), name, f"{head}; {describe(d)}"))
+    return _best(cands)
+
+
+def _text_level(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
+    """Characters instead of words: no word is unseen at val time, but sequences get longer."""
+    chars = str(ch.b) == "char"
+    head = f"{change_text(ch)} " + (
+        "reads characters: val text has no unseen words, sequences are longer"
+        if chars
+        else "reads words: shorter sequences, but val words unseen in train carry no signal"
+    )
+    v = ev.d("best_val_loss")
+    return _learning_unlocked(ev, bool(v and v.direction < 0), head) or (
+        (0.5 * effect_weight(v.effect), "best_val_loss", f"{head}; {describe(v)}") if v else None
+    )
+
+
+# ---- callbacks and schedules
+
+
+def _early_stopping(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
+    """Early stopping ends training once its monitor stops improving for `patience` epochs:
+    fewer epochs, so less time to overfit after the best one."""
+    ea, eb = ev.fa.get("epochs"), ev.fb.get("epochs")
+    if not ea or not eb or ea == eb:
+        return None
+    shorter = eb < ea
+    head = f"{change_text(ch)} {'ends training sooner' if shorter else 'lets training run longer'} ({ea} → {eb} epochs)"
+    cands: list[Candidate | None] = []
+    if (ev.gone("overfitting") and shorter) or (ev.appeared("overfitting") and not shorter):
+        cands.append(
+            (
+                0.85,
+                "overfitting",
+                f"{head}: the val loss rise after its best epoch is {'cut short' if shorter else 'back'}",
+            )
+        )
+    for name, prior in (("val_rise", 0.7), ("final_val_loss", 0.55), ("final_loss", 0.4)):
+        d = ev.d(name)
+        if d and (d.direction < 0) == shorter:
+            cands.append((prior * effect_weight(d.effect), name, f"{head}; {describe(d)}"))
+    d = ev.strongest()
+    cands.append((0.35 * effect_weight(d.effect), symptom_of(d), f"{head}; {describe(d)}"))
+    return _best(cands)
+
+
+def _checkpoint(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
+    """A val checkpoint monitor keeps the best val epoch's weights: the curve is the same, but
+    the model saved, evaluated and whose predictions are judged is the best one, not the last."""
+    keeps_best = str(parse_value(ch.b) or "").startswith("val_")
+    f = ev.fb if keeps_best else ev.fa
+    head = (
+        f"{change_text(ch)} {'keeps' if keeps_best else 'no longer keeps'} the weights of the best val epoch "
+        f"(epoch {fmt(f.get('best_val_epoch'))}: val loss {fmt(f.get('best_val_loss'))}, "
+        f"{fmt(f.get('final_val_loss'))} at the last): the curve is the same, the model evaluated is "
+        f"{'the best epoch' if keeps_best else 'the last epoch'}'s"
+    )
+    cands: list[Candidate | None] = []
+    for name in ("saturated_share", "pred_top_share"):
+        d = ev.d(name)
+        if d:
+            cands.append((0.7 * effect_weight(d.effect), name, f"{head}; its val predictions: {describe(d)}"))
+    d = ev.strongest()
+    cands.append((0.25 * effect_weight(d.effect), symptom_of(d), f"{head}; {describe(d)}"))
+    return _best(cands)
+
+
+_SCHEDULES = {
+    "constant": "keeps the learning rate constant",
+    "cosine": "decays the learning rate along a cosine towards 0",
+    "plateau": "halves the learning rate whenever val loss stalls",
+}
+
+
+def _lr_schedule(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
+    """A decaying schedule takes smaller steps late in training: a calmer, lower end of the curve."""
+    decays = str(ch.b) != "constant"
+    head = f"{change_text(ch)} {_SCHEDULES.get(str(ch.b), 'changes the learning rate over training')}"
+    cands: list[Candidate | None] = []
+    j = ev.d("epoch_jitter")
+    if (j and (j.direction < 0) == decays) or (ev.gone("noisy_loss") and decays):
+        cands.append(
+            (
+                0.8 * effect_weight(j.effect if j else 3.0),
+                _finding_or(ev, "noisy_loss", "epoch_jitter"),
+                f"{head}: {'smaller' if decays else 'larger'} late steps "
+                f"{'settle' if decays else 'shake'} the epoch loss"
+                + (f" (jitter {fmt(j.a)} → {fmt(j.b)})" if j else ""),
+            )
+        )
+    for name, prior in (("batch_noise", 0.6), ("final_loss", 0.6), ("final_val_loss", 0.55)):
+        d = ev.d(name)
+        if d and (d.direction < 0) == decays:
+            cands.append((prior * effect_weight(d.effect), name, f"{head}; {describe(d)}"))
+    return _best(cands)
+
+
+# ---- recurrent kernel settings
+
+
+_KERNEL = re.compile(r"^train\.model\.rnn\.(activation|recurrent_activation|unroll|use_bias|reset_after)$")
+
+
+def _kernel(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
+    """Settings that decide whether the fast cuDNN kernel can run: speed, not learning."""
+    d = ev.strongest()
+    what = (
+        "unrolling computes the same steps with another kernel"
+        if ch.key.endswith(".unroll")
+        else "it changes the cell's arithmetic slightly and decides whether the fast cuDNN kernel can run"
+    )
+    small = d.effect <= 3.0 and not any(k.startswith("finding.") for k in ev.moved)
+    return (
+        (0.2 if small else 0.08) * effect_weight(d.effect),
+        symptom_of(d),
+        f"{change_text(ch)}: {what}, so it rarely moves the curve"
+        + ("" if small else "; the curve changed more than that")
+        + f"; {describe(d)}",
+    )
+
+
 Mechanism = Callable[[Change, Evidence, list[Change]], Candidate | None]
 
 MECHANISMS: list[tuple[Callable[[str], bool], Mechanism]] = [
@@ -615,6 +776,15 @@ MECHANISMS: list[tuple[Callable[[str], bool], Mechanism]] = [
     (lambda k: k == "data.rows", _rows),
     (lambda k: k == "data.length", _length),
     (lambda k: k.startswith("env."), _env),
+    (lambda k: k in ("train.model.embedding.mask_zero", "data.padding"), _padding_reach),
+    (lambda k: k == "data.text_level", _text_level),
+    (
+        lambda k: k in ("train.callbacks.early_stopping", "train.callbacks.monitor", "train.callbacks.patience"),
+        _early_stopping,
+    ),
+    (lambda k: k == "train.callbacks.checkpoint_monitor", _checkpoint),
+    (lambda k: k == "train.lr_schedule", _lr_schedule),
+    (lambda k: bool(_KERNEL.match(k)), _kernel),
 ]
 
 

@@ -26,6 +26,7 @@ repro: setup
 	$(BIN)/dvc repro
 
 test: setup
+	$(BIN)/ruff format --check src tests bench && $(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

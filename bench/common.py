@@ -136,14 +136,10 @@ def has_param(dotted: str) -> bool:
 
 def params_dict(overrides: dict[str, Any]) -> dict[str, Any]:
     """The project's params.yaml with dotted overrides applied, as a nested dict."""
+    from losstrace.params import override_nested
+
     raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8")) or {}
-    for key, value in overrides.items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return raw
+    return override_nested(raw, overrides)
 
 
 def build_params(overrides: dict[str, Any]):

@@ -44,13 +44,9 @@ def make_project(dest: Path, params_overrides: dict[str, object] | None = None) 
     shutil.copy(REPO / ".dvc" / "config", dest / ".dvc" / "config")
     shutil.copy(REPO / ".gitignore", dest / ".gitignore")
     if params_overrides:
-        params = yaml.safe_load((dest / "params.yaml").read_text())
-        for key, value in params_overrides.items():
-            node = params
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node[part]
-            node[leaf] = value
+        from losstrace.params import override_nested
+
+        params = override_nested(yaml.safe_load((dest / "params.yaml").read_text()), params_overrides)
         (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_tool("git", "init", "-q", cwd=dest)
     run_tool("git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A", cwd=dest)

@@ -1,4 +1,4 @@
-"""The model zoo of issue 4: every examples/*.yaml parses, lints as its comments say, and
+"""The model zoo: every examples/*.yaml parses, lints as its comments say, and
 builds and trains one epoch through the real path (ingest → featurize → zoo → fit) on
 small data. Plus the zoo features the examples need: no recurrent layer (`rnn.layers: 0`),
 a real best-epoch checkpoint, masked pooling, and metrics that need one-hot labels.
@@ -140,12 +140,7 @@ def derive(example: Path, root: Path, data: str, **overrides: Any) -> Path:
     elif data == "sentiment":
         write_sentiment(root / "uci-sentiment" / "sample.txt")
         overrides.setdefault("data.source", "uci-sentiment/*.txt")
-    for key, value in {"train.epochs": 1, **overrides}.items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+    params.override_nested(raw, {"train.epochs": 1, **overrides})
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path

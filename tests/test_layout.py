@@ -116,3 +116,36 @@ def test_pure_analysis_imports_no_mlflow_tensorflow_or_subprocess():
             )
             for name in names:
                 assert name.split(".")[0] not in heavy, f"{path.relative_to(REPO)} imports {name}"
+
+
+def _readme_tree() -> list[tuple[str, str]]:
+    """(folder path, entry text) of each line of the README's src/losstrace and tests trees."""
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    out, stack = [], []
+    for line in lines:
+        head, sep, _ = line.partition("── ")
+        if not sep or not set(head) <= set("│├└ "):
+            continue
+        depth = len(head) // 4
+        name = line[len(head) + len(sep) :].split("<-")[0].strip()
+        stack[depth:] = [name]
+        out.append(("".join(stack[:depth]), name))
+    return out
+
+
+def test_readme_tree_lists_every_source_module_and_test_folder():
+    tree = _readme_tree()
+    listed = {parent + name for parent, name in tree if name.endswith(".py")}
+    sources = {
+        str(p.relative_to(REPO))
+        for p in PACKAGE.rglob("*.py")
+        if p.name != "__init__.py" and "__pycache__" not in p.parts
+    }
+    assert sources - listed == set(), "add these to the README's file tree"
+    assert {x for x in listed if x.startswith("src/")} - sources == set(), "the README lists files that are gone"
+    tests_line = " ".join(name for parent, name in tree if parent == "tests/")
+    test_folders = {p.name for p in (REPO / "tests").iterdir() if p.is_dir() and p.name != "__pycache__"}
+    test_files = {p.name for p in (REPO / "tests").glob("*.py")}
+    assert {f for f in test_folders | test_files if f not in tests_line} == set(), (
+        "add these to the README's tests tree"
+    )

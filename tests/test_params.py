@@ -85,3 +85,34 @@ def test_an_empty_or_binary_params_file_is_an_error_not_the_defaults(tmp_path):
     f.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
     with pytest.raises(LosstraceError, match="not UTF-8 text"):
         params.load(f)
+
+
+def test_parse_value_reads_mlflow_strings():
+    assert params.parse_value("0.001") == pytest.approx(0.001)
+    assert params.parse_value("32") == 32 and isinstance(params.parse_value("32"), int)
+    assert params.parse_value("True") is True and params.parse_value("false") is False
+    assert params.parse_value("adam") == "adam"
+
+
+def test_override_sets_dotted_keys_and_checks_them():
+    p = params.override(params.Params(), {"train.batch_size": 8, "train.model.rnn.cell": "gru"})
+    assert p.train.batch_size == 8 and p.train.model.rnn.cell == "gru"
+    assert params.override(p, {}) == p  # the nested round trip keeps every value
+    dense = params.override(p, {"train.model.dense": [{"units": 16, "activation": "relu"}]})
+    assert params.lookup(dense, "train.model.dense.0.units") == 16
+    with pytest.raises(LosstraceError, match="unknown key train.batch_szie"):
+        params.override(p, {"train.batch_szie": 8})
+    with pytest.raises(LosstraceError, match="must be an integer"):
+        params.override(p, {"train.batch_size": "eight"})
+
+
+def test_override_nested_creates_missing_sections():
+    raw = {"train": {"epochs": 3}}
+    assert params.override_nested(raw, {"train.epochs": 1, "data.shuffle": False}) is raw
+    assert raw == {"train": {"epochs": 1}, "data": {"shuffle": False}}
+
+
+def test_from_flat_reads_back_what_flatten_records():
+    p = params.override(params.Params(), {"train.learning_rate": 0.003, "train.model.dense": [{"units": 16}]})
+    flat = {k: str(v) for k, v in params.flatten(p).items()}
+    assert params.from_flat(flat) == p

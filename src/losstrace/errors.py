@@ -9,7 +9,7 @@ class LosstraceError(Exception):
     """A user-facing failure: bad input, bad params, a failed check.
 
     The CLI prints it as a single line and exits non-zero, never with a traceback.
-    `exit_code` 2 means bad input (the convention of argparse and of issue 3).
+    `exit_code` 2 means bad input (argparse's convention for a bad command line).
     """
 
     def __init__(self, where: str, what: str, fix: str, exit_code: int = 2):

@@ -1,6 +1,7 @@
 """Findings: the unit every check (data, lint, curve) reports in.
 
-Codes are a public contract (DESIGN.md): add new ones, never rename.
+Codes are a public contract (scripts and saved diagnoses match on them): add new ones,
+never rename.
 """
 
 from __future__ import annotations
@@ -29,11 +30,3 @@ class Finding:
         if not d["where"]:
             d.pop("where")
         return d
-
-
-def worst(findings: list[Finding]) -> str | None:
-    """The most severe level present, or None."""
-    for level in SEVERITIES:
-        if any(f.severity == level for f in findings):
-            return level
-    return None

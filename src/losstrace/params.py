@@ -489,6 +489,7 @@ def from_dict(cls: type, raw: Any, prefix: str) -> Any:
 
 
 def _convert(tp: Any, value: Any, key: str) -> Any:
+    """One params.yaml value checked against its field's type (sections recurse)."""
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key + ".")
     origin = typing.get_origin(tp)
@@ -501,31 +502,43 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return tuple(_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
     if origin in (types.UnionType, typing.Union):
         return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise LosstraceError("params.yaml", f"{key}={value!r} must be true or false", f"set {key}: true|false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise LosstraceError("params.yaml", f"{key}={value!r} must be an integer", f"set {key} to a whole number")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise LosstraceError("params.yaml", f"{key}={value!r} must be a number", f"set {key} to a number")
-        if not math.isfinite(value):
-            raise LosstraceError(
-                "params.yaml",
-                f"{key}={value!r} must be a finite number",
-                f"set {key} to a number (a large one to switch a check off)",
-            )
-        return float(value)
-    if tp is str:
-        if value is None:
-            return ""
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise LosstraceError("params.yaml", f"{key}={value!r} must be a string", f"quote the value of {key}")
-        return str(value)
+    check = _SCALAR_CHECKS.get(tp)
+    return check(value, key) if check else value
+
+
+def _as_bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise LosstraceError("params.yaml", f"{key}={value!r} must be true or false", f"set {key}: true|false")
     return value
+
+
+def _as_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LosstraceError("params.yaml", f"{key}={value!r} must be an integer", f"set {key} to a whole number")
+    return value
+
+
+def _as_float(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LosstraceError("params.yaml", f"{key}={value!r} must be a number", f"set {key} to a number")
+    if not math.isfinite(value):
+        raise LosstraceError(
+            "params.yaml",
+            f"{key}={value!r} must be a finite number",
+            f"set {key} to a number (a large one to switch a check off)",
+        )
+    return float(value)
+
+
+def _as_str(value: Any, key: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise LosstraceError("params.yaml", f"{key}={value!r} must be a string", f"quote the value of {key}")
+    return str(value)
+
+
+_SCALAR_CHECKS = {bool: _as_bool, int: _as_int, float: _as_float, str: _as_str}
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -538,8 +551,6 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(obj, tuple) and obj and dataclasses.is_dataclass(obj[0]):
         for i, item in enumerate(obj):
             out.update(flatten(item, f"{prefix}{i}."))
-        if not obj:
-            out[prefix.rstrip(".")] = "[]"
         return out
     key = prefix.rstrip(".")
     out[key] = ",".join(map(str, obj)) if isinstance(obj, tuple) else obj
@@ -571,12 +582,8 @@ def from_flat(flat: dict[str, str]) -> Params:
                     dense.setdefault(int(parts[3]), {})[parts[4]] = _typed(tp, value)
             continue
         tp = _field_type(Params, parts)
-        if tp is None:
-            continue
-        node = nested
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = _typed(tp, value)
+        if tp is not None:
+            override_nested(nested, {key: _typed(tp, value)})
     if dense:
         nested.setdefault("train", {}).setdefault("model", {})["dense"] = [dense[i] for i in sorted(dense)]
     return from_dict(Params, nested, "")
@@ -598,13 +605,52 @@ def _field_type(cls: type, parts: list[str]) -> Any:
 
 
 def _typed(tp: Any, value: str) -> Any:
-    """Cast a string recorded by MLflow back to the field's type."""
-    if tp is bool:
-        return value.strip().lower() == "true"
-    if tp is int:
-        return int(float(value))
-    if tp is float:
-        return float(value)
+    """A string recorded by MLflow as the field's type wants it (from_dict checks the rest)."""
     if typing.get_origin(tp) is tuple:
         return [v for v in value.split(",") if v]
-    return value
+    if tp is str:
+        return value
+    parsed = parse_value(value)
+    if tp is int and isinstance(parsed, float) and parsed.is_integer():
+        return int(parsed)  # "32.0": a whole number some tools write with a decimal point
+    return parsed
+
+
+def parse_value(value: Any) -> Any:
+    """A value as text ("0.001", "True", "32", from MLflow or a command line) back to a
+    bool, int or float; other text, and what is not text, is returned as it is."""
+    if not isinstance(value, str):
+        return value
+    low = value.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        f = float(value)
+    except ValueError:
+        return value
+    return int(f) if f.is_integer() and "." not in value and "e" not in low else f
+
+
+def override_nested(nested: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys ({"train.batch_size": 8}) in nested params dicts (params.yaml's shape),
+    creating missing sections; returns `nested`, changed in place."""
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def override(p: Params, overrides: dict[str, Any]) -> Params:
+    """`p` with dotted keys replaced (`override(p, {"train.batch_size": 8})`), checked as params.yaml is."""
+    return from_dict(Params, override_nested(to_nested(p), overrides), "")
+
+
+def lookup(p: Params, key: str) -> Any:
+    """The value of a dotted key in `p`, in params.yaml's shape (a list of dicts for train.model.dense)."""
+    node: Any = to_nested(p)
+    for part in key.split("."):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node

@@ -16,7 +16,6 @@ from losstrace.explain.symptoms import (
     decreasing_fit,
     epoch_jitter,
     longest_plateau,
-    parse_value,
     prior_loss,
     val_prior_loss,
 )
@@ -48,13 +47,6 @@ def test_val_prior_is_what_an_input_blind_model_fitted_on_train_scores_on_val():
     bce = lambda v, t: -(v * math.log(t) + (1 - v) * math.log(1 - t))  # noqa: E731
     assert val_prior_loss(multi) == pytest.approx((bce(0.4, 0.5) + bce(0.2, 0.2)) / 2)
     assert val_prior_loss({"n_classes": 3, "class_shares": train}) is None  # older runs: no val shares
-
-
-def test_parse_value_reads_mlflow_strings():
-    assert parse_value("0.001") == pytest.approx(0.001)
-    assert parse_value("32") == 32 and isinstance(parse_value("32"), int)
-    assert parse_value("True") is True and parse_value("false") is False
-    assert parse_value("adam") == "adam"
 
 
 def test_batch_noise_scales_like_one_over_sqrt_batch(make_run):

@@ -31,14 +31,14 @@ def test_default_params_are_clean():
 @pytest.mark.parametrize(
     "bad, fixed, labels, multilabel",
     [
-        # report 001: sigmoid output with categorical cross-entropy, 7 classes
+        # sigmoid output with categorical cross-entropy, 7 classes
         (
             dict(output_activation="sigmoid", loss="categorical_crossentropy"),
             dict(output_activation="softmax", loss="categorical_crossentropy"),
             TEN,
             False,
         ),
-        # report 003: sigmoid + sparse categorical on exclusive classes
+        # sigmoid + sparse categorical on exclusive classes
         (
             dict(output_activation="sigmoid", loss="sparse_categorical_crossentropy"),
             dict(output_activation="softmax", loss="sparse_categorical_crossentropy"),

@@ -5,10 +5,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from support import run_cli
 
 from losstrace.record import foreign, reader, store
 from losstrace.workflows import runs
+from support import run_cli
 
 
 def _autolog_run(lr: float, seed: int = 0) -> str:

@@ -63,13 +63,6 @@ def test_multilabel_macro_f1_scores_every_label_not_each_rows_top_one():
     assert half["macro_f1"] == 0.5 and half["per_class"]["a"]["recall"] == 0.0
 
 
-def test_probabilities_from_logits():
-    logits = np.array([[0.0, np.log(3.0)]])
-    assert np.allclose(evaluate.as_probabilities(logits, True, multilabel=False), [[0.25, 0.75]])
-    assert np.allclose(evaluate.as_probabilities(logits, True, multilabel=True), [[0.5, 0.75]])
-    assert evaluate.as_probabilities(logits, False, multilabel=False) is logits
-
-
 def test_dvc_metrics_show_reads_at_100_columns():
     """metrics.json holds the headline numbers only; the per-class ones (3 columns a class,
     31 columns for Japanese Vowels) sit in per_class.json, an output DVC does not print."""

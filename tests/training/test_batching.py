@@ -1,4 +1,4 @@
-"""Length bucketing (issue 7): the plan in numpy, the tf.data batches it feeds, and a real
+"""Length bucketing: the plan in numpy, the tf.data batches it feeds, and a real
 fit on Japanese Vowels (7-29 steps per utterance, so bucketing has lengths to group)."""
 
 from __future__ import annotations

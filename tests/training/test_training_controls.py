@@ -1,4 +1,4 @@
-"""Training controls of issue 4 on real TensorFlow and a real MLflow store: per-layer
+"""Training controls on real TensorFlow and a real MLflow store: per-layer
 dynamics, mixed precision, resume after a crash or SIGKILL, and tf.distribute
 (mirrored on two logical CPUs, multi_worker as two processes on 127.0.0.1)."""
 

@@ -377,16 +377,21 @@ def _read_delimited(records: Iterable[Record], shown: str, data: DataParams, sep
             counts.append(len(fields))
 
     if part.lines_read == 0:
-        if header is None:
-            raise LosstraceError(shown, "file is empty (no data lines)", "point data.source at a file with data")
-        raise LosstraceError(
-            f"{shown}:{header[0]}",
-            "only a header line, no data lines",
-            "add data rows, or set data.header: false if this line is data",
-        )
+        raise _no_data_lines(shown, header)
     if header is None:
         _drop_wrong_field_counts(part, counts, sep)
     return part
+
+
+def _no_data_lines(shown: str, header: tuple[int, list[str]] | None) -> LosstraceError:
+    """The error for a file with no data lines: empty, or a header line only."""
+    if header is None:
+        return LosstraceError(shown, "file is empty (no data lines)", "point data.source at a file with data")
+    return LosstraceError(
+        f"{shown}:{header[0]}",
+        "only a header line, no data lines",
+        "add data rows, or set data.header: false if this line is data",
+    )
 
 
 def _header_columns(fields: list[str], shown: str, lineno: int, data: DataParams) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Data fingerprint: what `diff` compares to tell *which* aspect of the data changed.
 
-Shape (DESIGN.md ★ contract), keys grouped by split:
+Shape (a contract: diff reads fingerprints recorded by older versions), keys grouped by split:
 
     {"label_map_hash": str,
      "<split>": {"rows", "class_counts", "order": {"runs_z", "adjacent_same_rate", "clustered"},

@@ -17,6 +17,7 @@ import pandas as pd
 
 from losstrace.explain.symptoms import DEFAULT_LR, curve_features, param
 from losstrace.findings import SEVERITIES, Finding
+from losstrace.model import heads
 from losstrace.params import DiagnoseParams
 
 Features = dict[str, Any]
@@ -77,7 +78,7 @@ def _lower_lr(lr: float, opt: str) -> float:
 
 
 def _raise_lr(lr: float, opt: str) -> float:
-    """x10 at or below the optimizer default (report 004: 0.0001 → 0.001 ends the plateau), x3 above."""
+    """x10 at or below the optimizer default (RMSprop at 0.0001 → 0.001 ends a GRU's ln 2 plateau on the UCI sentences), x3 above."""
     return _nice_lr(lr * 10 if lr <= DEFAULT_LR.get(opt, 1e-3) * 1.01 else lr * 3)
 
 
@@ -151,26 +152,19 @@ def gradient_evidence(norms: Any) -> dict[str, Any]:
 
 
 def head_mismatch(ctx: dict[str, Any]) -> str | None:
-    """The params change that fixes an output activation / loss disagreement, if any.
+    """The params change that fixes an output activation / loss / label disagreement, if any.
 
-    Same logic as the lint check, repeated here because a recorded run may predate the
-    lint or have been forced past it; a stuck loss is the symptom it produces.
+    The lint's rules (model/heads.py) applied to the recorded params: a recorded run may
+    predate the lint or have been forced past it, and a stuck loss is the symptom it produces.
     """
-    act = str(param(ctx, "train.output_activation", "softmax"))
-    loss = str(param(ctx, "train.loss", "sparse_categorical_crossentropy"))
-    k = int(ctx.get("n_classes") or 0)
-    if ctx.get("multilabel"):
-        if loss != "binary_crossentropy":
-            return change("train.loss", loss, "binary_crossentropy")
-        if act == "softmax":
-            return change("train.output_activation", act, "sigmoid")
-    elif k > 2 and act == "sigmoid" and loss != "binary_crossentropy":
-        return change("train.output_activation", act, "softmax")
-    elif k > 2 and loss == "binary_crossentropy":
-        return change("train.loss", loss, "sparse_categorical_crossentropy")
-    if act == "linear" and not param(ctx, "train.from_logits", False):
-        return change("train.from_logits", False, True)
-    return None
+    return heads.head_mismatch(
+        str(param(ctx, "train.output_activation", "softmax")),
+        str(param(ctx, "train.loss", "sparse_categorical_crossentropy")),
+        int(ctx.get("n_classes") or 0),
+        bool(ctx.get("multilabel")),
+        bool(param(ctx, "train.from_logits", False)),
+        int(param(ctx, "train.output_units", 0) or 0),
+    )
 
 
 def rule_not_learning(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Finding | None:
@@ -490,7 +484,7 @@ def rule_overfitting(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Fin
 
 def rule_saturated(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Finding | None:
     """Outputs pinned at 0/1 when the model is not that right (overconfident), or a
-    single-label head whose outputs do not sum to 1 (all drifting to 0, report 003)."""
+    single-label head whose outputs do not sum to 1 (all drifting to 0)."""
     sat, acc, mmp = f["saturated_share"], f["final_val_accuracy"], f["mean_max_prob"]
     k = f["n_classes"] or 0
     low = mmp is not None and k >= 2 and not ctx.get("multilabel") and mmp < 1.0 / k

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from losstrace.params import DiagnoseParams
+from losstrace.params import DiagnoseParams, parse_value
 
 Feature = float | int | None
 
@@ -34,20 +34,6 @@ def param(context: dict[str, Any], key: str, default: Any = None) -> Any:
     """A params value from the context, parsed from MLflow's strings when needed."""
     value = (context.get("params") or {}).get(key, default)
     return parse_value(value)
-
-
-def parse_value(value: Any) -> Any:
-    """MLflow stores "0.001", "True", "32": turn them back into numbers/bools."""
-    if not isinstance(value, str):
-        return value
-    low = value.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        f = float(value)
-    except ValueError:
-        return value
-    return int(f) if f.is_integer() and "." not in value and "e" not in low else f
 
 
 def _num(value: Any) -> float | None:
@@ -226,17 +212,12 @@ def noise_residuals(batches: pd.DataFrame, floor: float, steps: int | None) -> n
     return (loss - trend) / np.maximum(trend, floor)
 
 
-def batch_noise(batches: pd.DataFrame, floor: float, steps: int | None) -> float | None:
+def batch_noise(rel: np.ndarray) -> float:
     """Std of the relative per-batch residuals (see noise_residuals), as the eye sees it.
 
     Spikes count, but residuals beyond 5 robust sigmas are clipped so one wild batch
     cannot dominate. Sampling alone makes this ~ (per-sample loss CV) / sqrt(batch size).
     """
-    rel = noise_residuals(batches, floor, steps)
-    return None if rel is None else _clipped_std(rel)
-
-
-def _clipped_std(rel: np.ndarray) -> float:
     centre = np.median(rel)
     sigma = _MAD_TO_STD * np.median(np.abs(rel - centre))
     clipped = np.clip(rel - centre, -5 * sigma, 5 * sigma) if sigma > 0 else rel - centre
@@ -282,7 +263,7 @@ def epoch_jitter(loss: np.ndarray, floor: float) -> float | None:
 def val_noise(val: np.ndarray, floor: float) -> float | None:
     """Robust std of val loss around its 5-epoch rolling median, / level.
 
-    A small val set makes val loss scatter from epoch to epoch (user report 000); how
+    A small val set makes val loss scatter from epoch to epoch; how
     much it does sets how far two runs' val losses can differ by chance alone.
     """
     y = val[np.isfinite(val)]
@@ -505,7 +486,7 @@ def curve_features(
     }
     f.update(_levels(loss, val, h, init, f["val_prior_loss"]))
     rel = noise_residuals(b, floor, steps)
-    f["batch_noise"] = None if rel is None else _clipped_std(rel)
+    f["batch_noise"] = None if rel is None else batch_noise(rel)
     f["batch_noise_steps"] = None if rel is None else int(rel.size)
     f["noise_cv_implied"] = f["batch_noise"] * math.sqrt(bsize) if f["batch_noise"] is not None and bsize else None
     f["epoch_jitter"] = epoch_jitter(loss, floor)

@@ -11,7 +11,8 @@ import math
 from typing import Any
 
 from losstrace.findings import Finding
-from losstrace.params import ONE_HOT_METRICS, Params, RnnParams
+from losstrace.model import heads
+from losstrace.params import ONE_HOT_METRICS, Params, RnnParams, TrainParams
 
 # Usual learning-rate ranges; outside them plateaus (low) or jitter (high) are common.
 LR_RANGES = {"adam": (2e-4, 5e-3), "adamw": (2e-4, 5e-3), "rmsprop": (2e-4, 5e-3), "sgd": (1e-3, 0.5)}
@@ -35,116 +36,65 @@ def run(p: Params, info: dict[str, Any], labels: dict[str, int]) -> list[Finding
 
 
 def head_checks(p: Params, n_classes: int, multilabel: bool) -> list[Finding]:
-    """activation_loss_mismatch: output activation, loss and label format must agree."""
+    """activation_loss_mismatch: output activation, loss and label format must agree (model/heads.py),
+    metrics must read labels in the shape the loss gives them, hidden dense layers need an activation."""
     t = p.train
-    act, loss, units = t.output_activation, t.loss, t.output_units
+    evidence = {
+        "output_activation": t.output_activation,
+        "loss": t.loss,
+        "n_classes": n_classes,
+        "multilabel": multilabel,
+    }
     keys = ["train.output_activation", "train.loss"]
-    out: list[Finding] = []
+    problems = heads.head_problems(t.output_activation, t.loss, n_classes, multilabel, t.from_logits, t.output_units)
+    out = [
+        _f(
+            "activation_loss_mismatch",
+            "error",
+            x.message,
+            keys + list(x.keys),
+            f"{x.fix} {x.note}" if x.note else x.fix,
+            **evidence,
+        )
+        for x in problems
+    ]
+    out += [_f("activation_loss_mismatch", "error", *found, **evidence) for found in _metric_label_checks(t)]
+    return out + _dense_activation_checks(t)
 
-    def bad(message: str, suggestion: str, extra_keys: list[str] | None = None) -> None:
-        out.append(
-            _f(
-                "activation_loss_mismatch",
-                "error",
-                message,
-                keys + (extra_keys or []),
-                suggestion,
-                output_activation=act,
-                loss=loss,
-                n_classes=n_classes,
-                multilabel=multilabel,
-            )
-        )
 
-    if multilabel:
-        if loss != "binary_crossentropy":
-            bad(
-                f"{loss} on multi-label data treats each row as one class; the loss cannot fit multi-hot targets",
-                f"train.loss: {loss} → binary_crossentropy (with train.output_activation: sigmoid)",
-            )
-        elif act == "softmax":
-            bad(
-                "softmax makes labels compete, but multi-label rows carry several labels at once",
-                "train.output_activation: softmax → sigmoid",
-            )
-    else:
-        if (
-            act == "sigmoid"
-            and loss in ("categorical_crossentropy", "sparse_categorical_crossentropy")
-            and n_classes > 2
-        ):
-            bad(
-                f"sigmoid outputs do not sum to 1, so {loss} over {n_classes} exclusive classes gets stuck "
-                "and predictions drift towards 0",
-                "train.output_activation: sigmoid → softmax",
-            )
-        if loss == "binary_crossentropy" and n_classes > 2:
-            bad(
-                f"binary_crossentropy on {n_classes} exclusive classes scores each class independently",
-                "train.loss: binary_crossentropy → sparse_categorical_crossentropy (train.output_activation: softmax)",
-            )
-    resolved_units = units or (
-        1 if (loss == "binary_crossentropy" and n_classes == 2 and not multilabel) else n_classes
-    )
-    if act == "softmax" and resolved_units == 1:
-        bad(
-            "softmax over a single unit always outputs 1.0; nothing can be learned",
-            "train.output_activation: softmax → sigmoid",
-            ["train.output_units"],
-        )
-    if act == "linear" and not t.from_logits:
-        bad(
-            "a linear output with from_logits: false feeds raw scores to a loss expecting probabilities",
-            "train.from_logits: false → true",
-            ["train.from_logits"],
-        )
-    if act != "linear" and t.from_logits:
-        bad(
-            f"from_logits: true applies {act} a second time inside the loss",
-            "train.from_logits: true → false",
-            ["train.from_logits"],
-        )
-    # What the labels' shape demands (featurize.encode_labels): one yes/no column for binary
-    # cross-entropy on two exclusive classes, one column per label or class otherwise.
-    expected = 1 if (loss == "binary_crossentropy" and n_classes == 2 and not multilabel) else n_classes
-    if units and units != expected:
-        shape = (
-            "one 0/1 column"
-            if expected == 1
-            else f"{n_classes} {'label' if multilabel else 'class'} {'columns' if loss != 'sparse_categorical_crossentropy' else 'scores'}"
-        )
-        bad(
-            f"train.output_units={units} but {loss} on this data needs {shape} ({n_classes} "
-            f"{'labels' if multilabel else 'classes'})",
-            f"train.output_units: {units} → 0",
-            ["train.output_units"],
-        )
+def _metric_label_checks(t: TrainParams) -> list[tuple[str, list[str], str]]:
+    """(message, keys, suggestion) for metrics that need one-hot labels under a loss on integer ids."""
     one_hot_only = [name for name in t.metrics if name in ONE_HOT_METRICS]
-    if one_hot_only and loss == "sparse_categorical_crossentropy":
-        # Keras' AUC/Precision/Recall compare labels and outputs element-wise; with integer
-        # ids they fail at the first batch with a shape error (user report 000 used one-hot).
-        bad(
-            f"{', '.join(one_hot_only)} need one-hot labels shaped like the output, but {loss} trains on "
-            "integer class ids",
-            f"train.loss: {loss} → categorical_crossentropy (same loss, one-hot labels), "
-            f"or drop {', '.join(one_hot_only)} from train.metrics",
-            ["train.metrics"],
+    if not one_hot_only or t.loss != "sparse_categorical_crossentropy":
+        return []
+    # Keras' AUC/Precision/Recall compare labels and outputs element-wise; with integer
+    # ids they fail at the first batch with a shape error.
+    names = ", ".join(one_hot_only)
+    return [
+        (
+            f"{names} need one-hot labels shaped like the output, but {t.loss} trains on integer class ids",
+            ["train.output_activation", "train.loss", "train.metrics"],
+            f"train.loss: {t.loss} → categorical_crossentropy (same loss, one-hot labels), "
+            f"or drop {names} from train.metrics",
         )
-    # Every hidden dense layer feeds another dense layer (at least the output), so one
-    # without an activation is a wasted linear map (user report 001).
-    for i, dense in enumerate(t.model.dense):
-        if dense.activation in ("", "linear"):
-            out.append(
-                _f(
-                    "activation_loss_mismatch",
-                    "warning",
-                    f"hidden dense layer {i} has no activation, so it collapses into the next layer",
-                    [f"train.model.dense[{i}].activation"],
-                    f"train.model.dense[{i}].activation: '' → relu",
-                    layer=f"dense_{i}",
-                )
-            )
-    return out
+    ]
+
+
+def _dense_activation_checks(t: TrainParams) -> list[Finding]:
+    """Every hidden dense layer feeds another dense layer (at least the output), so one
+    without an activation is a wasted linear map."""
+    return [
+        _f(
+            "activation_loss_mismatch",
+            "warning",
+            f"hidden dense layer {i} has no activation, so it collapses into the next layer",
+            [f"train.model.dense[{i}].activation"],
+            f"train.model.dense[{i}].activation: '' → relu",
+            layer=f"dense_{i}",
+        )
+        for i, dense in enumerate(t.model.dense)
+        if dense.activation in ("", "linear")
+    ]
 
 
 def padding_checks(p: Params, input_kind: str) -> list[Finding]:

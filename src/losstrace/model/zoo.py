@@ -20,16 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from losstrace.errors import LosstraceError
+from losstrace.model import heads
 from losstrace.params import ONE_HOT_METRICS, ModelParams, RnnParams, TrainParams
 
 CELLS = {"lstm": "LSTM", "gru": "GRU", "simple": "SimpleRNN"}
 
 
 def output_units(train: TrainParams, n_classes: int, multilabel: bool) -> int:
-    if train.output_units:
-        return train.output_units
-    binary_head = train.loss == "binary_crossentropy" and n_classes == 2 and not multilabel
-    return 1 if binary_head else n_classes
+    """The output layer's units for these params and labels (model/heads.py decides)."""
+    return heads.output_units(train.output_units, train.loss, n_classes, multilabel)
 
 
 def build(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import platform
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -78,7 +77,3 @@ def dvc_dep_tags(root: Path, stage: str) -> dict[str, str]:
                 hashes[out["path"]] = out["md5"]
     deps = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {}).get(stage, {}).get("deps", [])
     return {f"dvc.dep.{d}": hashes[d] for d in deps if d in hashes}
-
-
-def python_executable() -> str:
-    return sys.executable

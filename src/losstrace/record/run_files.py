@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from losstrace.io import to_json
+from losstrace.model import heads
 from losstrace.record import contract
 
 
@@ -69,7 +70,7 @@ def class_shares(y: np.ndarray, n_classes: int, multilabel: bool) -> np.ndarray:
     """Each class's share of the rows (multi-label: each label's share of rows carrying it)."""
     if multilabel:
         return y.mean(axis=0)
-    ids = y if y.ndim == 1 else (y.argmax(axis=1) if y.shape[1] > 1 else y[:, 0].astype(int))
+    ids = heads.class_ids(y)
     return np.bincount(ids.astype(int), minlength=n_classes) / max(len(ids), 1)
 
 

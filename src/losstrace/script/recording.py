@@ -180,7 +180,7 @@ class ScriptRun:
         return context
 
     def _prediction_stats(self, names: list[str]) -> dict[str, Any]:
-        from losstrace.stages.evaluate import as_probabilities
+        from losstrace.model.heads import as_probabilities
 
         x = self.data.val.x[:MAX_PREDICTION_ROWS]
         outputs = np.asarray(self.model.predict(x, batch_size=256, verbose=0))

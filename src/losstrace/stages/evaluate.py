@@ -19,6 +19,7 @@ import pandas as pd
 from losstrace import params as params_mod
 from losstrace.data import featurize
 from losstrace.io import Staging, read_json, read_prepared, to_json, write_json
+from losstrace.model.heads import as_probabilities, class_ids, predicted_ids
 from losstrace.record import store, writer
 
 # In the evaluate outputs while their upload to the run is pending (server away, offline_ok).
@@ -81,18 +82,6 @@ def label_scores(y_true: np.ndarray, hits: np.ndarray, names: list[str]) -> dict
     }
 
 
-def as_probabilities(outputs: np.ndarray, from_logits: bool, multilabel: bool) -> np.ndarray:
-    """Model outputs as probabilities: a linear head (`train.from_logits: true`) outputs
-    logits, which a 0.5 threshold or an argmax-free statistic would misread."""
-    if not from_logits:
-        return outputs
-    z = outputs.astype(np.float64)
-    if multilabel or z.shape[1] == 1:
-        return 1.0 / (1.0 + np.exp(-z))
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
 def run(
     model,
     x: np.ndarray,
@@ -113,9 +102,7 @@ def run(
         per.update(label_scores(y_bin, hits, names))
         per["accuracy"] = float(np.mean((hits == y_bin).all(axis=1)))
     else:
-        true = y if y.ndim == 1 else (y.argmax(axis=1) if y.shape[1] > 1 else y[:, 0].astype(int))
-        pred = probs.argmax(axis=1) if probs.shape[1] > 1 else (probs[:, 0] >= 0.5).astype(int)
-        per = scores(true.astype(int), pred, names)
+        per = scores(class_ids(y).astype(int), predicted_ids(probs), names)
     per["loss"] = float(results["loss"])
     per["names"] = names
     return per

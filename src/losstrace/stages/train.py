@@ -21,7 +21,7 @@ from losstrace.data import featurize
 from losstrace.errors import LosstraceError
 from losstrace.findings import Finding
 from losstrace.io import Staging, read_json, read_prepared, to_json, write_json
-from losstrace.model import builder_check
+from losstrace.model import builder_check, heads
 from losstrace.params import Params
 from losstrace.record import contract, environment, portable, run_files, store, writer
 from losstrace.record import run_name as naming
@@ -106,7 +106,7 @@ def load_dataset(p: Params, prepared: Path) -> Dataset:
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float] | None:
-    ids = y if y.ndim == 1 else (y.argmax(axis=1) if y.shape[1] > 1 else y[:, 0].astype(int))
+    ids = heads.class_ids(y)
     counts = np.bincount(ids.astype(int), minlength=n_classes)
     return {i: float(len(ids) / (n_classes * c)) for i, c in enumerate(counts) if c > 0}
 
@@ -426,7 +426,7 @@ def _log_start(logger: writer.RunLogger, identity: RunIdentity, resume_id, backu
 def summarise(p: Params, ds: Dataset, model, rec, data_findings, lint_findings, run_id, title) -> run_files.RunFiles:
     """The run's files: curves, dynamics, the context diagnosis reads, and the diagnosis."""
     from losstrace.explain.diagnose import diagnose_training, merge_findings
-    from losstrace.stages.evaluate import as_probabilities
+    from losstrace.model.heads import as_probabilities
 
     history = run_files.history_frame(rec.epochs)
     batches = run_files.batches_frame(rec.batches)

@@ -77,13 +77,7 @@ def _comparable(p: Params) -> dict[str, Any]:
 
 def apply_change(p: Params, key: str, pb: Params) -> Params:
     """A's params with `key` taken from B."""
-    if key == "train.model.dense":
-        return dataclasses.replace(
-            p, train=dataclasses.replace(p.train, model=dataclasses.replace(p.train.model, dense=pb.train.model.dense))
-        )
-    flat = {k: str(v) for k, v in params_mod.flatten(p).items()}
-    flat[key] = str(params_mod.flatten(pb)[key])
-    return params_mod.from_flat(flat)
+    return params_mod.override(p, {key: params_mod.lookup(pb, key)})
 
 
 def with_epochs(p: Params, epochs: int) -> Params:

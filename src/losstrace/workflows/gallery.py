@@ -26,7 +26,7 @@ from losstrace.workflows.replay import Outcome, Workspace
 class Case:
     name: str
     title: str
-    report: str  # the user report it reproduces (shared/user-reports)
+    report: str  # number of the user report it reproduces (the reports of examples/README.md)
     base: dict[str, Any]  # overrides for both runs
     change: dict[str, Any]  # the one injected change: B = base + change
     finding: str  # the code B must get
@@ -146,25 +146,14 @@ CASES: tuple[Case, ...] = (
 
 
 def configure(case: Case, epochs: int = 0) -> tuple[Params, Params]:
-    defaults = params_mod.to_nested(Params())
-    a = _apply(defaults, {**case.base, **case.a_extra}, epochs)
-    b = _apply(defaults, {**case.base, **case.change}, epochs)
+    a = _apply({**case.base, **case.a_extra}, epochs)
+    b = _apply({**case.base, **case.change}, epochs)
     return a, b
 
 
-def _apply(nested: dict[str, Any], overrides: dict[str, Any], epochs: int) -> Params:
-    import copy
-
-    raw = copy.deepcopy(nested)
-    if epochs:
-        overrides = {**overrides, "train.epochs": epochs}
-    for key, value in overrides.items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    return params_mod.from_dict(Params, raw, "")
+def _apply(overrides: dict[str, Any], epochs: int) -> Params:
+    """The defaults with a case's overrides (and --epochs when given)."""
+    return params_mod.override(Params(), {**overrides, "train.epochs": epochs} if epochs else overrides)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from losstrace.errors import LosstraceError
-from losstrace.params import DiagnoseParams, from_dict
+from losstrace.params import DiagnoseParams, from_dict, parse_value
 from losstrace.record import reader
 
 
@@ -75,17 +75,8 @@ def _recorded_thresholds(params: dict[str, str]) -> DiagnoseParams:
     for key, value in params.items():
         if key.startswith("diagnose."):
             name = key[len("diagnose.") :]
-            raw[name] = _number(value)
+            raw[name] = parse_value(value)
     try:
         return from_dict(DiagnoseParams, raw, "diagnose.")
     except LosstraceError:
         return DiagnoseParams()  # recorded by another losstrace version: current defaults
-
-
-def _number(value: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            continue
-    return value

@@ -50,13 +50,14 @@ def cmd_train(a: argparse.Namespace) -> int:
     result = train.main(
         a.params, a.prepared, a.validate, a.models, a.reports, Path("."), kind=a.run_kind, parent_run_id=a.parent_run
     )
+    fit = f" (fit {result['fit_seconds']:.1f} s)" if result.get("fit_seconds") else ""
     if result["offline"]:
         print(
-            f"train: {result['epochs']} epochs recorded offline in {a.reports} ({result['offline']}); "
+            f"train: {result['epochs']} epochs recorded offline in {a.reports} ({result['offline']}){fit}; "
             "upload them with `losstrace sync`"
         )
     else:
-        print(f"train: done, run {result['run_id']}: {_train_headline(a.reports, result['epochs'])}")
+        print(f"train: done, run {result['run_id']}: {_train_headline(a.reports, result['epochs'])}{fit}")
     for f in result["diagnosis"]["findings"]:
         if f["severity"] != "info":
             print(f"  {f['severity']}: {f['code']}: {f.get('suggestion', '')}", file=sys.stderr)
@@ -78,7 +79,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     metrics = evaluate.main(a.params, a.prepared, a.models, a.train_reports, a.out, Path("."))
     t = metrics["test"]
-    print(f"evaluate: test accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}, loss {t['loss']:.4f}")
+    print(
+        f"evaluate: test accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}, loss {t['loss']:.4f} "
+        f"({t['rows']} rows predicted in {metrics['predict_seconds']:.1f} s)"
+    )
     return 0
 
 

@@ -33,18 +33,21 @@ WORK_LABELS = {"train": "model.fit", "validate": "checks and suite", "evaluate":
 _RUNNING = re.compile(r"Running stage '([^']+)'")
 
 
-def stage_spans(lines: list[tuple[float, str]]) -> dict[str, float]:
+def stage_spans(lines: list[tuple[float, str]], end: float) -> dict[str, float]:
     """Seconds per stage from timestamped `dvc repro` output lines: from "Running stage 'x'"
-    to the first "Updating lock file" after it."""
+    to its "Updating lock file" (DVC prints none when the stage's lock entry did not change),
+    else to the next stage's start, else to `end`."""
     spans: dict[str, float] = {}
     current: tuple[str, float] | None = None
     for t, line in lines:
         m = _RUNNING.search(line)
-        if m:
-            current = (m.group(1), t)
-        elif current is not None and "Updating lock file" in line:
+        if current is not None and (m or "Updating lock file" in line):
             spans[current[0]] = t - current[1]
             current = None
+        if m:
+            current = (m.group(1), t)
+    if current is not None:
+        spans[current[0]] = end - current[1]
     return spans
 
 
@@ -79,7 +82,7 @@ def repro_force(root: Path) -> dict[str, Any]:
     text = "\n".join(line for _, line in lines)
     if returncode != 0:
         raise RuntimeError(f"`dvc repro -f` failed ({returncode}) in {root}:\n{text}")
-    spans = stage_spans(lines)
+    spans = stage_spans(lines, total)
     missing = [s for s in STAGES if s not in spans]
     if missing:
         raise RuntimeError(f"`dvc repro -f` ran no stage {', '.join(missing)}:\n{text}")

@@ -7,7 +7,7 @@ the README's Benchmarks section.
     python bench/run.py --quick         # small sizes: a smoke test of the whole suite
     python bench/run.py --only cli      # one benchmark (repeatable), merged into results.json
 
-Benchmarks: tracking, keras, bucketing, ingest, repro, cli, gpu (bench/<module>.py each).
+Benchmarks: stage_cost, tracking, keras, bucketing, ingest, repro, cli, gpu (bench/<module>.py each).
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ class Sizes:
     cli_reps: int
     gpu_epochs: int
     gpu_reps: int
+    stage_cost_reps: int
+    stage_cost_epochs: int | None  # None: params.yaml's own (the default pipeline)
 
 
 FULL = Sizes(
@@ -59,6 +61,8 @@ FULL = Sizes(
     cli_reps=5,
     gpu_epochs=5,
     gpu_reps=3,
+    stage_cost_reps=5,
+    stage_cost_epochs=None,
 )
 QUICK = Sizes(
     tracking_epochs=2,
@@ -71,6 +75,8 @@ QUICK = Sizes(
     cli_reps=2,
     gpu_epochs=1,
     gpu_reps=1,
+    stage_cost_reps=1,
+    stage_cost_epochs=2,
 )
 
 
@@ -120,6 +126,12 @@ def _cli(ctx: Context) -> dict[str, Any]:
     return project.cli(ctx.project, ctx.sizes.cli_reps)
 
 
+def _stage_cost(ctx: Context) -> dict[str, Any]:
+    from bench import stage_cost
+
+    return stage_cost.measure(ctx.work / "stage_cost", ctx.sizes.stage_cost_reps, ctx.sizes.stage_cost_epochs)
+
+
 def _gpu(ctx: Context) -> dict[str, Any]:
     from bench import gpu
 
@@ -128,6 +140,7 @@ def _gpu(ctx: Context) -> dict[str, Any]:
 
 # Run order: the subprocess benchmarks first, before this process holds TensorFlow.
 BENCHMARKS: dict[str, Callable[[Context], dict[str, Any]]] = {
+    "stage_cost": _stage_cost,
     "cli": _cli,
     "repro": _repro,
     "ingest": _ingest,

@@ -74,12 +74,29 @@ def test_cheap_subset_writes_numeric_figures_and_leaves_the_readme(tmp_path):
 def test_quick_training_benchmarks_write_their_keys(tmp_path):
     # ingest and gpu: the cheap subset above already runs them.
     results, _ = _bench(
-        tmp_path, *(arg for name in ("cli", "repro", "tracking", "bucketing") for arg in ("--only", name))
+        tmp_path,
+        *(arg for name in ("stage_cost", "cli", "repro", "tracking", "bucketing") for arg in ("--only", name)),
     )
     assert "errors" not in results, results.get("errors")
     _check_machine(results)
-    for key in ("tracking_overhead_ratio", "noop_repro_ratio", "cli_help_seconds", "diff_seconds"):
+    for key in (
+        "tracking_overhead_ratio",
+        "noop_repro_ratio",
+        "cli_help_seconds",
+        "diff_seconds",
+        "repro_force_seconds",
+        "fit_seconds",
+        "repro_force_fit_ratio",
+    ):
         assert _number(results[key]), (key, results[key])
+    stages = results["stage_cost"]["stages"]
+    assert list(stages) == ["ingest", "validate", "train", "evaluate"]
+    assert all(_number(s["seconds"]) for s in stages.values())
+    assert {s: v["work"] for s, v in stages.items() if "work" in v} == {
+        "validate": "checks and suite",
+        "train": "model.fit",
+        "evaluate": "predictions",
+    }
     assert _number_or_skipped(results["bucketing_speedup"])
     for arm in ("pad_to_max", "bucket"):
         acc = results["bucketing_accuracy"][arm]
@@ -109,3 +126,20 @@ def test_interleave_rotates_the_order():
     arms = {name: (lambda n=name: order.append(n) or 1.0) for name in "abc"}
     times = interleave(arms, 3)
     assert order == list("abcbcacab") and all(len(t) == 3 for t in times.values())
+
+
+def test_stage_spans_run_from_announcement_to_lock_update_or_next_stage():
+    _import_bench()
+    from bench.stage_cost import stage_spans, stage_work
+
+    lines = [
+        (0.0, "Running stage 'ingest':"),
+        (1.0, "ingest: japanese_vowels: train 216, val 54, test 370"),
+        (1.5, "Running stage 'validate':"),  # ingest's lock entry unchanged: DVC prints no update
+        (4.0, "validate: 0 error(s), 0 warning(s); see r.json (checks and suite 2.5 s)"),
+        (4.5, "Updating lock file 'dvc.lock'"),
+        (5.0, "Running stage 'evaluate':"),
+        (6.0, "evaluate: test accuracy 0.9, macro-F1 0.9, loss 0.1 (370 rows predicted in 0.4 s)"),
+    ]
+    assert stage_spans(lines, end=7.0) == {"ingest": 1.5, "validate": 3.0, "evaluate": 2.0}
+    assert stage_work("\n".join(line for _, line in lines)) == {"validate": 2.5, "evaluate": 0.4}

@@ -116,3 +116,12 @@ def test_lint_names_a_builder_or_data_file_dvc_does_not_watch(tmp_path):
         "error: params.yaml: reviews.csv is not under data.source_dep=requirements.lock, "
         "so DVC would not see it change (set data.source_dep: reviews.csv)"
     )
+
+
+def test_stages_load_keras_without_sklearn_and_leave_it_importable():
+    code = (
+        "import sys; from losstrace import cli; cli._lean_keras(); import keras; "
+        "print('keras' in sys.modules, 'sklearn' in sys.modules); import sklearn; print(sklearn.__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False", "sklearn"]

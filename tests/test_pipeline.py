@@ -67,6 +67,12 @@ def test_repro_writes_every_output(project):
     assert "run_id" not in (project / "reports/evaluate/metrics.json").read_text()
 
 
+def test_run_json_holds_the_fit_wall_time(project):
+    # Read by bench/stage_cost.py; outside history.csv and metrics.json, which stay byte-identical.
+    fit = json.loads((project / "reports/train/run.json").read_text())["fit_seconds"]
+    assert isinstance(fit, float) and fit > 0
+
+
 def test_mlflow_run_records_params_curves_model_and_evaluation(project):
     from losstrace.record import store
 

@@ -26,6 +26,28 @@ def _quiet_tf() -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
+class _KerasWithoutSklearn:
+    """While Keras itself is being imported, scikit-learn looks absent; afterwards it is not.
+
+    Keras imports scikit-learn (1-2 s of a stage's start-up) only for its sklearn wrappers,
+    which no stage uses, and runs without it when it is not installed. A meta path finder
+    that declines only during Keras' own import keeps scikit-learn importable for anything
+    else in the process, and leaves a stage that stops before Keras (lint) untouched.
+    """
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        keras = sys.modules.get("keras")
+        loading_keras = keras is not None and getattr(getattr(keras, "__spec__", None), "_initializing", False)
+        if loading_keras and (name == "sklearn" or name.startswith("sklearn.")):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+def _lean_keras() -> None:
+    """For the stages that load Keras: skip what Keras imports but no stage uses."""
+    if not any(isinstance(f, _KerasWithoutSklearn) for f in sys.meta_path):
+        sys.meta_path.insert(0, _KerasWithoutSklearn())
+
+
 def cmd_ingest(a: argparse.Namespace) -> int:
     from losstrace.stages import ingest
 
@@ -45,18 +67,20 @@ def cmd_validate(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    _lean_keras()
     from losstrace.stages import train
 
     result = train.main(
         a.params, a.prepared, a.validate, a.models, a.reports, Path("."), kind=a.run_kind, parent_run_id=a.parent_run
     )
+    fit = f" (fit {result['fit_seconds']:.1f} s)" if result.get("fit_seconds") else ""
     if result["offline"]:
         print(
-            f"train: {result['epochs']} epochs recorded offline in {a.reports} ({result['offline']}); "
+            f"train: {result['epochs']} epochs recorded offline in {a.reports} ({result['offline']}){fit}; "
             "upload them with `losstrace sync`"
         )
     else:
-        print(f"train: done, run {result['run_id']}: {_train_headline(a.reports, result['epochs'])}")
+        print(f"train: done, run {result['run_id']}: {_train_headline(a.reports, result['epochs'])}{fit}")
     for f in result["diagnosis"]["findings"]:
         if f["severity"] != "info":
             print(f"  {f['severity']}: {f['code']}: {f.get('suggestion', '')}", file=sys.stderr)
@@ -74,11 +98,15 @@ def _train_headline(reports: Path, epochs: int) -> str:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
+    _lean_keras()
     from losstrace.stages import evaluate
 
     metrics = evaluate.main(a.params, a.prepared, a.models, a.train_reports, a.out, Path("."))
     t = metrics["test"]
-    print(f"evaluate: test accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}, loss {t['loss']:.4f}")
+    print(
+        f"evaluate: test accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}, loss {t['loss']:.4f} "
+        f"({t['rows']} rows predicted in {metrics['predict_seconds']:.1f} s)"
+    )
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from losstrace.record import contract, reader, store, writer
+from support import REPO
 
 
 def test_run_finishes_with_params_metrics_and_batch_series(tmp_path):
@@ -174,3 +175,13 @@ def test_resume_does_not_log_a_diverged_epoch_twice(tmp_path):
         assert resume.reconcile(again, rec) == 0  # the NaN epoch has no `loss`, but it is in
     history = store.client(store.tracking_uri(tmp_path)).get_metric_history(run.run_id, "accuracy")
     assert sorted((m.step, m.value) for m in history) == [(0, 0.5), (1, 0.4)]
+
+
+def test_dvc_dep_tags_read_yaml_as_the_safe_loader_does():
+    import yaml
+
+    from losstrace.record import environment
+
+    for name in ("dvc.yaml", "dvc.lock"):
+        text = (REPO / name).read_text()
+        assert environment._load_yaml(text) == yaml.safe_load(text), name

@@ -61,13 +61,20 @@ def git_tags(root: Path) -> dict[str, str]:
     return {"mlflow.source.git.commit": commit, "git.commit": commit, "git.dirty": str(bool(status)).lower()}
 
 
+def _load_yaml(text: str):
+    """Safe YAML through libyaml's C parser when present: dvc.lock lists every source file
+    of every stage, and the pure-Python parser takes a fifth of a second over it. Same
+    constructor and resolver, so the same values."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+
+
 def dvc_dep_tags(root: Path, stage: str) -> dict[str, str]:
     """md5 of each dependency of `stage` as dvc.lock recorded it (upstream stages lock first)."""
     lock = root / "dvc.lock"
     if not lock.exists():
         return {}
     try:
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        stages = (_load_yaml(lock.read_text()) or {}).get("stages", {})
     except yaml.YAMLError:
         return {}
     hashes: dict[str, str] = {}
@@ -75,5 +82,5 @@ def dvc_dep_tags(root: Path, stage: str) -> dict[str, str]:
         for out in entry.get("outs", []) or []:
             if "md5" in out:
                 hashes[out["path"]] = out["md5"]
-    deps = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {}).get(stage, {}).get("deps", [])
+    deps = (_load_yaml((root / "dvc.yaml").read_text()) or {}).get("stages", {}).get(stage, {}).get("deps", [])
     return {f"dvc.dep.{d}": hashes[d] for d in deps if d in hashes}

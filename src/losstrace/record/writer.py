@@ -185,14 +185,19 @@ class RunLogger:
         )
         return len(found) > 0
 
-    def log_keras_model(self, model, input_example) -> None:
-        """MLflow's Keras flavour with an inferred signature, so `mlflow.pyfunc.load_model` works."""
+    def log_keras_model(self, model, input_example, output_example=None) -> None:
+        """MLflow's Keras flavour with an inferred signature, so `mlflow.pyfunc.load_model` works.
+
+        `output_example`: the model's outputs for `input_example` when the caller has them;
+        predicting a new batch shape retraces Keras' predict function (about a second)."""
         if self.offline:
             return
         import mlflow
         from mlflow.models import infer_signature
 
-        signature = infer_signature(input_example, model.predict(input_example, verbose=0))
+        if output_example is None:
+            output_example = model.predict(input_example, verbose=0)
+        signature = infer_signature(input_example, output_example)
 
         def log() -> None:
             with (

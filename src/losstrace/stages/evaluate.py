@@ -10,6 +10,7 @@ go to `per_class.json`, a plain output.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +152,9 @@ def main(
     x, _ = fz.transform(test["x"])
     y = featurize.encode_labels(test["label"], labels, info["multilabel"], info["label_delimiter"], p.train.loss)
     model = keras.models.load_model(model_dir / "model.keras")
+    predict_start = time.perf_counter()
     res = run(model, x, y, labels, info["multilabel"], p.evaluate.batch_size, p.train.from_logits)
+    predict_seconds = time.perf_counter() - predict_start
     names = res["names"]
     metrics = {
         "test": {
@@ -191,7 +194,8 @@ def main(
             "`losstrace sync` uploads them to the run",
             file=sys.stderr,
         )
-    return metrics
+    # The stage's own work beside its cost; outside metrics.json, which stays byte-identical.
+    return {**metrics, "predict_seconds": predict_seconds}
 
 
 def record(root: Path, run_info: dict[str, Any], metrics: dict[str, Any], out_dir: Path) -> None:

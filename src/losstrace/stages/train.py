@@ -8,6 +8,7 @@ once (models/, reports/train/) after training succeeded.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -162,6 +163,7 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
         if t.class_weight == "balanced" and not ds.info["multilabel"]
         else None
     )
+    fit_start = time.perf_counter()
     with distribute.fit_guard(model, strategy, ds.x["train"][:2], ds.y["train"][:2]):
         if plans:
             from losstrace.training import batching
@@ -190,6 +192,7 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
                 callbacks=callbacks,
                 class_weight=weights,
             )
+    rec.fit_seconds = time.perf_counter() - fit_start
     # The epoch whose weights the returned model holds; history (rec.epochs) keeps every epoch.
     last = rec.epochs[-1]["epoch"] if rec.epochs else None
     rec.kept_epoch = keeper.best_epoch if keeper is not None and keeper.best is not None else last
@@ -267,18 +270,22 @@ def artifact_files(outputs: dict[str, Path], validate_dir: Path) -> list[Path]:
     return own + [validate_dir / n for n in VALIDATE_ARTIFACTS if (validate_dir / n).exists()]
 
 
-def run_json(logger: writer.RunLogger, record: dict[str, Any]) -> dict[str, Any]:
+def run_json(logger: writer.RunLogger, record: dict[str, Any], fit_seconds: float | None = None) -> dict[str, Any]:
     """reports/train/run.json: the MLflow run holding this training.
 
     Offline (the store unreachable or gone mid-run) it also keeps what only the tracking
     calls carried, the run's name, params, tags and step-0 metrics, so `losstrace sync`
-    can upload the whole run later from reports/ alone.
+    can upload the whole run later from reports/ alone. `fit_seconds` (model.fit's wall
+    time) sets the stage's cost beside its work; it varies run to run, so it stays here,
+    out of the files compared byte for byte and out of the MLflow record.
     """
     out: dict[str, Any] = {
         "run_id": logger.run_id,
         "tracking_uri": portable.tracking_uri(logger.uri),
         "experiment": store.experiment_name(),
     }
+    if fit_seconds is not None:
+        out["fit_seconds"] = round(fit_seconds, 3)
     if logger.offline:
         out.update(offline=True, offline_reason=logger.offline, record=record)
     return out
@@ -343,13 +350,19 @@ def main(
             model = distribute.undistributed(model)
         files = summarise(p, ds, model, rec, data_findings, lint_findings, logger.run_id, identity.name)
         record = offline_record(identity, files)
-        publish(root, outputs, files, model, ds, logger, record)
-        upload(logger, outputs, validate_dir, files, model, ds, identity, record)
+        publish(root, outputs, files, model, ds, logger, record, fit_seconds=rec.fit_seconds)
+        upload(logger, outputs, validate_dir, files, model, ds, identity, record, fit_seconds=rec.fit_seconds)
         if backup is not None:
             backup.clear()  # outputs published and recorded: nothing left to resume
     distribute.barrier(strategy)  # multi_worker: release the workers waiting for the chief to finish
     diagnosis = files.diagnosis
-    return {"run_id": logger.run_id, "offline": logger.offline, "epochs": len(files.history), "diagnosis": diagnosis}
+    return {
+        "run_id": logger.run_id,
+        "offline": logger.offline,
+        "epochs": len(files.history),
+        "diagnosis": diagnosis,
+        "fit_seconds": rec.fit_seconds,
+    }
 
 
 def preflight(p: Params, prepared: Path, root: Path = Path(".")) -> list[Finding]:
@@ -447,7 +460,7 @@ def offline_record(identity: RunIdentity, files: run_files.RunFiles) -> dict[str
     return {"name": identity.name, "params": identity.params, "metrics": identity.data_metrics, "tags": tags}
 
 
-def publish(root: Path, outputs: dict[str, Path], files, model, ds: Dataset, logger, record) -> None:
+def publish(root: Path, outputs: dict[str, Path], files, model, ds: Dataset, logger, record, fit_seconds=None) -> None:
     """Stage every output, then publish them together: a failure leaves the old ones."""
     with Staging(root) as stage:
         staged = {key: stage.path(path) for key, path in outputs.items()}
@@ -455,19 +468,24 @@ def publish(root: Path, outputs: dict[str, Path], files, model, ds: Dataset, log
         model.save(staged["model"])
         portable.keras_archive(staged["model"])
         staged[contract.FEATURIZER].write_text(to_json(ds.featurizer.to_dict()), encoding="utf-8")
-        staged["run"].write_text(to_json(run_json(logger, record)), encoding="utf-8")
+        staged["run"].write_text(to_json(run_json(logger, record, fit_seconds)), encoding="utf-8")
 
 
-def upload(logger, outputs: dict[str, Path], validate_dir: Path, files, model, ds: Dataset, identity, record) -> None:
+def upload(
+    logger, outputs: dict[str, Path], validate_dir: Path, files, model, ds: Dataset, identity, record, fit_seconds=None
+) -> None:
     """The published files as artifacts, the finding tags and the model (pipeline trainings only)."""
     offline_before_uploads = logger.offline
     for path in artifact_files(outputs, validate_dir):
         logger.log_artifact(path, contract.ARTIFACT_DIR)
     logger.set_tags(contract.finding_tags(files.diagnosis["findings"]))
     if identity.kind == contract.KIND_TRAIN:  # trials are compared by their curves; their models are not kept
-        logger.log_keras_model(model, ds.x["val"][:2])
+        # One batch shaped as summarise's predictions were: Keras reuses that traced predict
+        # function, where a 2-row batch would retrace it (about a second of start-up work).
+        outputs_example = model.predict(ds.x["val"][:256], batch_size=256, verbose=0)[:2]
+        logger.log_keras_model(model, ds.x["val"][:2], outputs_example)
     if logger.offline and not offline_before_uploads:  # gone during the uploads: let sync finish the run
-        write_json(outputs["run"], run_json(logger, record))
+        write_json(outputs["run"], run_json(logger, record, fit_seconds))
 
 
 def _resume_target(root: Path, backup: resume.Backup) -> tuple[str | None, bool]:

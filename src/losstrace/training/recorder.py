@@ -32,6 +32,7 @@ class Recorder:
     seconds: float = 0.0
     kept_epoch: int | None = None  # the epoch whose weights the returned model holds
     resumed_from: int | None = None  # epochs restored from a resume backup (None: a fresh fit)
+    fit_seconds: float = 0.0  # wall time of this process's model.fit, set-up and tracing included
 
     @classmethod
     def from_state(cls, state: dict[str, Any], completed_epochs: int) -> Recorder:

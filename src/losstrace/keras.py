@@ -117,6 +117,14 @@ class LosstraceCallback(keras.callbacks.Callback):
                 if ok:
                     self._run.finish(self._rec)
 
+    def abandon(self) -> None:
+        """Fit raised before its end: end the run as FAILED (never raises itself)."""
+        if self._run is not None and self._run.logger is not None and not self._run.broken:
+            try:
+                self._run.close_failed()
+            except Exception as e:  # the user's own exception is the one to see
+                warn(f"could not mark the run failed ({type(e).__name__})")
+
 
 _FIT_ARGS = ("x", "y", "batch_size", "validation_data", "validation_split", "shuffle", "class_weight")
 _patched: dict[str, Any] = {}
@@ -148,7 +156,12 @@ def autolog(
         callback = _callback_for(signature, self, args, kwargs)
         if callback is not None:
             kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), callback]
-        return original(self, *args, **kwargs)
+        try:
+            return original(self, *args, **kwargs)
+        except BaseException:
+            if callback is not None:
+                callback.abandon()  # the run ends FAILED instead of reading RUNNING for ever
+            raise
 
     _patched["fit"] = original
     keras.Model.fit = fit

@@ -175,3 +175,16 @@ def test_diff_of_two_script_runs_names_the_changed_setting_first():
     assert result["a"].name != result["b"].name
     assert result["diff"]["causes"][0]["change"] == "train.learning_rate"
     json.dumps(result["diff"], default=str)
+
+
+def test_a_fit_that_raises_ends_its_run_failed():
+    class Boom(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    x, y = sequences()
+    losstrace.keras.autolog(summary=False)
+    with pytest.raises(KeyboardInterrupt):
+        gru().fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[Boom()])
+    found = client().search_runs([client().get_experiment_by_name("losstrace").experiment_id])
+    assert [r.info.status for r in found] == ["FAILED"]

@@ -64,7 +64,8 @@ class ScriptRun:
         except Exception as e:  # the user's training must go on, whatever went wrong here
             self.broken = f"{step}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             warn(f"recording stopped ({self.broken}); training goes on unrecorded")
-            self._close(ok=False)
+            with contextlib.suppress(Exception):  # ending the run is best effort here
+                self._close(ok=False)
 
     # ------------------------------------------------------------------ start
 
@@ -205,14 +206,21 @@ class ScriptRun:
         if self.logger.offline:
             warn(f"MLflow was unreachable: this run's files are in {folder}/")
 
+    def close_failed(self) -> None:
+        self.broken = "fit raised"
+        with contextlib.suppress(Exception):
+            self.logger.flush()
+        self._stack.__exit__(RuntimeError, RuntimeError("fit raised"), None)
+
     def _close(self, ok: bool) -> None:
+        """End the run this recording opened (a run the user opened stays theirs, open)."""
         try:
             if self.logger is not None:
                 self.logger.flush()
         finally:
             if ok:
                 self._stack.close()
-            else:
+            else:  # start_run's context ends the run FAILED when it sees an exception
                 self._stack.__exit__(RuntimeError, RuntimeError("recording failed"), None)
 
 

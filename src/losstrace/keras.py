@@ -24,11 +24,11 @@ from typing import Any
 import keras
 
 from losstrace.script import fit_data, model_facts
-from losstrace.script.recording import ScriptRun, warn
+from losstrace.script.recording import ScriptRun, flush, warn
 from losstrace.training.callbacks import RecordingCallback
 from losstrace.training.recorder import Recorder
 
-__all__ = ["LosstraceCallback", "autolog"]
+__all__ = ["LosstraceCallback", "autolog", "flush"]
 
 
 class LosstraceCallback(keras.callbacks.Callback):

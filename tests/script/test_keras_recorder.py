@@ -50,6 +50,7 @@ def test_autolog_records_a_run_with_the_pipelines_contract(capsys):
     losstrace.keras.autolog()
     losstrace.keras.autolog()  # twice: still one recording per fit
     gru().fit(x, y, batch_size=16, epochs=3, validation_data=sequences(60, seed=1), verbose=0)
+    losstrace.keras.flush()
     runs_found = client().search_runs([client().get_experiment_by_name("losstrace").experiment_id])
     assert len(runs_found) == 1
     run = runs_found[0]
@@ -78,6 +79,7 @@ def test_the_recorded_batch_losses_average_back_to_the_epoch_loss():
         verbose=0,
         callbacks=[losstrace.keras.LosstraceCallback(x=x, y=y, batch_size=16, summary=False)],
     )
+    losstrace.keras.flush()
     rec = reader.load_record("latest", store.project_root())
     per_epoch = rec.batches.groupby("epoch").apply(lambda b: np.average(b["loss"], weights=b["size"]))
     np.testing.assert_allclose(per_epoch.to_numpy(), history.history["loss"], rtol=1e-5)
@@ -87,6 +89,7 @@ def test_rows_grouped_by_class_with_validation_split_are_caught():
     x, y = sequences(grouped=True)
     losstrace.keras.autolog(summary=False)
     gru().fit(x, y, batch_size=16, epochs=2, validation_split=0.25, verbose=0)
+    losstrace.keras.flush()
     diagnosis = runs.diagnose("latest", store.project_root())
     order = [f for f in diagnosis["findings"] if f["code"] == "label_order_clustered"]
     assert (
@@ -107,6 +110,7 @@ def test_lint_reads_the_compiled_model():
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     losstrace.keras.autolog(summary=False)
     model.fit(x, y4, batch_size=4, epochs=1, verbose=0)
+    losstrace.keras.flush()
     codes = {f["code"]: f for f in runs.diagnose("latest", store.project_root())["findings"]}
     assert codes["activation_loss_mismatch"]["severity"] == "error"
     assert "cudnn_ineligible" in codes and "recurrent_dropout" in codes["cudnn_ineligible"]["evidence"]["message"]
@@ -120,6 +124,7 @@ def test_a_tf_data_input_is_recorded_and_named_as_not_fingerprinted():
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
     losstrace.keras.autolog(summary=False)
     gru().fit(ds, epochs=2, verbose=0)
+    losstrace.keras.flush()
     rec = reader.load_record("latest", store.project_root())
     assert len(rec.batches) == 30 and rec.fingerprint is None
     notes = [f for f in rec.findings if f["code"] == "not_fingerprinted"]
@@ -133,6 +138,7 @@ def test_a_store_that_is_away_costs_one_warning_and_never_the_training(monkeypat
     x, y = sequences()
     losstrace.keras.autolog()
     history = gru().fit(x, y, batch_size=16, epochs=2, verbose=0)
+    losstrace.keras.flush()
     assert len(history.history["loss"]) == 2
     err = capsys.readouterr().err
     assert "unreachable" in err and "Traceback" not in err
@@ -148,6 +154,7 @@ def test_an_unusual_model_still_trains_with_at_most_one_warning(capsys):
     x, y = sequences()
     losstrace.keras.autolog(summary=False)
     history = model.fit({"a": x, "b": x[:, :3, 0]}, y, batch_size=16, epochs=2, verbose=0)
+    losstrace.keras.flush()
     assert len(history.history["loss"]) == 2
     assert capsys.readouterr().err.count("losstrace: warning") <= 1
 
@@ -159,6 +166,7 @@ def test_a_fit_inside_the_users_active_mlflow_run_records_into_it():
     losstrace.keras.autolog(summary=False)
     with store.scoped_tracking_uri(store.tracking_uri()), mlflow.start_run(run_name="mine") as active:
         gru().fit(x, y, batch_size=16, epochs=1, verbose=0)
+        losstrace.keras.flush()
         assert mlflow.active_run().info.run_id == active.info.run_id  # still the user's, still open
     run = client().get_run(active.info.run_id)
     assert run.data.params["train.batch_size"] == "16" and run.info.status == "FINISHED"
@@ -171,6 +179,7 @@ def test_diff_of_two_script_runs_names_the_changed_setting_first():
         model = gru(units=16)
         model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         model.fit(x, y, batch_size=16, epochs=6, validation_data=sequences(120, seed=1), verbose=0)
+        losstrace.keras.flush()
     result = runs.diff("latest~1", "latest", store.project_root())
     assert result["a"].name != result["b"].name
     assert result["diff"]["causes"][0]["change"] == "train.learning_rate"

@@ -14,6 +14,7 @@ import contextlib
 import math
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,15 @@ from losstrace.script import fit_data, model_facts
 
 MAX_PREDICTION_ROWS = 4096  # validation rows predicted for the saturation/collapse statistics
 OFFLINE_DIR = Path("losstrace-runs")  # where a run's files stay when the store is away
+
+
+_PUBLISHING: list[threading.Thread] = []  # runs whose files are still being written and uploaded
+
+
+def flush() -> None:
+    """Wait until every finished fit's run is written, uploaded and ended."""
+    while _PUBLISHING:
+        _PUBLISHING.pop(0).join()
 
 
 def warn(message: str) -> None:
@@ -155,13 +165,25 @@ class ScriptRun:
         files = run_files.RunFiles(
             history, batches, dynamics, [f.to_dict() for f in self.lint], diagnosis, context, self.name
         )
-        self._log_files(files)
-        self.logger.set_tags(contract.finding_tags(diagnosis["findings"]))
-        if self.log_model:
+        if self.log_model:  # MLflow's fluent API: on the user's thread, not beside it
             self.logger.log_keras_model(self.model, self._example())
-        self._close(ok=True)
         if self.summary:
             print(summary_text(self.name, self.logger, diagnosis, self.logger.offline), file=sys.stderr)
+        # Plotting and uploading need nothing more from the model: they run after fit has
+        # returned, on a thread Python waits for at exit (`flush()` waits for it at once).
+        thread = threading.Thread(target=self._publish, args=(files, diagnosis), name="losstrace-publish")
+        _PUBLISHING.append(thread)
+        thread.start()
+
+    def _publish(self, files: run_files.RunFiles, diagnosis: dict[str, Any]) -> None:
+        try:
+            self._log_files(files)
+            self.logger.set_tags(contract.finding_tags(diagnosis["findings"]))
+            self._close(ok=True)
+        except Exception as e:  # after fit: a warning, never an exception in the user's process
+            warn(f"could not finish run {self.logger.run_id} ({type(e).__name__}: {e})")
+            with contextlib.suppress(Exception):
+                self._close(ok=False)
 
     def _context(self) -> dict[str, Any]:
         names = [str(i) for i in range(self.n_classes)]
@@ -181,10 +203,15 @@ class ScriptRun:
         return context
 
     def _prediction_stats(self, names: list[str]) -> dict[str, Any]:
+        import keras
+
         from losstrace.model.heads import as_probabilities
 
         x = self.data.val.x[:MAX_PREDICTION_ROWS]
-        outputs = np.asarray(self.model.predict(x, batch_size=256, verbose=0))
+        # Direct calls, not model.predict: predict traces a function of its own (~0.3 s),
+        # more than these few hundred rows cost to run eagerly.
+        chunks = [keras.ops.convert_to_numpy(self.model(x[i : i + 512], training=False)) for i in range(0, len(x), 512)]
+        outputs = np.concatenate(chunks) if chunks else np.zeros((0, self.n_outputs))
         from_logits = bool(getattr(getattr(self.model, "loss", None), "from_logits", False))
         return run_files.prediction_stats(as_probabilities(outputs, from_logits, self.multilabel), names)
 

@@ -223,7 +223,7 @@ def _learning_rate(
             "is the stuck model, not an overshoot, and a smaller step would keep it stuck",
         )
     elif "plateau" in up_codes and "noisy_loss" in down_codes:
-        _warm_then_decay(ups, downs, params, out)
+        _warm_then_decay(ups, params, out)
     else:
         first = min(group, key=lambda c: SEVERITIES.index(c.severity))
         side = ups if first in ups else downs
@@ -239,9 +239,8 @@ def _take(side: list[Candidate], out: Prescription, settled: str = "") -> None:
     out.add(pick.key, old, pick.new, why, [c.code for c in side])
 
 
-def _warm_then_decay(ups: list[Candidate], downs: list[Candidate], params: dict[str, Any], out: Prescription) -> None:
+def _warm_then_decay(ups: list[Candidate], params: dict[str, Any], out: Prescription) -> None:
     plateau = next(c for c in ups if c.code == "plateau")
-    noisy = next(c for c in downs if c.code == "noisy_loss")
     ev = plateau.finding.get("evidence") or {}
     span = f"epochs {ev.get('start_epoch')}-{int(ev.get('start_epoch', 0)) + int(ev.get('length', 0)) - 1}"
     why = (

@@ -157,7 +157,7 @@ def cmd_diagnose(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(diagnosis, indent=2, sort_keys=True))
     else:
-        from losstrace.explain.report import findings_table, verdict
+        from losstrace.explain.report import findings_table, prescription_text, verdict
 
         print(f"run {diagnosis['run_id']}")
         findings = diagnosis["findings"]
@@ -165,6 +165,8 @@ def cmd_diagnose(a: argparse.Namespace) -> int:
             print(verdict(findings, diagnosis["headline"]))
         if findings:
             print(findings_table(findings))
+        if diagnosis.get("prescription") or diagnosis.get("prescription_notes"):
+            print("\n" + prescription_text(diagnosis["prescription"], diagnosis.get("prescription_notes") or ()))
     return 0
 
 

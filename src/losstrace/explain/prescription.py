@@ -83,6 +83,12 @@ def as_json(p: Prescription) -> list[dict[str, Any]]:
     return [dict(c) for c in p.changes]
 
 
+def with_prescription(diagnosis: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """The diagnosis JSON with its `prescription` (and `prescription_notes`: what was left out, why)."""
+    p = prescribe(diagnosis.get("findings") or [], context)
+    return {**diagnosis, "prescription": as_json(p), **({"prescription_notes": p.notes} if p.notes else {})}
+
+
 # ---------------------------------------------------------------- candidates
 
 

@@ -4,6 +4,7 @@ per change, applied to params.yaml in DVC's own form; script runs get code advic
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def test_fix_verifies_a_wrong_head_on_a_real_shrunk_run_and_applies_it(tmp_path,
     base = params.Params()
     # Sigmoid outputs under a categorical loss on 9 classes: lint's error, trained anyway.
     wrong = dataclasses.replace(
-        base, train=dataclasses.replace(base.train, epochs=4, output_activation="sigmoid", on_lint_error="continue")
+        base, train=dataclasses.replace(base.train, epochs=3, output_activation="sigmoid", on_lint_error="continue")
     )
     ws = Workspace(store.tracking_uri(tmp_path), "train", inprocess=True)
     try:
@@ -118,6 +119,10 @@ def test_fix_verifies_a_wrong_head_on_a_real_shrunk_run_and_applies_it(tmp_path,
     finally:
         ws.close()
     assert not run.error, run.error
+    recorded = reader.read_run(tmp_path, run.run_id, contract.ARTIFACT_DIR)
+    logged = json.loads(recorded.files[contract.PRESCRIPTION])
+    assert logged == json.loads(recorded.files[contract.DIAGNOSIS])["prescription"]
+    assert "train.output_activation=softmax" in recorded.tags[contract.PRESCRIPTION_TAG]
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     fix.apply(tmp_path / "params.yaml", [{"key": "train.output_activation", "to": "sigmoid"}])
 

@@ -31,6 +31,9 @@ from losstrace.workflows.replay import Workspace
 
 ORIGINAL = "original"
 ALL = "prescription"
+# Runs made from a params.yaml, which a workspace can replay; any other (a user's script,
+# another tool's run) gets the changes as code advice.
+REPLAYABLE = (contract.KIND_TRAIN, contract.KIND_GALLERY)
 # Outcomes a fix must not make worse, and which way is worse.
 GUARDED = {"best_val_loss": +1, "final_val_accuracy": -1}
 
@@ -233,7 +236,7 @@ def main(
     ref: str, root: Path, seeds: int = 2, epochs: int = 0, apply_to: Path | None = None, inprocess: bool = False
 ) -> dict[str, Any]:
     run_id = reader.resolve_run(ref, root)
-    kind = reader.read_run(root, run_id, contract.ARTIFACT_DIR).tags.get(contract.KIND_TAG, contract.KIND_TRAIN)
+    kind = reader.read_run(root, run_id, contract.ARTIFACT_DIR).tags.get(contract.KIND_TAG, "")
     diagnosis = runs.diagnose(run_id, root)
     prescription = diagnosis.get("prescription") or []
     result: dict[str, Any] = {
@@ -248,7 +251,7 @@ def main(
     if not prescription:
         return {**result, "note": "diagnose prescribes no params change for this run: nothing to fix"}
     rec = reader.load_record(run_id, root)
-    if kind == contract.KIND_SCRIPT:
+    if kind not in REPLAYABLE:
         note = "recorded from your own script: change these arguments there (fix cannot re-run a script)"
         return {**result, "advice": code_advice(prescription, rec.params), "note": note}
     p = params_mod.from_flat(rec.params)

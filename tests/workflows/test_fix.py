@@ -142,3 +142,45 @@ def test_fix_verifies_a_wrong_head_on_a_real_shrunk_run_and_applies_it(tmp_path,
     assert c.get_run(result["parent_run_id"]).data.tags[contract.KIND_TAG] == contract.KIND_FIX
     assert reader.resolve_run("latest", tmp_path) == run.run_id  # trials never shadow `latest`
     assert "verified: true" in fix.render(result)
+
+
+def test_fix_of_a_script_run_prints_keras_arguments_and_re_runs_nothing(tmp_path, monkeypatch):
+    """A run recorded from a user's script (real MLflow store, files as the recorder writes them)."""
+    import numpy as np
+
+    from losstrace.record import run_files, writer
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    loss = 1.6 * np.exp(-np.arange(8) / 3) + 0.2
+    history = run_files.history_frame(
+        [
+            {"epoch": e, "loss": v, "val_loss": v * 1.1, "accuracy": 0.5, "val_accuracy": 0.5, "lr": 1e-3}
+            for e, v in enumerate(loss)
+        ]
+    )
+    batches = run_files.batches_frame([])
+    context = {
+        "n_classes": 5,
+        "batch_size": 4,
+        "train_rows": 1024,
+        "params": {"train.batch_size": 4, "train.optimizer": "adam"},
+    }
+    lint = [
+        {
+            "code": "small_batch",
+            "severity": "warning",
+            "evidence": {"message": "m"},
+            "suggestion": "train.batch_size: 4 → 32",
+        }
+    ]
+    diagnosis = {"run_id": "", "findings": lint}
+    files = run_files.RunFiles(history, batches, run_files.dynamics_frame([]), lint, diagnosis, context, "script")
+    with writer.start_run(tmp_path, "my-script", {contract.KIND_TAG: contract.KIND_SCRIPT}) as logger:
+        for path in files.write_into(tmp_path):
+            logger.log_artifact(path, contract.ARTIFACT_DIR)
+        run_id = logger.run_id
+    result = fix.main(run_id, tmp_path)
+    assert result["kind"] == contract.KIND_SCRIPT and result["trials"] == [] and result["verified"] is False
+    advice = {a["key"]: a["code"] for a in result["advice"]}
+    assert advice["train.batch_size"].startswith("model.fit(..., batch_size=")
+    assert "model.fit(..., batch_size=" in fix.render(result)

@@ -480,7 +480,7 @@ def upload(
     for path in artifact_files(outputs, validate_dir):
         logger.log_artifact(path, contract.ARTIFACT_DIR)
     logger.set_tags(contract.finding_tags(files.diagnosis["findings"]))
-    log_prescription(logger, files.diagnosis.get("prescription") or [])
+    run_files.log_prescription(logger, files.diagnosis.get("prescription") or [])
     if identity.kind == contract.KIND_TRAIN:  # trials are compared by their curves; their models are not kept
         # One batch shaped as summarise's predictions were: Keras reuses that traced predict
         # function, where a 2-row batch would retrace it (about a second of start-up work).
@@ -488,17 +488,6 @@ def upload(
         logger.log_keras_model(model, ds.x["val"][:2], outputs_example)
     if logger.offline and not offline_before_uploads:  # gone during the uploads: let sync finish the run
         write_json(outputs["run"], run_json(logger, record, fit_seconds))
-
-
-def log_prescription(logger, prescription: list[dict[str, Any]]) -> None:
-    """The reconciled changes as losstrace/prescription.json and a searchable tag."""
-    import tempfile
-
-    logger.set_tags(contract.prescription_tags(prescription))
-    with tempfile.TemporaryDirectory(prefix="losstrace-rx-") as tmp:
-        path = Path(tmp) / contract.PRESCRIPTION
-        write_json(path, prescription)
-        logger.log_artifact(path, contract.ARTIFACT_DIR)
 
 
 def _resume_target(root: Path, backup: resume.Backup) -> tuple[str | None, bool]:

@@ -9,7 +9,7 @@ import pytest
 
 from support import run_cli
 
-COMMANDS = ["ingest", "validate", "train", "evaluate", "lint", "diagnose", "diff", "bisect"]
+COMMANDS = ["ingest", "validate", "train", "evaluate", "lint", "diagnose", "diff", "bisect", "fix"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -22,7 +22,7 @@ def test_every_command_has_help(command, tmp_path):
 def test_light_commands_do_not_import_tensorflow():
     code = (
         "import sys; from losstrace import cli; "
-        "from losstrace.workflows import runs; from losstrace.explain import diff, report, diagnose; "
+        "from losstrace.workflows import runs, fix; from losstrace.explain import diff, report, diagnose; "
         "from losstrace.model import lint; "
         "cli.build_parser(); print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
@@ -57,6 +57,12 @@ def test_diagnose_without_runs_says_what_to_do(tmp_path):
     assert r.returncode == 2
     assert "no losstrace runs recorded" in r.stderr and "dvc repro" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_fix_without_runs_is_one_line(tmp_path):
+    r = run_cli("fix", "latest", "--json", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "no losstrace runs recorded" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_usage_mistakes_are_one_line_errors_too(tmp_path):

@@ -1,4 +1,4 @@
-"""`losstrace` entry point: the pipeline stages plus lint / diagnose / diff / bisect.
+"""`losstrace` entry point: the pipeline stages plus lint / diagnose / diff / bisect / fix.
 
 Imports are lazy: `--help`, `lint`, `diagnose` and `diff` never import TensorFlow.
 Every failure a user can cause prints one line `error: <where>: <what> (<fix>)`
@@ -157,7 +157,7 @@ def cmd_diagnose(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(diagnosis, indent=2, sort_keys=True))
     else:
-        from losstrace.explain.report import findings_table, verdict
+        from losstrace.explain.report import findings_table, prescription_text, verdict
 
         print(f"run {diagnosis['run_id']}")
         findings = diagnosis["findings"]
@@ -165,6 +165,8 @@ def cmd_diagnose(a: argparse.Namespace) -> int:
             print(verdict(findings, diagnosis["headline"]))
         if findings:
             print(findings_table(findings))
+        if diagnosis.get("prescription") or diagnosis.get("prescription_notes"):
+            print("\n" + prescription_text(diagnosis["prescription"], diagnosis.get("prescription_notes") or ()))
     return 0
 
 
@@ -198,6 +200,19 @@ def cmd_bisect(a: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
     else:
         print(bisect.render(result))
+    return 0
+
+
+def cmd_fix(a: argparse.Namespace) -> int:
+    from losstrace.record import store
+    from losstrace.workflows import fix
+
+    store.fail_fast_reads()
+    result = fix.main(a.run, Path("."), seeds=a.seeds, epochs=a.epochs, apply_to=a.params if a.apply else None)
+    if a.json:
+        print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    else:
+        print(fix.render(result))
     return 0
 
 
@@ -309,8 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--run-kind",
         default="train",
-        choices=("train", "gallery", "bisect-trial"),
-        help="how the MLflow run is tagged: train (default), or a gallery case / bisect trial (set by those commands)",
+        choices=("train", "gallery", "bisect-trial", "fix-trial"),
+        help="how the MLflow run is tagged: train (default), or a gallery case / bisect or fix trial "
+        "(set by those commands)",
     )
     p.add_argument("--parent-run", metavar="RUN_ID", help="nest the MLflow run under this run (bisect sets it)")
 
@@ -359,6 +375,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="train every trial this many epochs, usually fewer than recorded (0 = as recorded)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add(
+        "fix",
+        cmd_fix,
+        "Re-run a run with its prescription (and each change alone) against its seed spread: "
+        "did each targeted symptom go away, did nothing get worse.",
+    )
+    p.add_argument("run", help="run id, latest or latest~N")
+    p.add_argument("--seeds", type=_count, default=2, help="re-runs of the original for the seed spread (default 2)")
+    p.add_argument(
+        "--epochs",
+        type=_count,
+        default=0,
+        help="train every trial this many epochs, usually fewer than recorded (0 = as recorded)",
+    )
+    p.add_argument(
+        "--apply",
+        action="store_true",
+        help="write the verified changes into --params (as `dvc exp run -S` would); otherwise print that line",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
     p = add("gallery", cmd_gallery, "Reproduce the classic loss problems on bundled data (docs/gallery.md).")
     p.add_argument("cases", nargs="*", help="case names (default: all, and regenerate docs/gallery.md)")
     p.add_argument("--list", action="store_true", help="list the cases")

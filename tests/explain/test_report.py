@@ -151,3 +151,18 @@ def test_a_clean_run_gets_a_verdict_with_its_headline_numbers(make_run):
     assert "\n" not in line and line.startswith("clean:")
     assert f"best val loss {history['val_loss'].min():.4f} at epoch {best + 1}/6" in line
     assert f"final val accuracy {history['val_accuracy'].iloc[-1]:.4f}" in line and "1 note" in line
+
+
+def test_html_and_diagnose_text_show_the_prescription(make_record):
+    a, b, d = batch_vs_lr(make_record)
+    rx = {
+        "key": "train.batch_size",
+        "from": 4,
+        "to": 16,
+        "why": "noisy_loss: sampling noise",
+        "findings": ["noisy_loss"],
+    }
+    page = report.render_html({**d, "prescription": {"a": [], "b": [rx]}}, a, b)
+    assert "Prescription" in page and "train.batch_size: 4 → 16" in page and "no params change" in page
+    text = report.prescription_text([rx], ["train.learning_rate not changed: why"], width=100)
+    assert "train.batch_size: 4 → 16   [noisy_loss]" in text and "left out: train.learning_rate" in text

@@ -143,6 +143,21 @@ def _finding_block(d: dict[str, Any], width: int) -> str:
     return "\n".join(lines)
 
 
+def prescription_text(prescription: list[dict[str, Any]], notes: Sequence[str] = (), width: int | None = None) -> str:
+    """The reconciled changes, one block each: `key: from → to`, the findings it answers, why."""
+    width = width or terminal_width()
+    if not prescription:
+        lines = ["prescription: no params change (no warning or error asks for one)"]
+    else:
+        lines = ["prescription (one change per key; `losstrace fix` re-runs it to verify)"]
+    for c in prescription:
+        lines.append(f"  {c['key']}: {cell(c['from'])} → {cell(c['to'])}   [{', '.join(c['findings'])}]")
+        lines += textwrap.wrap(c["why"], width, initial_indent="      ", subsequent_indent="      ")
+    for note in notes:
+        lines += textwrap.wrap(f"left out: {note}", width, initial_indent="  ", subsequent_indent="    ")
+    return "\n".join(lines)
+
+
 def _evidence_text(ev: dict[str, Any]) -> str:
     skip = {"why", "message", "where", "threshold_key", "threshold_keys"}
     return ", ".join(f"{k}={cell(v)}" for k, v in ev.items() if k not in skip and v is not None)
@@ -439,6 +454,7 @@ def render_html(diff: dict[str, Any], a: RunRecord, b: RunRecord) -> str:
         parts.append(f"<h2>{html.escape(title)}</h2>{_html_table(cols, diff.get(key) or [], key == 'causes')}")
         if key == "causes":
             parts.append(f'<h2>Curves</h2><div class="charts">{epoch_chart}{batch_chart}</div>')
+    parts.append(_html_prescription(diff.get("prescription") or {}))
     parts.append(_html_legend(diff))
     notes = "".join(f"<p class=empty>{html.escape(n)}</p>" for n in diff.get("notes") or [])
     title = f"losstrace diff {a.run_id[:8]} vs {b.run_id[:8]}"
@@ -452,6 +468,21 @@ def render_html(diff: dict[str, Any], a: RunRecord, b: RunRecord) -> str:
 {notes}
 </body></html>
 """
+
+
+def _html_prescription(by_run: dict[str, list[dict[str, Any]]]) -> str:
+    """What diagnose prescribes for each run (the diff says what moved; this, what to change next)."""
+    if not by_run:
+        return ""
+    parts = ["<h2>Prescription (what diagnose would change next)</h2>"]
+    for tag in ("a", "b"):
+        rows = [
+            {"change": f"{c['key']}: {cell(c['from'])} → {cell(c['to'])}", "findings": c["findings"], "why": c["why"]}
+            for c in by_run.get(tag) or []
+        ]
+        table = _html_table(("change", "findings", "why"), rows) if rows else '<p class="empty">no params change</p>'
+        parts.append(f'<h3 class="{tag}">run {tag}</h3>{table}')
+    return "".join(parts)
 
 
 def _html_legend(diff: dict[str, Any]) -> str:

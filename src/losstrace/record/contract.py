@@ -22,6 +22,7 @@ CURVES = "curves.png"  # the loss and accuracy curves, for people
 FINGERPRINT = "fingerprint.json"  # the data fingerprint (per split: rows, class counts, order, hashes)
 VALIDATION = "results.json"  # the validate stage's results (pipeline runs only)
 FEATURIZER = "featurizer.json"  # the fitted featurizer (pipeline runs only)
+PRESCRIPTION = "prescription.json"  # [{"key", "from", "to", "why", "findings"}]: the reconciled changes
 RUN_FILES = (HISTORY, BATCHES, DYNAMICS, LINT, DIAGNOSIS, CONTEXT, CURVES)  # every producer writes these
 
 HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "accuracy", "val_accuracy", "lr")
@@ -42,10 +43,13 @@ KIND_SCRIPT = "script"  # a user's own Keras script recorded by losstrace.keras
 KIND_BISECT = "bisect"  # a bisect's parent run
 KIND_BISECT_TRIAL = "bisect-trial"  # one trial, nested under its bisect
 KIND_GALLERY = "gallery"  # a gallery case's training
+KIND_FIX = "fix"  # a `losstrace fix` parent run
+KIND_FIX_TRIAL = "fix-trial"  # one fix trial (a seed of the original, the prescription, one change), nested
 SYNCED_TAG = "losstrace.synced"  # "true" on runs that reached the store through `losstrace sync`
 RESUMED_TAG = "losstrace.resumed_from_epoch"  # epochs restored from a resume backup
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+PRESCRIPTION_TAG = "losstrace.prescription"  # "key=value; ...": the prescription, searchable in the UI
 FINDING_TAG_PREFIX = "finding."  # finding.<code> = severity, for searching runs in the UI
 ENV_TAG_PREFIX = "env."  # env.<package> = version, env.python, env.platform
 ENV_TAGS = ("device", "determinism")  # environment facts tagged without the prefix
@@ -58,6 +62,13 @@ def dynamics_metric(series: str, layer: str) -> str:
 
 def finding_tags(findings: list[dict[str, Any]]) -> dict[str, str]:
     return {f"{FINDING_TAG_PREFIX}{f['code']}": f["severity"] for f in findings}
+
+
+def prescription_tags(prescription: list[dict[str, Any]]) -> dict[str, str]:
+    """The prescription as one searchable tag (`train.batch_size=16; ...`); none when empty."""
+    if not prescription:
+        return {}
+    return {PRESCRIPTION_TAG: "; ".join(f"{c['key']}={c['to']}" for c in prescription)}
 
 
 def environment_of(tags: dict[str, str]) -> dict[str, str]:

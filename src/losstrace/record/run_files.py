@@ -48,6 +48,17 @@ class RunFiles:
         return list(paths.values())
 
 
+def log_prescription(logger, prescription: list[dict[str, Any]]) -> None:
+    """The run's reconciled changes as losstrace/prescription.json and a searchable tag."""
+    import tempfile
+
+    logger.set_tags(contract.prescription_tags(prescription))
+    with tempfile.TemporaryDirectory(prefix="losstrace-rx-") as tmp:
+        path = Path(tmp) / contract.PRESCRIPTION
+        path.write_text(to_json(prescription), encoding="utf-8")
+        logger.log_artifact(path, contract.ARTIFACT_DIR)
+
+
 def history_frame(epochs: list[dict]) -> pd.DataFrame:
     """Per-epoch rows → the history frame: the contract's columns first, any other metric after."""
     frame = pd.DataFrame(epochs)

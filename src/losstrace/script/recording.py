@@ -154,6 +154,7 @@ class ScriptRun:
     def finish(self, rec) -> None:
         """Diagnose, write and log the run's files, tag the findings, end the run, print a summary."""
         from losstrace.explain.diagnose import diagnose_training, merge_findings
+        from losstrace.explain.prescription import with_prescription
 
         history = run_files.history_frame(rec.epochs)
         batches = run_files.batches_frame(rec.batches)
@@ -161,7 +162,9 @@ class ScriptRun:
         context = self._context()
         lr = model_facts.learning_rate(self.model) or 1e-3
         curve = diagnose_training(history, batches, dynamics, context, self.p.diagnose, rec.divergence, lr)
-        diagnosis = {**merge_findings(self.data_findings, self.lint, curve), "run_id": self.logger.run_id}
+        diagnosis = with_prescription(
+            {**merge_findings(self.data_findings, self.lint, curve), "run_id": self.logger.run_id}, context
+        )
         files = run_files.RunFiles(
             history, batches, dynamics, [f.to_dict() for f in self.lint], diagnosis, context, self.name
         )
@@ -179,6 +182,7 @@ class ScriptRun:
         try:
             self._log_files(files)
             self.logger.set_tags(contract.finding_tags(diagnosis["findings"]))
+            run_files.log_prescription(self.logger, diagnosis["prescription"])
             self._close(ok=True)
         except Exception as e:  # after fit: a warning, never an exception in the user's process
             warn(f"could not finish run {self.logger.run_id} ({type(e).__name__}: {e})")

@@ -439,6 +439,7 @@ def _log_start(logger: writer.RunLogger, identity: RunIdentity, resume_id, backu
 def summarise(p: Params, ds: Dataset, model, rec, data_findings, lint_findings, run_id, title) -> run_files.RunFiles:
     """The run's files: curves, dynamics, the context diagnosis reads, and the diagnosis."""
     from losstrace.explain.diagnose import diagnose_training, merge_findings
+    from losstrace.explain.prescription import with_prescription
     from losstrace.model.heads import as_probabilities
 
     history = run_files.history_frame(rec.epochs)
@@ -448,7 +449,7 @@ def summarise(p: Params, ds: Dataset, model, rec, data_findings, lint_findings, 
     probs = as_probabilities(outputs, p.train.from_logits, ds.info["multilabel"])
     context = _context(p, ds, run_files.prediction_stats(probs, sorted(ds.labels, key=ds.labels.get)))
     curve = diagnose_training(history, batches, dynamics, context, p.diagnose, rec.divergence, p.train.learning_rate)
-    diagnosis = {**merge_findings(data_findings, lint_findings, curve), "run_id": run_id}
+    diagnosis = with_prescription({**merge_findings(data_findings, lint_findings, curve), "run_id": run_id}, context)
     lint = [f.to_dict() for f in lint_findings]
     return run_files.RunFiles(history, batches, dynamics, lint, diagnosis, context, title)
 
@@ -479,6 +480,7 @@ def upload(
     for path in artifact_files(outputs, validate_dir):
         logger.log_artifact(path, contract.ARTIFACT_DIR)
     logger.set_tags(contract.finding_tags(files.diagnosis["findings"]))
+    run_files.log_prescription(logger, files.diagnosis.get("prescription") or [])
     if identity.kind == contract.KIND_TRAIN:  # trials are compared by their curves; their models are not kept
         # One batch shaped as summarise's predictions were: Keras reuses that traced predict
         # function, where a 2-row batch would retrace it (about a second of start-up work).

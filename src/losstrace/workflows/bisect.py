@@ -88,6 +88,19 @@ def with_seed(p: Params, seed: int) -> Params:
     return dataclasses.replace(p, base=dataclasses.replace(p.base, seed=seed))
 
 
+def seed_trials(p: Params, seeds: int, epochs: int, label: str = "A") -> list[tuple[Trial, Params | None]]:
+    """`label` re-run, then N-1 re-runs with other training seeds on its split: the spread."""
+    trials: list[tuple[Trial, Params | None]] = [(Trial(label, None), with_epochs(p, epochs))]
+    trials += [
+        (
+            Trial(f"{label} seed {p.base.seed + i}", None, data_seed=p.base.seed),
+            with_epochs(with_seed(p, p.base.seed + i), epochs),
+        )
+        for i in range(1, seeds)
+    ]
+    return trials
+
+
 def plan(pa: Params, pb: Params, seeds: int, epochs: int) -> list[tuple[Trial, Params | None]]:
     """A, A with other seeds, B, then A + each single change of B.
 
@@ -98,14 +111,7 @@ def plan(pa: Params, pb: Params, seeds: int, epochs: int) -> list[tuple[Trial, P
     findings no single change can reproduce. A change that is invalid on its own (it
     needs another of B's changes) is an errored trial, not the end of the bisect.
     """
-    trials: list[tuple[Trial, Params | None]] = [(Trial("A", None), with_epochs(pa, epochs))]
-    trials += [
-        (
-            Trial(f"A seed {pa.base.seed + i}", None, data_seed=pa.base.seed),
-            with_epochs(with_seed(pa, pa.base.seed + i), epochs),
-        )
-        for i in range(1, seeds)
-    ]
+    trials = seed_trials(pa, seeds, epochs)
     same_scale = dataclasses.replace(pb, validate=pa.validate, evaluate=pa.evaluate, diagnose=pa.diagnose)
     trials.append((Trial("B", None), with_epochs(same_scale, epochs)))
     for key, _, value_b in changed_keys(pa, pb):
@@ -131,7 +137,7 @@ def judge(trials: list[Trial]) -> tuple[list[str], dict[str, Any]]:
         raise LosstraceError("bisect", "the replay of A or B failed", "see the trials' errors (--json)")
     seeds = [t for t in done if t.name.startswith("A seed") or t.name == "A"]
     feats = {id(t): _features(t) for t in done}
-    spread = {f: _spread([feats[id(t)][f] for t in seeds]) for f in FEATURES}
+    spread = seed_spread(seeds)
     fa_all, fb_all = feats[id(a)], feats[id(b)]
     moved = {f: (fa_all[f], fb_all[f]) for f in FEATURES if _beyond(fa_all[f], fb_all[f], spread[f])}
     # A finding counts as new only if no re-run of A (any seed) had it.
@@ -167,6 +173,11 @@ def judge(trials: list[Trial]) -> tuple[list[str], dict[str, Any]]:
 ZERO_WHEN_ABSENT = ("overfit_rise", "plateau_length")
 
 
+def seed_spread(seeds: list[Trial]) -> dict[str, float]:
+    """Per feature, how far the seed re-runs of one configuration spread (max - min)."""
+    return {f: _spread([_features(t)[f] for t in seeds]) for f in FEATURES}
+
+
 def _features(t: Trial) -> dict[str, Any]:
     return {f: (0.0 if t.features.get(f) is None and f in ZERO_WHEN_ABSENT else t.features.get(f)) for f in FEATURES}
 
@@ -186,8 +197,6 @@ def _beyond(x: Any, y: Any, spread: float) -> bool:
 def main(
     ref_a: str, ref_b: str, root: Path, seeds: int = 2, epochs: int = 0, inprocess: bool = False
 ) -> dict[str, Any]:
-    from tqdm import tqdm
-
     rec_a, rec_b = load_record(ref_a, root), load_record(ref_b, root)
     pa, pb = params_mod.from_flat(rec_a.params), params_mod.from_flat(rec_b.params)
     trials = plan(pa, pb, max(seeds, 1), epochs)
@@ -203,15 +212,7 @@ def main(
     tags = {contract.KIND_TAG: "bisect", "bisect.a": rec_a.run_id, "bisect.b": rec_b.run_id}
     with writer.start_run(root, f"bisect {rec_a.run_id[:8]}..{rec_b.run_id[:8]}", tags) as parent:
         ws = Workspace(store_uri, "bisect-trial", parent.run_id, inprocess=inprocess)
-        try:
-            for trial, p in tqdm(trials, desc="bisect trials", unit="trial", file=sys.stderr):
-                if p is None:  # errored when planned
-                    continue
-                outcome = ws.train(p, source_root=root, data_seed=trial.data_seed)
-                trial.run_id, trial.error, trial.codes = outcome.run_id, outcome.error, outcome.codes
-                trial.features = {k: outcome.features.get(k) for k in FEATURES}
-        finally:
-            ws.close()
+        run_trials(ws, trials, root, "bisect trials")
         culprits, summary = judge([t for t, _ in trials])
         result = {
             "a": rec_a.run_id,
@@ -227,6 +228,21 @@ def main(
             path.write_text(json.dumps(result, indent=2, sort_keys=True, default=str))
             parent.log_artifact(path, "losstrace")
     return result
+
+
+def run_trials(ws: Workspace, trials: list[tuple[Trial, Params | None]], root: Path, desc: str) -> None:
+    """Train every planned trial in `ws` (then close it), filling in its run, features and codes."""
+    from tqdm import tqdm
+
+    try:
+        for trial, p in tqdm(trials, desc=desc, unit="trial", file=sys.stderr):
+            if p is None:  # errored when planned
+                continue
+            outcome = ws.train(p, source_root=root, data_seed=trial.data_seed)
+            trial.run_id, trial.error, trial.codes = outcome.run_id, outcome.error, outcome.codes
+            trial.features = {k: outcome.features.get(k) for k in FEATURES}
+    finally:
+        ws.close()
 
 
 def render(result: dict[str, Any]) -> str:

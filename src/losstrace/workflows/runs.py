@@ -41,6 +41,7 @@ def default_ref(root: Path) -> str:
 def diagnose(ref: str | None, root: Path) -> dict[str, Any]:
     """Recompute curve findings from the record with the run's own thresholds; keep data/lint findings."""
     from losstrace.explain.diagnose import CURVE_CODES, diagnose_curves, merge_findings
+    from losstrace.explain.prescription import with_prescription
     from losstrace.explain.report import headline
     from losstrace.findings import Finding
 
@@ -51,7 +52,7 @@ def diagnose(ref: str | None, root: Path) -> dict[str, Any]:
     others = [f for f in recorded if f.code not in CURVE_CODES]
     # A NaN stop is only visible in the recorded finding (the history ends early).
     kept = [f for f in recorded if f.code == "diverged" and not any(c.code == "diverged" for c in curve)]
-    result = merge_findings(others, [], curve + kept)
+    result = with_prescription(merge_findings(others, [], curve + kept), rec.context)
     result["run_id"] = rec.run_id
     result["headline"] = headline(rec.history)
     return result
@@ -67,7 +68,15 @@ def diff(ref_a: str, ref_b: str, root: Path) -> dict[str, Any]:
     result["a"] = {"run_id": a.run_id, "name": a.name}
     result["b"] = {"run_id": b.run_id, "name": b.name}
     result["outcomes"] = outcomes(a, b)
+    # What diagnose prescribes for each run, so the report says what to change next.
+    result["prescription"] = {tag: _prescription(r) for tag, r in (("a", a), ("b", b))}
     return {"diff": result, "a": a, "b": b}
+
+
+def _prescription(rec) -> list[dict[str, Any]]:
+    from losstrace.explain.prescription import as_json, prescribe
+
+    return as_json(prescribe(rec.findings, rec.context))
 
 
 def _recorded_thresholds(params: dict[str, str]) -> DiagnoseParams:

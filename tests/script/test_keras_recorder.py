@@ -197,3 +197,14 @@ def test_a_fit_that_raises_ends_its_run_failed():
         gru().fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[Boom()])
     found = client().search_runs([client().get_experiment_by_name("losstrace").experiment_id])
     assert [r.info.status for r in found] == ["FAILED"]
+
+
+def test_the_summary_gives_the_prescription_as_code(capsys):
+    x, y = sequences()
+    model = gru()
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    losstrace.keras.autolog()
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    losstrace.keras.flush()
+    err = capsys.readouterr().err
+    assert "warning: small_batch" in err and "try: model.fit(..., batch_size=" in err

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from losstrace import params
+from losstrace.explain import code_advice
 from losstrace.record import contract, reader, store
 from losstrace.workflows import bisect, fix
 from losstrace.workflows.replay import Workspace
@@ -83,7 +84,7 @@ def test_apply_writes_params_yaml_in_dvc_form_and_the_exp_run_line_quotes_values
 
 
 def test_script_runs_get_the_keras_argument_to_change():
-    advice = fix.code_advice(
+    advice = code_advice.code_advice(
         [
             {"key": "train.batch_size", "from": 4, "to": 32},
             {"key": "train.learning_rate", "from": 0.003, "to": 0.009},

@@ -171,7 +171,7 @@ class ScriptRun:
         if self.log_model:  # MLflow's fluent API: on the user's thread, not beside it
             self.logger.log_keras_model(self.model, self._example())
         if self.summary:
-            print(summary_text(self.name, self.logger, diagnosis, self.logger.offline), file=sys.stderr)
+            print(summary_text(self.name, self.logger, diagnosis, self.flat), file=sys.stderr)
         # Plotting and uploading need nothing more from the model: they run after fit has
         # returned, on a thread Python waits for at exit (`flush()` waits for it at once).
         thread = threading.Thread(target=self._publish, args=(files, diagnosis), name="losstrace-publish")
@@ -255,15 +255,18 @@ class ScriptRun:
                 self._stack.__exit__(RuntimeError, RuntimeError("recording failed"), None)
 
 
-def summary_text(name: str, logger, diagnosis: dict[str, Any], offline: str | None) -> str:
-    """Two to five lines: the run, each warning/error with its fix, and the command for the rest."""
+def summary_text(name: str, logger, diagnosis: dict[str, Any], params: dict[str, Any]) -> str:
+    """A few lines: the run, each warning/error, the reconciled changes as code, and the command for the rest."""
+    from losstrace.explain.code_advice import code_advice
+
     serious = [f for f in diagnosis["findings"] if f["severity"] in ("error", "warning")]
-    where = f"offline ({offline})" if offline else f"run {logger.run_id}"
+    where = f"offline ({logger.offline})" if logger.offline else f"run {logger.run_id}"
     lines = [f"losstrace: {name}: {where}: " + (f"{len(serious)} problem(s)" if serious else "no problems found")]
-    for f in serious[:4]:
-        lines.append(f"  {f['severity']}: {f['code']}: {f.get('suggestion', '')}")
+    lines += [f"  {f['severity']}: {f['code']}" for f in serious[:6]]
+    advice = code_advice(diagnosis.get("prescription") or [], params)
+    lines += [f"  try: {a['code']}" for a in advice]
     if logger.run_id:
-        lines.append(f"  details: losstrace diagnose {logger.run_id}")
+        lines.append(f"  why and evidence: losstrace diagnose {logger.run_id}")
     return "\n".join(lines)
 
 

@@ -30,10 +30,10 @@ repro: setup
 
 test: setup
 	$(BIN)/ruff format --check src tests bench && $(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 bench: setup
 	$(BIN)/python bench/run.py

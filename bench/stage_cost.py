@@ -117,6 +117,8 @@ def measure(work: Path, reps: int, epochs: int | None = None) -> dict[str, Any]:
         # Each repetition's own total / fit: both felt the same load.
         "repro_force_fit_ratio": median([r["seconds"] / r["work"]["train"] for r in runs]),
         "stage_cost": {
+            # results.json sorts keys, so the pipeline order is kept as a list.
+            "order": list(STAGES),
             "stages": stages,
             "dvc_seconds": dvc,
             "reps": reps,

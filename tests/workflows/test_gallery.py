@@ -7,13 +7,10 @@ TensorFlow import.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from losstrace.workflows import gallery
-
-REPO = Path(__file__).resolve().parents[1]
+from support import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -5,19 +5,16 @@ Chromium whose every host lookup fails."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from browser import OFFLINE, dump_dom
 from support import run_tool
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 VEGA_PLOTS = 4  # the Vega plots dvc.yaml defines (loss, accuracy, batch loss, confusion)
 
 
@@ -37,31 +34,6 @@ def test_the_plots_page_loads_no_script_from_the_network(page):
 
 
 def test_the_plots_draw_in_chromium_without_a_network(page, tmp_path):
-    if CHROMIUM is None:
-        if os.environ.get("LOSSTRACE_REQUIRE_CHROMIUM"):
-            pytest.fail("chromium is required here (install Debian's chromium)")
-        pytest.skip("chromium not installed")
-    offline = ["--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=http://127.0.0.1:9"]
-    dom = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            *offline,
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    drawn = len(re.findall(r'<(?:canvas|svg)[^>]*class="marks"', dom.stdout))
+    dom = dump_dom(page.as_uri(), tmp_path / "profile", *OFFLINE, "--virtual-time-budget=10000")
+    drawn = len(re.findall(r'<(?:canvas|svg)[^>]*class="marks"', dom))
     assert drawn == VEGA_PLOTS, f"{drawn} of {VEGA_PLOTS} Vega plots drawn offline"

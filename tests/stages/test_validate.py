@@ -126,8 +126,8 @@ def offline_index_links(docs: Path) -> dict[str, tuple[str, str]]:
     """The index as a browser without network shows it: scripts dropped, links of the plain list."""
     index = re.sub(r"<script.*?</script>", "", (docs / "index.html").read_text(), flags=re.S)
     section = re.search(r'<section id="losstrace-offline-index".*?</section>', index, flags=re.S).group(0)
-    rows = re.findall(r'<tr><td><a href="([^"]+)">([^<]+)</a></td><td>(\w+)</td>', section)
-    return {name: (href, status) for href, name, status in rows}
+    rows = re.findall(r'<tr><td><a href="([^"]+)">([^<]+)</a></td><td>(.*?)</td>', section)
+    return {name: (href, re.sub(r"<[^>]+>", "", status).split()[-1]) for href, name, status in rows}
 
 
 def test_datadocs_index_lists_every_validation_without_scripts(clean_run):
@@ -152,6 +152,38 @@ def test_grouped_and_leaky_data_fail_the_right_checks(tmp_path):
     assert order["success"] is False and order["observed"] > 0.9  # same_as_prev mean of sorted rows
     assert all(e["success"] for e in result["expectations"] if e["split"] != "train")
     assert offline_index_links(tmp_path / "datadocs")["train"][1] == "FAILED"
+
+
+def test_datadocs_status_icons_are_glyphs_not_a_web_font(clean_run):
+    _, docs, _ = clean_run
+    for page in docs.rglob("*.html"):
+        text = page.read_text()
+        assert not re.search(r'<i class="[^"]*fa-(check-circle|times)', text), page  # blank offline
+    page = next((docs / "validations" / "train").rglob("*.html")).read_text()
+    assert page.count('aria-label="passed"') >= 5  # one per expectation of train's rows suite
+
+
+def test_datadocs_status_icons_show_offline_in_chromium(tmp_path):
+    """A failed and a passed expectation are told apart on screen with no network."""
+    import matplotlib.image
+
+    from browser import OFFLINE, screenshot
+
+    splits = clean_splits()
+    splits["train"] = splits["train"].sort_values("label", kind="stable").reset_index(drop=True)
+    validate.run(splits, LABELS, None, INFO, VP, tmp_path / "datadocs")
+    page = next((tmp_path / "datadocs" / "validations" / "train").rglob("*.html"))
+    pixels = matplotlib.image.imread(screenshot(page.as_uri(), tmp_path / "shot.png", tmp_path / "profile", *OFFLINE))
+    rgb = (pixels[..., :3] * 255).astype(int)
+
+    def painted(colour: str) -> int:
+        target = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+        return int((np.abs(rgb - target).max(axis=-1) < 40).sum())
+
+    from losstrace.data.datadocs import ICONS
+
+    assert painted(ICONS["fa-times"][1]) > 20, "no red failure mark drawn"
+    assert painted(ICONS["fa-check-circle"][1]) > 20, "no green pass mark drawn"
 
 
 def test_null_inputs_and_empty_sequences_are_errors(tmp_path):

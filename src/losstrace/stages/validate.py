@@ -31,6 +31,7 @@ import pandas as pd
 from losstrace import params as params_mod
 from losstrace.data import checks
 from losstrace.data.fingerprint import fingerprint
+from losstrace.data.datadocs import make_offline
 from losstrace.errors import LosstraceError
 from losstrace.findings import Finding
 from losstrace.io import Staging, read_json, read_prepared, write_json
@@ -276,41 +277,8 @@ def run_expectations(
                 )
                 records += _records(split, chosen, result)
                 outcomes[name] = bool(result.success)
-    add_offline_index(Path(datadocs_dir), outcomes)
+    make_offline(Path(datadocs_dir), outcomes)
     return records
-
-
-def add_offline_index(datadocs_dir: Path, outcomes: Mapping[str, bool]) -> None:
-    """Put a plain-HTML list of the validation pages at the top of the Data Docs index.
-
-    GX fills its index table with JavaScript loaded from public CDNs; offline (CI, air-gapped
-    machines) that table stays empty. The validation and suite pages themselves render
-    without scripts, so a static list of links is all the index needs to stay usable.
-    """
-    import html
-
-    index = datadocs_dir / "index.html"
-    rows = []
-    for name, success in sorted(outcomes.items()):
-        pages = sorted((datadocs_dir / "validations" / name).rglob("*.html"))
-        if not pages:
-            continue
-        result = pages[-1].relative_to(datadocs_dir).as_posix()
-        status = "passed" if success else "FAILED"
-        rows.append(
-            f'<tr><td><a href="{html.escape(result)}">{html.escape(name)}</a></td><td>{status}</td>'
-            f'<td><a href="expectations/{html.escape(name)}.html">suite</a></td></tr>'
-        )
-    section = (
-        '<section id="losstrace-offline-index" style="margin:70px 2em 0">'
-        "<h3>Validation results</h3><p>Plain links that work offline; the table below needs "
-        'the network for its scripts.</p><table class="table table-sm"><thead><tr><th>Suite (split)</th>'
-        f"<th>Result</th><th>Expectations</th></tr></thead><tbody>{''.join(rows)}</tbody></table></section>"
-    )
-    text = index.read_text(encoding="utf-8")
-    head, sep, rest = text.partition("<body>")
-    if sep:
-        index.write_text(head + sep + section + rest, encoding="utf-8")
 
 
 def _import_gx() -> Any:

@@ -86,6 +86,38 @@ def test_dynamics_are_per_layer_and_leave_the_curve_alone(vowels):
     assert "apply" not in vars(model.optimizer)  # the recording wrapper is gone: a plain optimizer is saved
 
 
+def test_a_model_fitted_twice_records_the_second_fit_and_a_bare_fit_after_runs_no_recording():
+    """Keras keeps a model's traced train step across fits; recording lives inside it."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).random((64, 5, 3), dtype=np.float32)
+    y = np.arange(64) % 2
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4), keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    recorders, norms = [], []
+
+    class KeepNorms(keras.callbacks.Callback):  # the recorder's step counters, kept past its detach
+        def __init__(self, recording):
+            super().__init__()
+            self.recording = recording
+
+        def on_epoch_end(self, epoch, logs=None):
+            norms.append(self.recording._layers.norms)
+
+    for _ in range(2):
+        rec = callbacks.Recorder()
+        cb = callbacks.RecordingCallback(rec, 64, 16, dynamics=True)
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[cb, KeepNorms(cb)])
+        recorders.append(rec)
+    for rec in recorders:
+        assert [d["layer"] for d in rec.dynamics] == ["lstm", "dense"]
+        assert all(np.isfinite(d["grad_norm"]) and d["grad_norm"] > 0 for d in rec.dynamics), rec.dynamics
+    counted = float(norms[-1]._steps.numpy())
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert float(norms[-1]._steps.numpy()) == counted  # the bare fit's steps touched no recording variable
+
+
 def _gradient_norms_by_hand(model, weights, x, y, layer: str) -> float:
     import tensorflow as tf
 

@@ -30,8 +30,8 @@ import pandas as pd
 
 from losstrace import params as params_mod
 from losstrace.data import checks
-from losstrace.data.fingerprint import fingerprint
 from losstrace.data.datadocs import make_offline
+from losstrace.data.fingerprint import fingerprint
 from losstrace.errors import LosstraceError
 from losstrace.findings import Finding
 from losstrace.io import Staging, read_json, read_prepared, write_json

@@ -49,11 +49,17 @@ class RecordingCallback(keras.callbacks.Callback):
         self._losses = BatchLosses(self.model, self.batch_size, self.n_train)
         if self.dynamics:  # weights may have been restored (resume) since any last fit: a fresh copy
             self._layers = LayerDynamics(self.model)
+            # The norms are taken inside the traced train step. A model fitted before already
+            # holds a traced step, without this fit's recording (or with an earlier fit's), so
+            # the step is traced anew; Keras traces lazily, so a first fit pays nothing extra.
+            self.model.make_train_function(force=True)
 
     def on_train_end(self, logs=None):
         if self._layers is not None:
             self._layers.detach()
             self._layers = None
+            # Drop the traced step that records, so a later fit without recording runs none of it.
+            self.model.train_function = None
         if self.logger is not None and not self.defer_logging:
             self.logger.flush()  # the last epochs go now, not after saving and diagnosis
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,9 +38,17 @@ def test_dvc_yaml_code_deps_are_the_stage_import_closure(stage):
     deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["deps"]
     listed = sorted(d for d in deps if isinstance(d, str) and d.startswith("src/"))
     expected = code_deps.stage_code(stage)
-    assert listed == expected, f"dvc.yaml's {stage} deps drifted from its imports; list exactly:\n" + "\n".join(
-        f"- {p}" for p in expected
-    )
+    assert listed == expected, f"dvc.yaml's {stage} deps drifted from its imports: run python tools/sync_code_deps.py"
+
+
+def test_the_sync_tool_restores_a_dropped_dep_and_keeps_the_rest_of_dvc_yaml():
+    sys.path.insert(0, str(REPO / "tools"))
+    import sync_code_deps
+
+    text = (REPO / "dvc.yaml").read_text()
+    dropped = text.replace("      - src/losstrace/training/recorder.py\n", "", 1)
+    assert dropped != text
+    assert sync_code_deps.sync(dropped) == text
 
 
 def test_the_closure_follows_imports_inside_functions(tmp_path):

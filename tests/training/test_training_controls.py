@@ -113,9 +113,56 @@ def test_a_model_fitted_twice_records_the_second_fit_and_a_bare_fit_after_runs_n
     for rec in recorders:
         assert [d["layer"] for d in rec.dynamics] == ["lstm", "dense"]
         assert all(np.isfinite(d["grad_norm"]) and d["grad_norm"] > 0 for d in rec.dynamics), rec.dynamics
-    counted = float(norms[-1]._steps.numpy())
+    counted = norms[-1]._acc.numpy().copy()
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    assert float(norms[-1]._steps.numpy()) == counted  # the bare fit's steps touched no recording variable
+    assert np.array_equal(norms[-1]._acc.numpy(), counted)  # the bare fit's steps touched no recording variable
+
+
+def test_batch_losses_taken_inside_the_step_equal_the_per_step_host_reads():
+    import keras
+
+    class HostReads(callbacks.RecordingCallback):
+        """Keras does not say how many steps an epoch has: the per-step host reads run."""
+
+        def on_train_begin(self, logs=None):
+            self.params = {**self.params, "steps": None}
+            super().on_train_begin(logs)
+
+    x = np.random.default_rng(1).random((70, 5, 3), dtype=np.float32)
+    y = np.arange(70) % 2
+    batches = {}
+    for kind in (callbacks.RecordingCallback, HostReads):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [keras.Input((5, 3)), keras.layers.LSTM(4), keras.layers.Dense(2, activation="softmax")]
+        )
+        model.compile("adam", "sparse_categorical_crossentropy")
+        rec = callbacks.Recorder()
+        cb = kind(rec, 70, 16, dynamics=False)
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[cb])
+        batches[kind] = rec.batches
+        assert cb._losses.in_step is (kind is callbacks.RecordingCallback)
+    in_step, host = batches.values()
+    assert [r["size"] for r in in_step] == [16, 16, 16, 16, 6] * 2  # the last batch's own size
+    assert in_step == host  # the same float32 figures either way: identical rows
+    assert "apply" not in vars(model.optimizer)
+
+
+def test_step_hooks_detach_in_any_order_and_leave_a_plain_optimizer():
+    import keras
+
+    from losstrace.training import step_hook
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    calls = []
+    first = step_hook.on_apply(model, lambda g, v: calls.append("first"))
+    second = step_hook.on_apply(model, lambda g, v: calls.append("second"))
+    first()  # the inner one goes first: the outer one stays live
+    model.fit(np.ones((4, 3)), np.ones(4), verbose=0, epochs=1)
+    assert calls == ["second"]  # recorded once, when the step was traced
+    second()
+    assert "apply" not in vars(model.optimizer)
 
 
 def _gradient_norms_by_hand(model, weights, x, y, layer: str) -> float:

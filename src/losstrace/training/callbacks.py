@@ -43,21 +43,28 @@ class RecordingCallback(keras.callbacks.Callback):
         self.dynamics, self.defer_logging, self.exact_epoch_loss = dynamics, defer_logging, exact_epoch_loss
         self._losses: BatchLosses | None = None
         self._layers: LayerDynamics | None = None
+        self._in_step = False  # whether this fit records inside the train step
         self._t0 = 0.0
 
     def on_train_begin(self, logs=None):
-        self._losses = BatchLosses(self.model, self.batch_size, self.n_train)
+        steps = (self.params or {}).get("steps")
+        self._losses = BatchLosses(self.model, self.batch_size, self.n_train, steps)
         if self.dynamics:  # weights may have been restored (resume) since any last fit: a fresh copy
             self._layers = LayerDynamics(self.model)
-            # The norms are taken inside the traced train step. A model fitted before already
-            # holds a traced step, without this fit's recording (or with an earlier fit's), so
-            # the step is traced anew; Keras traces lazily, so a first fit pays nothing extra.
+        self._in_step = self._layers is not None or self._losses.in_step
+        if self._in_step:
+            # Recording runs inside the traced train step (step_hook). A model fitted before
+            # already holds a traced step, without this fit's recording (or with an earlier
+            # fit's), so the step is traced anew; Keras traces lazily, so a first fit pays
+            # nothing extra.
             self.model.make_train_function(force=True)
 
     def on_train_end(self, logs=None):
+        self._losses.detach()
         if self._layers is not None:
             self._layers.detach()
             self._layers = None
+        if self._in_step:
             # Drop the traced step that records, so a later fit without recording runs none of it.
             self.model.train_function = None
         if self.logger is not None and not self.defer_logging:

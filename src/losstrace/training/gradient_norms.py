@@ -14,75 +14,64 @@ import math
 import keras
 import numpy as np
 
+from losstrace.training import step_hook
+
 
 class GradientNorms:
     """Each layer's gradient norm at every training step, accumulated inside the train graph.
 
-    For the length of a fit, the innermost optimizer's `apply` (what Keras' train step
-    hands the gradients to; under mixed precision the loss-scale wrapper hands it the
-    unscaled ones) is wrapped on the instance: before applying, it adds each layer's
-    squared gradient norm to a running sum and maximum held in variables. The callback
-    reads them once per epoch, so a step costs a few reductions and no host round trip.
-    The wrapper is removed at train end, so the saved optimizer is the plain Keras one.
+    For the length of a fit, a `step_hook` runs before each optimizer update: it adds each
+    layer's squared gradient norm to a running sum and maximum held in a variable. The
+    callback reads it once per epoch, so a step costs a few reductions and no host round
+    trip. The hook is removed at train end, so the saved optimizer is the plain Keras one.
 
     Under tf.distribute the optimizer sees each replica's local gradients, on its share of
     the batch and scaled by 1/replicas (Keras divides each replica's loss so the sum is the
     global mean): they are scaled back, so a figure is the mean over replica-steps of a
-    replica's own gradient norm, read on the chief. The maximum is approximate there:
-    replicas update it concurrently.
+    replica's own gradient norm, read on the chief.
     """
 
     def __init__(self, model, layers: list) -> None:
         import tensorflow as tf
 
-        opt = model.optimizer
-        while hasattr(opt, "inner_optimizer"):  # LossScaleOptimizer (mixed precision)
-            opt = opt.inner_optimizer
-        self._opt = opt
         self._replicas = float(model.distribute_strategy.num_replicas_in_sync)
         self._layer_of = {id(v): i for i, layer in enumerate(layers) for v in layer.trainable_weights}
-        n = len(layers)
-        # Plain host variables, deliberately outside any distribution scope: replicas add to
-        # them locally (no cross-replica traffic per step) and the chief reads its own.
-        self._sum = tf.Variable(tf.zeros(n, tf.float64), trainable=False)
-        self._max = tf.Variable(tf.zeros(n, tf.float64), trainable=False)
-        self._steps = tf.Variable(tf.zeros((), tf.float64), trainable=False)
-        original = opt.apply
-
-        def apply(grads, trainable_variables=None):
-            if trainable_variables is not None:
-                self._record(grads, trainable_variables)
-            return original(grads, trainable_variables)
-
-        opt.apply = apply
+        self._n = n = len(layers)
+        # One plain host variable, deliberately outside any distribution scope: replicas add
+        # to it locally (no cross-replica traffic per step) and the chief reads its own.
+        # Layout: [sum of squared norms (n), max squared norm (n), steps]: one read and one
+        # reset an epoch.
+        self._acc = tf.Variable(tf.zeros(2 * n + 1, tf.float64), trainable=False)
+        self.detach = step_hook.on_apply(model, self._record)
 
     def _record(self, grads, variables) -> None:
         import tensorflow as tf
 
-        parts: list[list] = [[] for _ in range(self._sum.shape[0])]
+        if variables is None:
+            return
+        parts: list[list] = [[] for _ in range(self._n)]
         for g, v in zip(grads, variables):
             i = self._layer_of.get(id(v))
             if g is not None and i is not None:
                 parts[i].append(_squared_norm(g))
         squares = tf.stack([tf.add_n(p) if p else tf.constant(0.0, tf.float64) for p in parts])
         squares = squares * self._replicas**2  # undo Keras' 1/replicas loss scaling
-        self._sum.assign_add(squares)
-        self._max.assign(tf.maximum(self._max, squares))
-        self._steps.assign_add(1.0)
+        # Scatter ops lock the variable, so replicas adding at once lose no update.
+        n = self._n
+        sums = tf.range(n), tf.range(2 * n, 2 * n + 1)  # the sums' slots and the steps' slot
+        self._acc.scatter_add(tf.IndexedSlices(tf.concat([squares, tf.ones(1, tf.float64)], 0), tf.concat(sums, 0)))
+        self._acc.scatter_max(tf.IndexedSlices(squares, tf.range(n, 2 * n)))
 
     def reset(self) -> None:
-        for v in (self._sum, self._max, self._steps):
-            v.assign(np.zeros(v.shape, np.float64))
+        self._acc.assign(np.zeros(self._acc.shape, np.float64))
 
     def read(self) -> tuple[list[float], list[float]]:
         """(root mean square, max) of the per-step norms since the last reset, per layer."""
-        steps = float(self._steps.numpy())
+        acc, n = self._acc.numpy(), self._n
+        steps = float(acc[2 * n])
         if steps == 0:
-            return [math.nan] * self._sum.shape[0], [math.nan] * self._sum.shape[0]
-        return ([math.sqrt(s / steps) for s in self._sum.numpy()], [math.sqrt(m) for m in self._max.numpy()])
-
-    def detach(self) -> None:
-        self._opt.__dict__.pop("apply", None)
+            return [math.nan] * n, [math.nan] * n
+        return ([math.sqrt(s / steps) for s in acc[:n]], [math.sqrt(m) for m in acc[n : 2 * n]])
 
 
 def _squared_norm(g):

@@ -17,6 +17,7 @@ line and the training goes on.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from typing import Any
@@ -104,6 +105,12 @@ class LosstraceCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._forward("on_epoch_begin", epoch, logs)
 
+    def on_test_begin(self, logs=None):
+        if self._run is not None and self._run.val_predictions is not None:
+            with self._run.guard("validation predictions") as ok:
+                if ok:
+                    self._run.val_predictions.reset()
+
     def on_train_batch_end(self, batch, logs=None):
         self._forward("on_train_batch_end", batch, logs)
 
@@ -116,9 +123,16 @@ class LosstraceCallback(keras.callbacks.Callback):
             with self._run.guard("finishing the run") as ok:
                 if ok:
                     self._run.finish(self._rec)
+            with contextlib.suppress(Exception):  # the model goes back to the user as it came
+                self._run.detach()
 
     def abandon(self) -> None:
         """Fit raised before its end: end the run as FAILED (never raises itself)."""
+        with contextlib.suppress(Exception):  # the model goes back to the user as it came
+            if self._recording is not None:
+                self._recording.detach()
+            if self._run is not None:
+                self._run.detach()
         if self._run is not None and self._run.logger is not None and not self._run.broken:
             try:
                 self._run.close_failed()

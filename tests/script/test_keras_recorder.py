@@ -208,3 +208,59 @@ def test_the_summary_gives_the_prescription_as_code(capsys):
     losstrace.keras.flush()
     err = capsys.readouterr().err
     assert "warning: small_batch" in err and "try: model.fit(..., batch_size=" in err
+
+
+@pytest.mark.parametrize("head", ["softmax", "logits"])
+def test_validation_prediction_statistics_come_from_kerass_validation_pass(head, monkeypatch):
+    """The figures summed inside Keras' validation steps equal those of predicting the
+    validation set after fit (the last validation ran on the final weights)."""
+    from losstrace.model.heads import as_probabilities
+    from losstrace.record import run_files
+    from losstrace.training.val_predictions import ValidationPredictions
+
+    summed = []
+    stats = ValidationPredictions.stats
+    monkeypatch.setattr(
+        ValidationPredictions, "stats", lambda self, names: summed.append(stats(self, names)) or summed[-1]
+    )
+
+    x, y = sequences()
+    xv, yv = sequences(60, seed=1)
+    model = gru(activation="softmax" if head == "softmax" else None)
+    if head == "logits":
+        model.compile(
+            optimizer=keras.optimizers.Adam(3e-3),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+    model.evaluate(xv, yv, verbose=0)  # a test step traced before the fit: the hook must retrace it
+    losstrace.keras.autolog(summary=False)
+    model.fit(x, y, batch_size=16, epochs=2, validation_data=(xv, yv), verbose=0)
+    losstrace.keras.flush()
+    rec = reader.load_record("latest", store.project_root())
+    seen = rec.context["predictions"]
+    assert summed and summed[0] == seen  # from the validation pass, not a prediction after fit
+    probs = as_probabilities(model.predict(xv, verbose=0), head == "logits", False)
+    expected = run_files.prediction_stats(probs, ["0", "1"])
+    assert seen["pred_class_shares"] == expected["pred_class_shares"]
+    for key in ("mean_max_prob", "max_prob_share_above_0_99", "pinned_output_share"):
+        assert seen[key] == pytest.approx(expected[key], abs=1e-6), key
+    assert "test_step" not in vars(model) and "compute_metrics" not in vars(model)  # the model is the user's again
+
+
+def test_a_script_run_in_a_git_repository_carries_its_commit(tmp_path):
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "train.py").write_text("# the user's script\n")
+    git("add", "train.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "script")
+    x, y = sequences(64)
+    losstrace.keras.autolog(summary=False)
+    gru().fit(x, y, batch_size=16, epochs=1, verbose=0)
+    losstrace.keras.flush()
+    run = client().get_run(reader.load_record("latest", store.project_root()).run_id)
+    assert run.data.tags["mlflow.source.git.commit"] == git("rev-parse", "HEAD")

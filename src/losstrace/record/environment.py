@@ -6,6 +6,7 @@ Imports nothing heavy: versions come from package metadata.
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from importlib import metadata
@@ -28,6 +29,7 @@ KEY_PACKAGES = (
 )
 
 
+@functools.cache  # installed versions do not change under a running process
 def package_versions() -> dict[str, str]:
     out = {}
     for name in KEY_PACKAGES:

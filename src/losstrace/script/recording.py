@@ -60,6 +60,7 @@ class ScriptRun:
         self.run_name, self.dynamics, self.log_model, self.summary = run_name, dynamics, log_model, summary
         self.broken: str | None = None
         self.logger: writer.RunLogger | None = None
+        self.val_predictions = None  # a training.val_predictions hook, when fit validates
         self._stack = contextlib.ExitStack()
         self._started = time.perf_counter()
 
@@ -101,11 +102,23 @@ class ScriptRun:
             "losstrace.script": Path(sys.argv[0] or "python").name,
             "device": _device(),
             **environment.env_tags(),
-            **environment.git_tags(Path.cwd()),
         }
         self.name, self.params, self.tags = name, params, tags
+        # Two git subprocesses (status can take a while in a large repository): they run
+        # beside the training, and their tags are set with the run's files after fit.
+        self._git = _Background(environment.git_tags, Path.cwd())
         self.logger = self._open(name, tags)
         self.logger.log_params(params)
+        if self.data.val is not None and _one_replica(self.model):
+            from losstrace.training.val_predictions import ValidationPredictions
+
+            from_logits = bool(getattr(getattr(self.model, "loss", None), "from_logits", False))
+            self.val_predictions = ValidationPredictions(self.model, self.n_outputs, from_logits, self.multilabel)
+
+    def detach(self) -> None:
+        """Remove what start() hooked into the model (fit has ended)."""
+        if self.val_predictions is not None:
+            self.val_predictions.detach()
 
     def _multilabel(self) -> bool:
         if self.data.train is None:
@@ -181,7 +194,7 @@ class ScriptRun:
     def _publish(self, files: run_files.RunFiles, diagnosis: dict[str, Any]) -> None:
         try:
             self._log_files(files)
-            self.logger.set_tags(contract.finding_tags(diagnosis["findings"]))
+            self.logger.set_tags({**self._git.result(), **contract.finding_tags(diagnosis["findings"])})
             run_files.log_prescription(self.logger, diagnosis["prescription"])
             self._close(ok=True)
         except Exception as e:  # after fit: a warning, never an exception in the user's process
@@ -211,6 +224,10 @@ class ScriptRun:
 
         from losstrace.model.heads import as_probabilities
 
+        if self.val_predictions is not None:  # Keras' own validation pass saw them
+            seen = self.val_predictions.stats(names)
+            if seen is not None:
+                return seen
         x = self.data.val.x[:MAX_PREDICTION_ROWS]
         # Direct calls, not model.predict: predict traces a function of its own (~0.3 s),
         # more than these few hundred rows cost to run eagerly.
@@ -316,6 +333,32 @@ def _run_name(model, flat: dict[str, Any], params: dict[str, Any]) -> str:
     lr_part = f"-lr{lr:g}" if isinstance(lr, float) and math.isfinite(lr) else ""
     bs = flat.get("train.batch_size")
     return f"{model.name}-bs{bs if bs != '' else 'auto'}{lr_part}-{digest}"
+
+
+class _Background:
+    """`fn(*args)` on a daemon thread; `result()` waits for it ({} if it failed)."""
+
+    def __init__(self, fn, *args) -> None:
+        self._value: dict[str, Any] = {}
+
+        def run() -> None:
+            with contextlib.suppress(Exception):
+                self._value = fn(*args)
+
+        self._thread = threading.Thread(target=run, name="losstrace-git", daemon=True)
+        self._thread.start()
+
+    def result(self) -> dict[str, Any]:
+        self._thread.join()
+        return self._value
+
+
+def _one_replica(model) -> bool:
+    """No tf.distribute: its replicas would each sum their own share of the predictions."""
+    import tensorflow as tf
+
+    strategy = model.distribute_strategy
+    return type(strategy) is type(tf.distribute.get_strategy()) and strategy.num_replicas_in_sync == 1
 
 
 def _device() -> str:

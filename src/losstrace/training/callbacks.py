@@ -60,15 +60,21 @@ class RecordingCallback(keras.callbacks.Callback):
             self.model.make_train_function(force=True)
 
     def on_train_end(self, logs=None):
-        self._losses.detach()
+        self.detach()
+        if self.logger is not None and not self.defer_logging:
+            self.logger.flush()  # the last epochs go now, not after saving and diagnosis
+
+    def detach(self) -> None:
+        """Remove the in-step recording (at train end, or when fit raised before it)."""
+        if self._losses is not None:
+            self._losses.detach()
         if self._layers is not None:
             self._layers.detach()
             self._layers = None
         if self._in_step:
             # Drop the traced step that records, so a later fit without recording runs none of it.
             self.model.train_function = None
-        if self.logger is not None and not self.defer_logging:
-            self.logger.flush()  # the last epochs go now, not after saving and diagnosis
+            self._in_step = False
 
     def on_epoch_begin(self, epoch, logs=None):
         self._losses.reset()

@@ -175,9 +175,10 @@ class Worker:
         except subprocess.TimeoutExpired:  # closed its pipe but still running: end it
             self.proc.kill()
             code = self.proc.wait()
-        how = f"killed by {_signal_name(-code)}" if code < 0 else f"exit {code}"
+        if code < 0:  # killed (out of memory, by hand): its log says nothing about why
+            return f"the trial worker died during {stage} (killed by {_signal_name(-code)})"
         last = _last_line(self.log)
-        return f"the trial worker died during {stage} ({how}{f': {last}' if last else ''})"
+        return f"the trial worker died during {stage} (exit {code}{f': {last}' if last else ''})"
 
     def close(self) -> None:
         """Ask the worker to finish (end of its input), then end it if it does not."""

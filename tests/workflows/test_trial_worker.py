@@ -107,3 +107,17 @@ def test_a_dead_worker_costs_one_warning_line_and_the_trials_go_on(tmp_path, mon
     assert err == [
         "warning: the trial worker died during train (killed by SIGKILL); the trials go on with a new process per stage"
     ]
+
+
+def test_fresh_state_names_layers_as_a_new_process_does():
+    # The zoo names its layers and the train stage re-seeds every generator, so this is what
+    # fresh_state adds for a user's builder: auto-named layers (dynamics.csv's rows) and freed memory.
+    import keras
+
+    from losstrace.workflows.trial_worker import fresh_state
+
+    fresh_state()
+    first = keras.layers.Dense(1).name
+    assert keras.layers.Dense(1).name != first  # Keras counts names for the life of the process
+    fresh_state()
+    assert keras.layers.Dense(1).name == first

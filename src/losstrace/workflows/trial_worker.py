@@ -5,10 +5,9 @@ A trial in a fresh `losstrace train` process spends most of its wall time import
 worker (`python -m losstrace.workflows.trial_worker`) pays that once. Each request runs one
 stage as the stage's own process would: the same environment (the request's, plus the
 CLI's TensorFlow defaults), the same working directory, the same one-line errors. Before a
-training, `fresh_state` drops what an earlier training left in Keras (the global seed
-generator, layer-name counters, traced functions), so the train stage's own seeding
-(`keras.utils.set_random_seed`, op determinism) starts from where a new process starts:
-the same trial gives the same bytes after any other trial (tests/workflows/test_trial_worker.py).
+training, `fresh_state` clears the Keras session; with the train stage's own seeding
+(`keras.utils.set_random_seed`, op determinism) the same trial gives the same bytes after
+any other trial as in a new process (tests/workflows/test_trial_worker.py).
 
 The protocol is one JSON line per request on the worker's stdin and one per reply on a
 private copy of its stdout; everything else the worker prints goes to a log file, whose
@@ -67,10 +66,12 @@ def _stage_args(rest: list[str]) -> dict[str, str]:
 def fresh_state() -> None:
     """Keras and TensorFlow as a new process has them, before a training in a reused process.
 
-    `clear_session` drops Keras' global state (its seed generator, the layer-name counters
-    that name dynamics.csv's rows, cached traced functions) and frees what earlier models
-    held; the train stage then seeds Python, NumPy, TensorFlow and Keras itself. Each model
-    builds its own optimizer, so no optimizer state outlives a trial.
+    The train stage itself seeds Python, NumPy and TensorFlow and drops Keras' global seed
+    generator (`keras.utils.set_random_seed`), and turns on op determinism, so every generator
+    starts where a new process's does. `clear_session` adds what seeding does not reset: the
+    layer-name counters (a user's builder with unnamed layers names dynamics.csv's rows from
+    them) and the memory and traced functions of earlier models. Each model builds its own
+    optimizer, so no optimizer state outlives a trial.
     """
     import keras
 

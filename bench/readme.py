@@ -13,7 +13,7 @@ from typing import Any
 from . import report
 
 HEADING = "## Benchmarks"
-ORDER = ("stage_cost", "tracking", "bucketing", "ingest", "repro", "cli", "gpu")
+ORDER = ("stage_cost", "trials", "tracking", "bucketing", "ingest", "repro", "cli", "gpu")
 
 METHOD = """\
 How each figure is measured (the docstrings in bench/*.py say why):
@@ -24,6 +24,11 @@ How each figure is measured (the docstrings in bench/*.py say why):
   total over its own fit, median over the runs. It moves with the machine's load: the fit (two threads)
   slows more than the single-threaded start-up, so a loaded run reads lower; interleaved with the code
   before the start-up trims at a load near 1, the same pipeline read 5.5× before and 5.0× after.
+- **Bisect trial**: the default params at 5 epochs, as `losstrace bisect --epochs 5` replays them: one trial
+  starts the trial worker, ingests and validates (timed apart), then 5 trials with other training seeds on
+  the same split run in that worker; medians of each trial's wall time and of its `model.fit`
+  (`fit_seconds`), and of each trial's excess over its own 2 × fit + 3 s. One more trial runs the train stage
+  in a process of its own (the fallback when the worker dies) for comparison.
 - **Tracking**: the default params (LSTM 64 on Japanese Vowels, 30 epochs) trained from the same seed in arms
   that each add one layer of the stage, interleaved and rotated each repetition: `model.fit` without
   callbacks; `model.fit` with the training controls params configure (the untracked baseline of the

@@ -177,6 +177,26 @@ def stage_cost_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def trials_rows(r: dict[str, Any]) -> list[Row]:
+    t, seconds, fit = r["bisect_trial"], r["bisect_trial_seconds"], r["bisect_trial_fit_seconds"]
+    target = t["target"]
+    return [
+        (
+            f"One bisect trial ({t['epochs']} epochs) in the trial worker, after the first / its `model.fit`",
+            f"{seconds:.1f} s vs fit {fit:.1f} s ({t['over_target_seconds']:+.1f} s against the target)",
+            f"≤ {target['fit_factor']:g} × fit + {target['extra_seconds']:g} s",
+            _met(t["over_target_seconds"] <= 0),
+        ),
+        ("  the first trial (worker start-up, ingest, validate)", f"{t['first_trial_seconds']:.1f} s", "", "–"),
+        (
+            "  a trial with the train stage in its own process (fallback)",
+            f"{t['process_trial_seconds']:.1f} s (fit {t['process_trial_fit_seconds']:.1f} s)",
+            "",
+            "–",
+        ),
+    ]
+
+
 def keras_rows(r: dict[str, Any]) -> list[Row]:
     ours, theirs = r["keras_callback_overhead_ratio"], r["mlflow_autolog_overhead_ratio"]
     bare = r["keras_bare_fit_seconds"]
@@ -198,6 +218,7 @@ def keras_rows(r: dict[str, Any]) -> list[Row]:
 
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "stage_cost": stage_cost_rows,
+    "trials": trials_rows,
     "tracking": tracking_rows,
     "keras": keras_rows,
     "bucketing": bucketing_rows,

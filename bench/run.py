@@ -7,7 +7,7 @@ the README's Benchmarks section.
     python bench/run.py --quick         # small sizes: a smoke test of the whole suite
     python bench/run.py --only cli      # one benchmark (repeatable), merged into results.json
 
-Benchmarks: stage_cost, tracking, keras, bucketing, ingest, repro, cli, gpu (bench/<module>.py each).
+Benchmarks: stage_cost, trials, tracking, keras, bucketing, ingest, repro, cli, gpu (bench/<module>.py each).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ class Sizes:
     gpu_reps: int
     stage_cost_reps: int
     stage_cost_epochs: int | None  # None: params.yaml's own (the default pipeline)
+    trial_reps: int  # bisect trials timed in the worker after its first
+    trial_epochs: int
 
 
 FULL = Sizes(
@@ -63,6 +65,8 @@ FULL = Sizes(
     gpu_reps=3,
     stage_cost_reps=5,
     stage_cost_epochs=None,
+    trial_reps=5,
+    trial_epochs=5,
 )
 QUICK = Sizes(
     tracking_epochs=2,
@@ -77,6 +81,8 @@ QUICK = Sizes(
     gpu_reps=1,
     stage_cost_reps=1,
     stage_cost_epochs=2,
+    trial_reps=2,
+    trial_epochs=1,
 )
 
 
@@ -132,6 +138,12 @@ def _stage_cost(ctx: Context) -> dict[str, Any]:
     return stage_cost.measure(ctx.work / "stage_cost", ctx.sizes.stage_cost_reps, ctx.sizes.stage_cost_epochs)
 
 
+def _trials(ctx: Context) -> dict[str, Any]:
+    from bench import trial_cost
+
+    return trial_cost.measure(ctx.work / "trials", ctx.sizes.trial_reps, ctx.sizes.trial_epochs)
+
+
 def _gpu(ctx: Context) -> dict[str, Any]:
     from bench import gpu
 
@@ -141,6 +153,7 @@ def _gpu(ctx: Context) -> dict[str, Any]:
 # Run order: the subprocess benchmarks first, before this process holds TensorFlow.
 BENCHMARKS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "stage_cost": _stage_cost,
+    "trials": _trials,
     "cli": _cli,
     "repro": _repro,
     "ingest": _ingest,

@@ -75,7 +75,11 @@ def test_quick_training_benchmarks_write_their_keys(tmp_path):
     # ingest and gpu: the cheap subset above already runs them.
     results, _ = _bench(
         tmp_path,
-        *(arg for name in ("stage_cost", "cli", "repro", "tracking", "keras", "bucketing") for arg in ("--only", name)),
+        *(
+            arg
+            for name in ("stage_cost", "trials", "cli", "repro", "tracking", "keras", "bucketing")
+            for arg in ("--only", name)
+        ),
     )
     assert "errors" not in results, results.get("errors")
     _check_machine(results)
@@ -89,6 +93,8 @@ def test_quick_training_benchmarks_write_their_keys(tmp_path):
         "repro_force_fit_ratio",
         "keras_callback_overhead_ratio",
         "mlflow_autolog_overhead_ratio",
+        "bisect_trial_seconds",
+        "bisect_trial_fit_seconds",
     ):
         assert _number(results[key]), (key, results[key])
     stages = results["stage_cost"]["stages"]

@@ -15,37 +15,8 @@ import typing
 from pathlib import Path
 
 from losstrace.errors import LosstraceError, first_line, from_os_error
-
-
-def _quiet_tf() -> None:
-    # Keep TF's C++ start-up chatter out of stage logs.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # oneDNN kernels round differently on different CPU instruction sets; off, the same
-    # params and data give the same bytes on every x86 machine (costs little for RNNs).
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-
-
-class _KerasWithoutSklearn:
-    """While Keras itself is being imported, scikit-learn looks absent; afterwards it is not.
-
-    Keras imports scikit-learn (1-2 s of a stage's start-up) only for its sklearn wrappers,
-    which no stage uses, and runs without it when it is not installed. A meta path finder
-    that declines only during Keras' own import keeps scikit-learn importable for anything
-    else in the process, and leaves a stage that stops before Keras (lint) untouched.
-    """
-
-    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        keras = sys.modules.get("keras")
-        loading_keras = keras is not None and getattr(getattr(keras, "__spec__", None), "_initializing", False)
-        if loading_keras and (name == "sklearn" or name.startswith("sklearn.")):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-
-
-def _lean_keras() -> None:
-    """For the stages that load Keras: skip what Keras imports but no stage uses."""
-    if not any(isinstance(f, _KerasWithoutSklearn) for f in sys.meta_path):
-        sys.meta_path.insert(0, _KerasWithoutSklearn())
+from losstrace.startup import lean_keras as _lean_keras
+from losstrace.startup import quiet_tf as _quiet_tf
 
 
 def cmd_ingest(a: argparse.Namespace) -> int:

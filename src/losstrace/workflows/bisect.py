@@ -8,7 +8,9 @@ counts only if it moves behaviour beyond seed-to-seed spread (at least half of w
 from A to B), or gives a warning or error finding B has and no seed of A has. Every trial is an MLflow
 run nested under one parent bisect run.
 
-No TensorFlow import here: each trial runs the real stages in a subprocess.
+No TensorFlow import here: the trials run the real stages in one long-lived worker process
+(replay.py), reusing the prepared data and validation results of earlier trials with the same
+data and validate params; a trial's `reused` lists the stages it did not run again.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from losstrace.errors import LosstraceError
 from losstrace.params import Params
 from losstrace.record import contract, store, writer
 from losstrace.record.reader import load_record
-from losstrace.workflows.replay import Workspace
+from losstrace.workflows.replay import Session, Workspace
 
 # Behaviour features compared between trials: noise, plateau, level, generalisation.
 FEATURES = (
@@ -57,6 +59,7 @@ class Trial:
     share: float | None = None
     moved: dict[str, float] = field(default_factory=dict)
     data_seed: int | None = None  # the seed of the split it trains on, when not its own base.seed
+    reused: list[str] = field(default_factory=list)  # stages an earlier trial's outputs stood in for
 
 
 def changed_keys(pa: Params, pb: Params) -> list[tuple[str, Any, Any]]:
@@ -195,8 +198,15 @@ def _beyond(x: Any, y: Any, spread: float) -> bool:
 
 
 def main(
-    ref_a: str, ref_b: str, root: Path, seeds: int = 2, epochs: int = 0, inprocess: bool = False
+    ref_a: str,
+    ref_b: str,
+    root: Path,
+    seeds: int = 2,
+    epochs: int = 0,
+    inprocess: bool = False,
+    session: Session | None = None,
 ) -> dict[str, Any]:
+    """session: the trial runner and data cache to share (the gallery's); else bisect's own."""
     rec_a, rec_b = load_record(ref_a, root), load_record(ref_b, root)
     pa, pb = params_mod.from_flat(rec_a.params), params_mod.from_flat(rec_b.params)
     trials = plan(pa, pb, max(seeds, 1), epochs)
@@ -211,7 +221,7 @@ def main(
     store_uri = store.tracking_uri(root)
     tags = {contract.KIND_TAG: "bisect", "bisect.a": rec_a.run_id, "bisect.b": rec_b.run_id}
     with writer.start_run(root, f"bisect {rec_a.run_id[:8]}..{rec_b.run_id[:8]}", tags) as parent:
-        ws = Workspace(store_uri, "bisect-trial", parent.run_id, inprocess=inprocess)
+        ws = Workspace(store_uri, "bisect-trial", parent.run_id, inprocess=inprocess, session=session)
         run_trials(ws, trials, root, "bisect trials")
         culprits, summary = judge([t for t, _ in trials])
         result = {
@@ -240,6 +250,7 @@ def run_trials(ws: Workspace, trials: list[tuple[Trial, Params | None]], root: P
                 continue
             outcome = ws.train(p, source_root=root, data_seed=trial.data_seed)
             trial.run_id, trial.error, trial.codes = outcome.run_id, outcome.error, outcome.codes
+            trial.reused = list(outcome.reused)
             trial.features = {k: outcome.features.get(k) for k in FEATURES}
     finally:
         ws.close()

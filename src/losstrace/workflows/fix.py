@@ -28,7 +28,7 @@ from losstrace.explain.code_advice import code_advice
 from losstrace.params import Params
 from losstrace.record import contract, reader, store, writer
 from losstrace.workflows import bisect, runs
-from losstrace.workflows.replay import Workspace
+from losstrace.workflows.replay import Session, Workspace
 
 ORIGINAL = "original"
 ALL = "prescription"
@@ -173,7 +173,13 @@ def apply(path: Path, changes: list[dict[str, Any]]) -> None:
 
 
 def main(
-    ref: str, root: Path, seeds: int = 2, epochs: int = 0, apply_to: Path | None = None, inprocess: bool = False
+    ref: str,
+    root: Path,
+    seeds: int = 2,
+    epochs: int = 0,
+    apply_to: Path | None = None,
+    inprocess: bool = False,
+    session: Session | None = None,
 ) -> dict[str, Any]:
     run_id = reader.resolve_run(ref, root)
     kind = reader.read_run(root, run_id, contract.ARTIFACT_DIR).tags.get(contract.KIND_TAG, "")
@@ -198,7 +204,9 @@ def main(
     trials = plan(p, prescription, max(seeds, 1), epochs)
     tags = {contract.KIND_TAG: contract.KIND_FIX, "fix.run": run_id}
     with writer.start_run(root, f"fix {run_id[:8]}", tags) as parent:
-        ws = Workspace(store.tracking_uri(root), contract.KIND_FIX_TRIAL, parent.run_id, inprocess=inprocess)
+        ws = Workspace(
+            store.tracking_uri(root), contract.KIND_FIX_TRIAL, parent.run_id, inprocess=inprocess, session=session
+        )
         bisect.run_trials(ws, trials, root, "fix trials")
         judged = judge([t for t, _ in trials], prescription)
         chosen = verified_changes(prescription, judged)

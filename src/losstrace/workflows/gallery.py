@@ -19,7 +19,7 @@ from losstrace import params as params_mod
 from losstrace.errors import LosstraceError
 from losstrace.params import Params
 from losstrace.record import store
-from losstrace.workflows.replay import Outcome, Workspace
+from losstrace.workflows.replay import INPROCESS, WORKER, Outcome, Session, Workspace
 
 
 @dataclass(frozen=True)
@@ -184,11 +184,13 @@ class Result:
         )
 
 
-def run_case(case: Case, root: Path, epochs: int = 0, inprocess: bool = False) -> Result:
+def run_case(
+    case: Case, root: Path, epochs: int = 0, inprocess: bool = False, session: Session | None = None
+) -> Result:
     from losstrace.workflows.runs import diff
 
     pa, pb = configure(case, epochs)
-    ws = Workspace(store.tracking_uri(root), "gallery", inprocess=inprocess)
+    ws = Workspace(store.tracking_uri(root), "gallery", inprocess=inprocess, session=session)
     try:
         a, b = ws.train(pa, source_root=root), ws.train(pb, source_root=root)
     finally:
@@ -322,14 +324,20 @@ def main(
     chosen = [by_name[n] for n in names] if names else list(CASES)
     results = []
     (out / "gallery").mkdir(parents=True, exist_ok=True)
-    for case in tqdm(chosen, desc="gallery", unit="case", file=sys.stderr):
-        r = run_case(case, root, epochs, inprocess=inprocess)
-        if bisect:
-            from losstrace.workflows import bisect as bisect_mod
+    # One worker and one data cache for every case and its bisect: A and B are replayed on
+    # the splits their case already made.
+    session = Session(INPROCESS if inprocess else WORKER)
+    try:
+        for case in tqdm(chosen, desc="gallery", unit="case", file=sys.stderr):
+            r = run_case(case, root, epochs, session=session)
+            if bisect:
+                from losstrace.workflows import bisect as bisect_mod
 
-            r.bisect = bisect_mod.main(r.a.run_id, r.b.run_id, root, seeds=2, epochs=epochs, inprocess=inprocess)
-        plot(r, out / "gallery" / f"{case.name}.png")
-        results.append(r)
+                r.bisect = bisect_mod.main(r.a.run_id, r.b.run_id, root, seeds=2, epochs=epochs, session=session)
+            plot(r, out / "gallery" / f"{case.name}.png")
+            results.append(r)
+    finally:
+        session.close()
     if not names:
         (out / "gallery.md").write_text(markdown(results) + "\n", encoding="utf-8")
     return results

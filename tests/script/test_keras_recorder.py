@@ -264,3 +264,18 @@ def test_a_script_run_in_a_git_repository_carries_its_commit(tmp_path):
     losstrace.keras.flush()
     run = client().get_run(reader.load_record("latest", store.project_root()).run_id)
     assert run.data.tags["mlflow.source.git.commit"] == git("rev-parse", "HEAD")
+
+
+def test_an_uploaded_run_leaves_no_temporary_files(tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    x, y = sequences(64)
+    losstrace.keras.autolog(summary=False)
+    gru().fit(x, y, batch_size=16, epochs=1, verbose=0)
+    losstrace.keras.flush()
+    rec = reader.load_record("latest", store.project_root())
+    assert len(rec.history) == 1  # the files reached the store
+    assert list(scratch.iterdir()) == []

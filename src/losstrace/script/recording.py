@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import sys
 import tempfile
 import threading
@@ -241,7 +242,21 @@ class ScriptRun:
         return None if split is None else split.x[:2]
 
     def _log_files(self, files: run_files.RunFiles) -> None:
-        folder = OFFLINE_DIR / self.name if self.logger.offline else Path(tempfile.mkdtemp(prefix="losstrace-run-"))
+        """Upload the run's files through a temporary folder; with the store away they stay
+        in ./losstrace-runs/<run name>/ instead, for the user to keep or sync."""
+        kept = OFFLINE_DIR / self.name
+        if self.logger.offline:
+            self._write_files(files, kept)
+            warn(f"MLflow was unreachable: this run's files are in {kept}/")
+            return
+        with tempfile.TemporaryDirectory(prefix="losstrace-run-") as tmp:
+            for path in self._write_files(files, Path(tmp)):
+                self.logger.log_artifact(path, contract.ARTIFACT_DIR)
+            if self.logger.offline:  # the store went away during the upload: keep what it missed
+                shutil.copytree(tmp, kept, dirs_exist_ok=True)
+                warn(f"MLflow was unreachable: this run's files are in {kept}/")
+
+    def _write_files(self, files: run_files.RunFiles, folder: Path) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         paths = files.write_into(folder)
         if self.fingerprint is not None:
@@ -249,10 +264,7 @@ class ScriptRun:
 
             (folder / contract.FINGERPRINT).write_text(to_json(self.fingerprint), encoding="utf-8")
             paths.append(folder / contract.FINGERPRINT)
-        for path in paths:
-            self.logger.log_artifact(path, contract.ARTIFACT_DIR)
-        if self.logger.offline:
-            warn(f"MLflow was unreachable: this run's files are in {folder}/")
+        return paths
 
     def close_failed(self) -> None:
         self.broken = "fit raised"

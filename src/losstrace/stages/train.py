@@ -144,6 +144,7 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
         dynamics=t.dynamics,
         defer_logging=backup is not None,
         exact_epoch_loss=distribute.replicas(strategy) > 1,
+        noise_scale_every=t.noise_scale_every,
     )
     stateful, keeper = training_controls(t)
     callbacks = [recording, *stateful, *(callbacks_extra or []), progress.Progress(t.epochs)]

@@ -60,6 +60,10 @@ class RecordingCallback(keras.callbacks.Callback):
         if self.noise_scale_every > 0:
             self._noise = NoiseScale(self.model, self.noise_scale_every)
 
+    @property
+    def measures_noise_scale(self) -> bool:
+        return self._noise is not None and self._noise.enabled
+
     def on_train_end(self, logs=None):
         if self._layers is not None:
             self._layers.detach()

@@ -65,6 +65,7 @@ class NoiseScale:
         self._opt = opt
         self.enabled = model.steps_per_execution == 1 and model.distribute_strategy.num_replicas_in_sync == 1
         self._calls = 0
+        self._replay: _Replay | None = None
         # 0: steps apply their gradient as usual; 1: the first micro-batch; 2: a later one.
         self._mode = tf.Variable(0, dtype=tf.int32, trainable=False)
         weights = model.trainable_variables
@@ -116,22 +117,27 @@ class NoiseScale:
     # ------------------------------------------------------------- around the step
 
     def _train_function(self, iterator):
+        import tensorflow as tf
+
         self._calls += 1
         # Never on a fit's first call: Keras builds the compiled metrics while it traces
         # the step there, so their variables would not be in the state put back.
         if not self.enabled or self._calls % self.every or self._calls == 1:
             return self._function(iterator)
+        spec = iterator.element_spec
+        if self._replay is None or self._replay.spec != spec:
+            if not all(isinstance(s, tf.TensorSpec) for s in tf.nest.flatten(spec)):
+                self.enabled = False  # ragged or sparse batches: not split here
+                return self._function(iterator)
+            self._replay = _Replay(spec)
         batch = iterator.get_next_as_optional()
         if not batch.has_value():
             raise StopIteration  # fit's loop ends the epoch on it, as on Keras' own call
-        data = batch.get_value()
-        self._measure(data, iterator.element_spec)
-        return self._function(_iterator(data, iterator.element_spec))
+        rows = self._replay.hold(batch.get_value())
+        self._measure(rows)
+        return self._function(self._replay.rows(0, rows))
 
-    def _measure(self, data, spec) -> None:
-        import tensorflow as tf
-
-        rows = int(tf.shape(next(t for t in tf.nest.flatten(data) if t is not None))[0])
+    def _measure(self, rows: int) -> None:
         b = rows // self.k
         if b < 1:
             return
@@ -140,7 +146,7 @@ class NoiseScale:
         steps_before = int(self._opt.iterations.numpy())
         for i in range(self.k):
             self._mode.assign(1 if i == 0 else 2)
-            self._function(_iterator(tf.nest.map_structure(lambda t, i=i: t[i * b : (i + 1) * b], data), spec))
+            self._function(self._replay.rows(i * b, (i + 1) * b))
         self._mode.assign(0)
         for v, value in zip(state, saved):
             v.assign(value)
@@ -191,15 +197,51 @@ def estimates(small: float, big: float, b_small: int, b_big: int) -> tuple[float
     return trace, g2
 
 
-def _iterator(data, spec):
-    """One batch as an iterator of the fit's own element spec: Keras' compiled step then
-    takes it as it takes the fit's batches, without tracing or instantiating anything new
-    (a plain tensor has a concrete batch shape: a trace of its own, ~0.5 s of CPU)."""
-    import tensorflow as tf
+class _Replay:
+    """Rows of one held batch fed to Keras' compiled train step as its own batches are.
 
-    shapes = tf.nest.map_structure(lambda s: s.shape[1:], spec)
-    rows = int(tf.shape(tf.nest.flatten(data)[0])[0])
-    return iter(tf.data.Dataset.from_tensor_slices(data).padded_batch(rows, padded_shapes=shapes))
+    The step was traced for the fit's iterator (its element spec: batch dimension
+    unknown); an iterator of the same spec is taken by that same trace, while a plain
+    tensor has a concrete shape and would cost a trace of its own (~0.5 s of CPU, and
+    another per micro-batch size). One iterator serves the whole fit: each element is
+    made when asked for, from the batch held in variables and the rows asked for.
+    """
+
+    def __init__(self, spec) -> None:
+        import tensorflow as tf
+
+        self.spec = spec
+        # When every batch of the fit has one size (rows a multiple of the batch), Keras'
+        # spec and trace carry that size: micro-batches then need one more trace, for any
+        # batch size, which they get once from this relaxed spec.
+        flat = [tf.TensorSpec([None, *s.shape[1:]], s.dtype, s.name) for s in tf.nest.flatten(spec)]
+        self._held = [
+            tf.Variable(tf.zeros([d or 0 for d in s.shape], s.dtype), shape=s.shape, trainable=False) for s in flat
+        ]
+        self._range = tf.Variable([0, 0], dtype=tf.int64, trainable=False)
+
+        def element(_):
+            lo, hi = self._range[0], self._range[1]
+            return tf.nest.pack_sequence_as(spec, [tf.ensure_shape(v[lo:hi], s.shape) for v, s in zip(self._held, flat)])
+
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        options.experimental_optimization.inject_prefetch = False  # made on demand: the variables change
+        dataset = tf.data.Dataset.from_tensors(0).repeat().map(element).with_options(options)
+        self.iterator = iter(dataset)
+
+    def hold(self, data) -> int:
+        """Hold one batch; returns its rows."""
+        import tensorflow as tf
+
+        flat = tf.nest.flatten(data)
+        for v, t in zip(self._held, flat):
+            v.assign(t)
+        return int(flat[0].shape[0])
+
+    def rows(self, lo: int, hi: int):
+        self._range.assign([lo, hi])
+        return self.iterator
 
 
 def _dense(g):

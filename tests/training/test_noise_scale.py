@@ -18,8 +18,8 @@ from support import shrunk
 
 # Each measurement is unbiased; over these ~250 the estimate of B_simple landed within 9 % of
 # the truth on both problems for seeds 0-3 (0.1-9 %; tr(Σ) and |G|² alone within 8 %), so
-# 15 % leaves room for scatter while a bias fails it: half the micro-batch size in tr(Σ)'s
-# formula, or |g_big|² taken as |G|², is off by 50 % or more.
+# 15 % leaves room for scatter while a bias fails it: the micro-batch size off by 2 in tr(Σ)'s
+# formula doubles it, and |g_big|² taken for |G|² reads 40-90 % high on these problems.
 TOLERANCE = 0.15
 
 

@@ -48,7 +48,7 @@ def test_the_run_value_is_the_ratio_of_the_epoch_means_not_a_mean_of_ratios():
 
 def test_not_measured_or_unresolved_is_none_and_leaves_the_context_alone(make_run):
     history, batches, context = make_run()
-    assert measured_noise_scale(history) is None and noise_scale_context(history) == {}
+    assert measured_noise_scale(history) is None and noise_scale_context(history, batches, 0.1) == {}
     unresolved = history.assign(**{contract.NOISE_TRACE: 10.0, contract.NOISE_SIGNAL: -0.1})
     assert measured_noise_scale(unresolved) is None  # |G|² below what the measurements resolve
     assert curve_features(history, batches, context)["noise_scale"] is None

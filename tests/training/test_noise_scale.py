@@ -13,6 +13,7 @@ import pytest
 from losstrace.record import contract, run_files
 from losstrace.stages import train
 from losstrace.training.callbacks import RecordingCallback
+from losstrace.training.noise_scale import estimates
 from losstrace.training.recorder import Recorder
 from support import shrunk
 
@@ -74,6 +75,23 @@ def test_the_estimate_matches_the_brute_force_noise_scale(kind):
     assert g2 == pytest.approx(true_g2, rel=TOLERANCE)
     assert trace / g2 == pytest.approx(true_trace / true_g2, rel=TOLERANCE)
     assert 5 < true_trace / true_g2 < 500  # a noise scale a batch of 32 could be on either side of
+
+
+def test_batches_drawn_without_replacement_from_a_small_training_set_stay_unbiased():
+    """Keras draws each batch's rows without replacement from N: with N = 216 (Japanese Vowels)
+    the i.i.d. formulas read |G|² low by tr(Σ)/(N-1); given N, the estimates are unbiased."""
+    rng = np.random.default_rng(0)
+    rows, b = 216, 16
+    g = rng.normal(size=(rows, 5)) + 0.3  # per-example gradients of a training set
+    true_trace, true_g2 = float(g.var(axis=0).sum()), float(np.sum(g.mean(axis=0) ** 2))
+    draws = np.array([rng.permutation(rows)[: 2 * b] for _ in range(20000)])
+    halves = g[draws[:, :b]].mean(axis=1), g[draws[:, b:]].mean(axis=1)
+    small = (np.sum(halves[0] ** 2, axis=1) + np.sum(halves[1] ** 2, axis=1)) / 2
+    big = np.sum(((halves[0] + halves[1]) / 2) ** 2, axis=1)
+    trace, g2 = estimates(small.mean(), big.mean(), b, 2 * b, rows)
+    assert trace == pytest.approx(true_trace, rel=0.02) and g2 == pytest.approx(true_g2, rel=0.02)
+    naive = estimates(small.mean(), big.mean(), b, 2 * b)[1]
+    assert naive == pytest.approx(true_g2 - true_trace / (rows - 1), rel=0.03)
 
 
 def _fit(prepared, **train_kw):

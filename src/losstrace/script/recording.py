@@ -161,7 +161,7 @@ class ScriptRun:
         batches = run_files.batches_frame(rec.batches)
         dynamics = run_files.dynamics_frame(rec.dynamics)
         context = self._context()
-        context.update(noise_scale_context(history))
+        context.update(noise_scale_context(history, batches, self.p.diagnose.level_floor_share))
         lr = model_facts.learning_rate(self.model) or 1e-3
         curve = diagnose_training(history, batches, dynamics, context, self.p.diagnose, rec.divergence, lr)
         diagnosis = with_prescription(

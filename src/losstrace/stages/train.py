@@ -450,7 +450,7 @@ def summarise(p: Params, ds: Dataset, model, rec, data_findings, lint_findings, 
     outputs = model.predict(ds.x["val"], batch_size=256, verbose=0)
     probs = as_probabilities(outputs, p.train.from_logits, ds.info["multilabel"])
     context = _context(p, ds, run_files.prediction_stats(probs, sorted(ds.labels, key=ds.labels.get)))
-    context.update(noise_scale_context(history))
+    context.update(noise_scale_context(history, batches, p.diagnose.level_floor_share))
     curve = diagnose_training(history, batches, dynamics, context, p.diagnose, rec.divergence, p.train.learning_rate)
     diagnosis = with_prescription({**merge_findings(data_findings, lint_findings, curve), "run_id": run_id}, context)
     lint = [f.to_dict() for f in lint_findings]

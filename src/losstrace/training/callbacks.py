@@ -58,7 +58,7 @@ class RecordingCallback(keras.callbacks.Callback):
         if self.dynamics:  # weights may have been restored (resume) since any last fit: a fresh copy
             self._layers = LayerDynamics(self.model)
         if self.noise_scale_every > 0:
-            self._noise = NoiseScale(self.model, self.noise_scale_every)
+            self._noise = NoiseScale(self.model, self.noise_scale_every, self.n_train or None)
 
     @property
     def measures_noise_scale(self) -> bool:

@@ -75,12 +75,13 @@ def test_quick_training_benchmarks_write_their_keys(tmp_path):
     # ingest and gpu: the cheap subset above already runs them.
     results, _ = _bench(
         tmp_path,
-        *(arg for name in ("stage_cost", "cli", "repro", "tracking", "keras", "bucketing") for arg in ("--only", name)),
+        *(arg for name in ("stage_cost", "cli", "repro", "tracking", "gns", "keras", "bucketing") for arg in ("--only", name)),
     )
     assert "errors" not in results, results.get("errors")
     _check_machine(results)
     for key in (
         "tracking_overhead_ratio",
+        "gns_overhead_ratio",
         "noop_repro_ratio",
         "cli_help_seconds",
         "diff_seconds",

@@ -238,6 +238,7 @@ class _Replay:
         ]
         self._range = tf.Variable([0, 0], dtype=tf.int64, trainable=False)
 
+        @tf.autograph.experimental.do_not_convert  # plain ops: converting them costs ~50 ms
         def element(_):
             lo, hi = self._range[0], self._range[1]
             return tf.nest.pack_sequence_as(spec, [tf.ensure_shape(v[lo:hi], s.shape) for v, s in zip(self._held, flat)])

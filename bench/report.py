@@ -78,7 +78,7 @@ def gns_rows(r: dict[str, Any]) -> list[Row]:
 
     def detail(arm: dict[str, Any]) -> str:
         ms = arm["ms_per_measurement"]
-        scale = f", B_simple {arm['b_simple']:.0f}" if arm.get("b_simple") else ""
+        scale = f", B_simple {arm['b_simple']:.0f} over the run" if arm.get("b_simple") else ""
         return f"{arm['measurements']} measurements, {ms:+.0f} ms each{scale}" if ms is not None else "none"
 
     return [

@@ -261,7 +261,8 @@ def measure_noise_scale(work: Path, epochs: int, reps: int, every: int = GNS_EVE
     per repetition and interleaved like the tracking arms, both from the same seed (the
     measurement changes no update, so both train the same steps). A second on-arm
     measures once per epoch (every = steps per epoch), the cost of a noise-scale figure in
-    every epoch of this 7-step training."""
+    every epoch of this 7-step training. `b_simple` is each arm's figure pooled over all its
+    measured epochs (not only the learning ones the advice uses), for orientation."""
     from losstrace.explain.symptoms import measured_noise_scale
     from losstrace.record import run_files
     from losstrace.stages import train

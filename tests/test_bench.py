@@ -75,7 +75,11 @@ def test_quick_training_benchmarks_write_their_keys(tmp_path):
     # ingest and gpu: the cheap subset above already runs them.
     results, _ = _bench(
         tmp_path,
-        *(arg for name in ("stage_cost", "cli", "repro", "tracking", "gns", "keras", "bucketing") for arg in ("--only", name)),
+        *(
+            arg
+            for name in ("stage_cost", "cli", "repro", "tracking", "gns", "keras", "bucketing")
+            for arg in ("--only", name)
+        ),
     )
     assert "errors" not in results, results.get("errors")
     _check_machine(results)

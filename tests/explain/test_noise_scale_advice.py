@@ -21,9 +21,7 @@ def measured(history: pd.DataFrame, b_simple: float, signal: float = 0.5) -> pd.
     and |G|² estimates whose ratio of means is b_simple (|G|² shrinking as the loss falls)."""
     g2 = signal * np.linspace(1.0, 0.4, len(history))
     trace = np.full(len(history), b_simple * g2.mean())
-    return history.assign(
-        **{contract.NOISE_SCALE: trace / g2, contract.NOISE_TRACE: trace, contract.NOISE_SIGNAL: g2}
-    )
+    return history.assign(**{contract.NOISE_SCALE: trace / g2, contract.NOISE_TRACE: trace, contract.NOISE_SIGNAL: g2})
 
 
 def noisy(findings: list[Finding]) -> Finding:

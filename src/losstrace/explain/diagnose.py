@@ -381,7 +381,9 @@ def _noise_why(
         measured = f"noise scale ≈ {scale:.0f} samples (measured); batch {bsize} is {_times(bsize, scale)} it"
         if bsize * NOISE_SCALE_ROOM >= scale:
             return f"{measured}: the loss scatter is per-sample spread, not gradient noise a larger batch removes"
-        return f"{measured}: below the noise scale a larger batch takes proportionally fewer steps for the same progress"
+        return (
+            f"{measured}: below the noise scale a larger batch takes proportionally fewer steps for the same progress"
+        )
     if driver == "batch_size":
         head = f"batch of {bsize}: sampling noise scales ~1/sqrt(batch); implied per-sample spread"
         if cv is None:

@@ -441,8 +441,8 @@ def summarise(p: Params, ds: Dataset, model, rec, data_findings, lint_findings, 
     """The run's files: curves, dynamics, the context diagnosis reads, and the diagnosis."""
     from losstrace.explain.diagnose import diagnose_training, merge_findings
     from losstrace.explain.prescription import with_prescription
-    from losstrace.model.heads import as_probabilities
     from losstrace.explain.symptoms import noise_scale_context
+    from losstrace.model.heads import as_probabilities
 
     history = run_files.history_frame(rec.epochs)
     batches = run_files.batches_frame(rec.batches)

@@ -14,8 +14,8 @@ import time
 
 import keras
 
-from losstrace.training.batch_losses import BatchLosses
 from losstrace.record import contract
+from losstrace.training.batch_losses import BatchLosses
 from losstrace.training.gradient_norms import LayerDynamics
 from losstrace.training.noise_scale import NoiseScale
 from losstrace.training.recorder import Recorder, log_epoch
@@ -107,7 +107,6 @@ class RecordingCallback(keras.callbacks.Callback):
             self.rec.dynamics.extend(self._layers.rows(epoch))
         if self.logger is not None and not self.defer_logging:
             log_epoch(self.logger, self.rec, epoch)
-
 
     def _noise_columns(self) -> dict[str, float]:
         measured = self._noise.read() if self._noise is not None else None

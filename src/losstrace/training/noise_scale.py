@@ -241,7 +241,9 @@ class _Replay:
         @tf.autograph.experimental.do_not_convert  # plain ops: converting them costs ~50 ms
         def element(_):
             lo, hi = self._range[0], self._range[1]
-            return tf.nest.pack_sequence_as(spec, [tf.ensure_shape(v[lo:hi], s.shape) for v, s in zip(self._held, flat)])
+            return tf.nest.pack_sequence_as(
+                spec, [tf.ensure_shape(v[lo:hi], s.shape) for v, s in zip(self._held, flat)]
+            )
 
         options = tf.data.Options()
         options.autotune.enabled = False

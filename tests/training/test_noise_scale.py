@@ -132,7 +132,8 @@ def test_bundled_data_tells_batch_4_from_batch_64(prepared):
     assert noisy[0]["evidence"]["noise_scale"] == pytest.approx(small, rel=0.01)
     assert noisy[0]["suggestion"].startswith("train.batch_size: 4 → 16 (noise scale ≈ ")  # 216 rows: >= 8 steps
     assert "below it" in noisy[0]["suggestion"]
-    assert {(c["key"], c["from"], c["to"]) for c in files[4].diagnosis["prescription"]} >= {("train.batch_size", 4, 16)}
+    batch = next(c for c in files[4].diagnosis["prescription"] if c["key"] == "train.batch_size")
+    assert (batch["from"], batch["to"]) == (4, 16) and "measured gradient noise scale" in batch["why"]
 
     flagged = [f for f in files[64].diagnosis["findings"] if f["code"] == "noisy_loss" and f["severity"] != "info"]
     assert not flagged

@@ -205,6 +205,9 @@ def _batch(group: list[Candidate], lr_group: list[Candidate], context: dict[str,
         return
     target = noisy[0].new if noisy else max(c.new for c in group)
     why = _why(noisy[0] if noisy else group[0])
+    measured = (noisy[0].finding.get("evidence") or {}).get("noise_scale") if noisy else None
+    if measured:
+        why += f"; sized by the measured gradient noise scale ≈ {measured:.0f} samples"
     if len(group) > 1 and noisy:
         others = ", ".join(f"{c.code} {c.new}" for c in group if c.code != "noisy_loss")
         why += f"; {target} is sized from the measured noise (the rule of thumb said {others})"

@@ -111,3 +111,10 @@ def test_the_measured_target_is_a_power_of_two_under_the_noise_scale(make_run):
         f = noisy(diagnose_curves(measured(history, scale), batches, context))
         new = int(f.suggestion.split("→ ")[1].split()[0])
         assert new == 2 ** math.floor(math.log2(scale))
+
+
+def test_measuring_the_noise_scale_is_no_cause_in_a_diff():
+    from losstrace.explain.deltas import material_changes
+
+    changes = material_changes([{"key": "train.noise_scale_every", "a": 0, "b": 10}], [], [])
+    assert changes == []

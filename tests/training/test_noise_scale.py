@@ -138,3 +138,9 @@ def test_bundled_data_tells_batch_4_from_batch_64(prepared):
     flagged = [f for f in files[64].diagnosis["findings"] if f["code"] == "noisy_loss" and f["severity"] != "info"]
     assert not flagged
     assert all(c["key"] != "train.batch_size" for c in files[64].diagnosis["prescription"])
+
+
+def test_asking_for_more_steps_than_the_training_has_says_nothing_was_measured(prepared, capsys):
+    _, _, _, rec = _fit(prepared, noise_scale_every=50)  # 2 epochs of 7 steps
+    assert list(run_files.history_frame(rec.epochs).columns) == [*contract.HISTORY_COLUMNS]
+    assert "train.noise_scale_every=50 measured nothing" in capsys.readouterr().err

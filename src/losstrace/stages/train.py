@@ -8,6 +8,7 @@ once (models/, reports/train/) after training succeeded.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -194,6 +195,12 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
                 class_weight=weights,
             )
     rec.fit_seconds = time.perf_counter() - fit_start
+    if t.noise_scale_every and not recording.noise_scale_measurements and rec.epochs:
+        print(
+            f"train: train.noise_scale_every={t.noise_scale_every} measured nothing: it needs more steps than that, "
+            "one device (train.distribute: none) and dense batches",
+            file=sys.stderr,
+        )
     # The epoch whose weights the returned model holds; history (rec.epochs) keeps every epoch.
     last = rec.epochs[-1]["epoch"] if rec.epochs else None
     rec.kept_epoch = keeper.best_epoch if keeper is not None and keeper.best is not None else last

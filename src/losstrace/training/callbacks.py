@@ -51,6 +51,7 @@ class RecordingCallback(keras.callbacks.Callback):
         self.noise_scale_every = int(noise_scale_every)
         self._layers: LayerDynamics | None = None
         self._noise: NoiseScale | None = None
+        self.noise_scale_measurements = 0  # set at train end
         self._t0 = 0.0
 
     def on_train_begin(self, logs=None):
@@ -69,6 +70,7 @@ class RecordingCallback(keras.callbacks.Callback):
             self._layers.detach()
             self._layers = None
         if self._noise is not None:
+            self.noise_scale_measurements = self._noise.measurements
             self._noise.detach()
             self._noise = None
         if self.logger is not None and not self.defer_logging:

@@ -70,6 +70,7 @@ class NoiseScale:
         self._opt = opt
         self.enabled = model.steps_per_execution == 1 and model.distribute_strategy.num_replicas_in_sync == 1
         self._calls = 0
+        self.measurements = 0  # over the whole fit
         self._replay: _Replay | None = None
         # 0: steps apply their gradient as usual; 1: the first micro-batch; 2: a later one.
         self._mode = tf.Variable(0, dtype=tf.int32, trainable=False)
@@ -129,6 +130,9 @@ class NoiseScale:
         # the step there, so their variables would not be in the state put back.
         if not self.enabled or self._calls % self.every or self._calls == 1:
             return self._function(iterator)
+        if not isinstance(iterator, tf.data.Iterator):  # a tf.distribute iterator: batches per replica
+            self.enabled = False
+            return self._function(iterator)
         spec = iterator.element_spec
         if self._replay is None or self._replay.spec != spec:
             if not all(isinstance(s, tf.TensorSpec) for s in tf.nest.flatten(spec)):
@@ -164,6 +168,7 @@ class NoiseScale:
         small = float(self._squares.numpy()) / k  # |g_small|², batch b
         big = sum(float(np.sum(np.square(buf.numpy()))) for buf in self._buffer) / k**2  # |g_big|², batch kb
         self._sums += (*estimates(small, big, b, self.k * b, self.rows), 1.0)
+        self.measurements += 1
 
     def _state(self) -> list:
         """Variables a train step changes besides the weights and the optimizer's slots."""

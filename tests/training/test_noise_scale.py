@@ -144,3 +144,30 @@ def test_asking_for_more_steps_than_the_training_has_says_nothing_was_measured(p
     _, _, _, rec = _fit(prepared, noise_scale_every=50)  # 2 epochs of 7 steps
     assert list(run_files.history_frame(rec.epochs).columns) == [*contract.HISTORY_COLUMNS]
     assert "train.noise_scale_every=50 measured nothing" in capsys.readouterr().err
+
+
+class OwnUpdates(keras.Model):
+    """A train_step that updates the weights itself, never through the optimizer's apply."""
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(x=x, y=y, y_pred=self(x, training=True))
+        for v, g in zip(self.trainable_variables, tape.gradient(loss, self.trainable_variables)):
+            v.assign_sub(0.01 * g)
+        return {"loss": loss}
+
+
+def test_a_train_step_that_bypasses_the_optimizer_is_left_unmeasured():
+    _, x, y = _problem("mse", rows=256)
+    inputs = keras.Input((x.shape[1],))
+    own = OwnUpdates(inputs, keras.layers.Dense(1)(inputs))
+    own.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    rec = Recorder()
+    callback = RecordingCallback(rec, len(x), 32, noise_scale_every=2)
+    own.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[callback])
+    assert callback.noise_scale_measurements == 0  # tried once, saw no capture, stopped
+    assert list(run_files.history_frame(rec.epochs).columns) == [*contract.HISTORY_COLUMNS]
+    assert len(rec.epochs) == 2

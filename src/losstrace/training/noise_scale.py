@@ -78,7 +78,7 @@ class NoiseScale:
         self._index = {id(v): i for i, v in enumerate(weights)}
         self._buffer = [tf.Variable(tf.zeros(v.shape, tf.float64), trainable=False) for v in weights]
         self._squares = tf.Variable(tf.zeros((), tf.float64), trainable=False)  # sum_i |g_i|²
-        self._captured = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self._captures = tf.Variable(0, dtype=tf.int64, trainable=False)  # micro-batches captured
         self._sums = np.zeros(3)  # tr(Σ) estimates, |G|² estimates, measurements
         # Keras traces its train step at the first call: a function built by an earlier
         # fit would not route apply through the wrapper, so build a fresh one.
@@ -117,7 +117,7 @@ class NoiseScale:
             buf.assign(tf.where(first, g, buf + g))
         total = tf.add_n(squares) if squares else tf.constant(0.0, tf.float64)
         self._squares.assign(tf.where(first, total, self._squares + total))
-        self._captured.assign_add(1)
+        self._captures.assign_add(1)
         return tf.constant(0)
 
     # ------------------------------------------------------------- around the step
@@ -152,16 +152,18 @@ class NoiseScale:
             return
         state = self._state()
         saved = [v.numpy() for v in state]
-        steps_before = int(self._opt.iterations.numpy())
+        steps_before, captures_before = int(self._opt.iterations.numpy()), int(self._captures.numpy())
         for i in range(self.k):
             self._mode.assign(1 if i == 0 else 2)
             self._function(self._replay.rows(i * b, (i + 1) * b))
         self._mode.assign(0)
+        # Each micro-batch must have reached the capture and no update: a train_step of the
+        # model's own may update the weights some other way. Stop rather than train on halves.
+        captured = int(self._captures.numpy()) == captures_before + self.k
+        captured &= int(self._opt.iterations.numpy()) == steps_before
         for v, value in zip(state, saved):
             v.assign(value)
-        if int(self._opt.iterations.numpy()) != steps_before:
-            # The step did not reach the optimizer's apply (a train_step of its own that
-            # updates the weights some other way): stop measuring rather than train on halves.
+        if not captured:
             self.enabled = False
             return
         k = float(self.k)

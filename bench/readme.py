@@ -13,7 +13,7 @@ from typing import Any
 from . import report
 
 HEADING = "## Benchmarks"
-ORDER = ("stage_cost", "trials", "tracking", "bucketing", "ingest", "repro", "cli", "gpu")
+ORDER = ("stage_cost", "trials", "tracking", "gns", "bucketing", "ingest", "repro", "cli", "gpu")
 
 METHOD = """\
 How each figure is measured (the docstrings in bench/*.py say why):
@@ -38,6 +38,10 @@ How each figure is measured (the docstrings in bench/*.py say why):
   runs, so a layer below that (even one under 1×) is noise. `train.main` (the whole stage) is timed once,
   separately: saving and logging the model and uploading artifacts come after training, so they add wall
   time to the stage, not to training.
+- **Noise scale**: the default training (`train.run` without a logger, as the tracking arms) with
+  `train.noise_scale_every` 50 (4 measurements in 210 steps) and once per epoch (every 7) against the same
+  training with it off, interleaved and paired per repetition; a measurement changes no update, so the arms
+  train the same steps. ms per measurement = the paired difference over the measurements.
 - **Bucketing**: GRU(32) on the 3000 UCI sentences, `train.batching: pad_to_max` vs `bucket`; repetition k
   uses seed 42+k in both arms; samples/s over the epochs after the first (the first also traces the graphs),
   paired per repetition; accuracies are last-epoch means over 20 seeds, and the verdict is the paired

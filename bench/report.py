@@ -72,6 +72,31 @@ def tracking_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def gns_rows(r: dict[str, Any]) -> list[Row]:
+    ratio, g = r["gns_overhead_ratio"], r["gns_overhead"]
+    on, each = g["on"], g["every_epoch"]
+
+    def detail(arm: dict[str, Any]) -> str:
+        ms = arm["ms_per_measurement"]
+        scale = f", B_simple {arm['b_simple']:.0f} over the run" if arm.get("b_simple") else ""
+        return f"{arm['measurements']} measurements, {ms:+.0f} ms each{scale}" if ms is not None else "none"
+
+    return [
+        (
+            f"Noise scale (train.noise_scale_every={g['every']}) / the same training without",
+            f"{ratio:.3f}× ({detail(on)})",
+            "≤ 1.02",
+            _met(ratio <= 1.02),
+        ),
+        (
+            f"  once per epoch (every={each['every']})",
+            f"{each['ratio']:.3f}× ({detail(each)})",
+            "reported",
+            "–",
+        ),
+    ]
+
+
 def bucketing_rows(r: dict[str, Any]) -> list[Row]:
     speed, acc = r["bucketing_speedup"], r["bucketing_accuracy"]
     skip = _skip(speed)
@@ -220,6 +245,7 @@ ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "stage_cost": stage_cost_rows,
     "trials": trials_rows,
     "tracking": tracking_rows,
+    "gns": gns_rows,
     "keras": keras_rows,
     "bucketing": bucketing_rows,
     "ingest": ingest_rows,

@@ -7,7 +7,7 @@ the README's Benchmarks section.
     python bench/run.py --quick         # small sizes: a smoke test of the whole suite
     python bench/run.py --only cli      # one benchmark (repeatable), merged into results.json
 
-Benchmarks: stage_cost, trials, tracking, keras, bucketing, ingest, repro, cli, gpu (bench/<module>.py each).
+Benchmarks: stage_cost, trials, tracking, gns, keras, bucketing, ingest, repro, cli, gpu (bench/<module>.py each).
 """
 
 from __future__ import annotations
@@ -102,6 +102,12 @@ def _tracking(ctx: Context) -> dict[str, Any]:
     return tracking_overhead.measure(ctx.work / "tracking", ctx.sizes.tracking_epochs, ctx.sizes.tracking_reps)
 
 
+def _gns(ctx: Context) -> dict[str, Any]:
+    from bench import tracking_overhead
+
+    return tracking_overhead.measure_noise_scale(ctx.work / "gns", ctx.sizes.tracking_epochs, ctx.sizes.tracking_reps)
+
+
 def _keras(ctx: Context) -> dict[str, Any]:
     from bench import keras_overhead
 
@@ -158,6 +164,7 @@ BENCHMARKS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "repro": _repro,
     "ingest": _ingest,
     "tracking": _tracking,
+    "gns": _gns,
     "keras": _keras,
     "bucketing": _bucketing,
     "gpu": _gpu,

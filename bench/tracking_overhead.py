@@ -245,3 +245,73 @@ def measure(work: Path, epochs: int, reps: int) -> dict[str, Any]:
             "train_main": stage_breakdown(prepared.parents[1] / "params.yaml", prepared, store),
         },
     }
+
+
+# ---------------------------------------------------------------- measured noise scale
+
+# Steps between two noise-scale measurements in the headline arm: the default training has
+# 7 steps an epoch, 210 in 30 epochs, so 50 gives 4 measurements, enough for a run figure
+# the batch advice can use (each costs about two steps; see training/noise_scale.py).
+GNS_EVERY = 50
+
+
+def measure_noise_scale(work: Path, epochs: int, reps: int, every: int = GNS_EVERY) -> dict[str, Any]:
+    """`gns_overhead_ratio`: the default training (`train.run(logger=None)`, as the
+    `callback` arm) with `train.noise_scale_every` on over the same training off, paired
+    per repetition and interleaved like the tracking arms, both from the same seed (the
+    measurement changes no update, so both train the same steps). A second on-arm
+    measures once per epoch (every = steps per epoch), the cost of a noise-scale figure in
+    every epoch of this 7-step training. `b_simple` is each arm's figure pooled over all its
+    measured epochs (not only the learning ones the advice uses), for orientation."""
+    from losstrace.explain.symptoms import measured_noise_scale
+    from losstrace.record import run_files
+    from losstrace.stages import train
+
+    overrides: dict[str, Any] = {"train.epochs": epochs, "train.batching": "pad_to_max"}
+    p, ds, _ = prepare(work, overrides)
+    steps = math.ceil(len(ds.x["train"]) / p.train.batch_size)
+    per_epoch = build_params({**overrides, "train.noise_scale_every": steps})
+    headline = build_params({**overrides, "train.noise_scale_every": every})
+    scales: dict[str, float | None] = {}
+
+    def arm(q, name: str) -> Callable[[], float]:
+        def go() -> float:
+            _fresh(q)
+            seconds, (_, rec) = timed(lambda: train.run(q, ds, None))
+            measured = measured_noise_scale(run_files.history_frame(rec.epochs))
+            scales[name] = measured["b_simple"] if measured else None
+            return seconds
+
+        return go
+
+    arms_ = {"off": arm(p, "off"), "on": arm(headline, "on"), "every_epoch": arm(per_epoch, "every_epoch")}
+    _plain_fit(p, ds)  # TensorFlow's first graphs, outside the timed arms
+    times = interleave(arms_, reps)
+    total_steps = steps * epochs
+
+    def cost(name: str, n: int) -> dict[str, Any]:
+        extra = median([a - b for a, b in zip(times[name], times["off"])])
+        return {
+            "ratio": paired_ratio(times[name], times["off"]),
+            "measurements": n,
+            "ms_per_measurement": extra / n * 1000 if n else None,
+            "b_simple": scales.get(name),
+        }
+
+    def count(n: int) -> int:  # calls n, 2n, ...; never the first call, where Keras traces
+        return total_steps // n - (1 if n == 1 else 0)
+
+    on, each = cost("on", count(every)), cost("every_epoch", count(steps))
+    return {
+        "gns_overhead_ratio": on["ratio"],
+        "gns_overhead": {
+            "data": "japanese_vowels (default params)",
+            "epochs": epochs,
+            "steps": total_steps,
+            "reps": reps,
+            "every": every,
+            "seconds": {name: median(ts) for name, ts in times.items()},
+            "on": on,
+            "every_epoch": {**each, "every": steps},
+        },
+    }

@@ -77,7 +77,7 @@ def test_quick_training_benchmarks_write_their_keys(tmp_path):
         tmp_path,
         *(
             arg
-            for name in ("stage_cost", "trials", "cli", "repro", "tracking", "keras", "bucketing")
+            for name in ("stage_cost", "trials", "cli", "repro", "tracking", "gns", "keras", "bucketing")
             for arg in ("--only", name)
         ),
     )
@@ -85,6 +85,7 @@ def test_quick_training_benchmarks_write_their_keys(tmp_path):
     _check_machine(results)
     for key in (
         "tracking_overhead_ratio",
+        "gns_overhead_ratio",
         "noop_repro_ratio",
         "cli_help_seconds",
         "diff_seconds",

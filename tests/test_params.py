@@ -57,6 +57,7 @@ def test_dense_layers_parse_and_flatten():
         ("base: {seed: -1}\n", "base.seed=-1 must be >= 0"),
         ("train: {batch_size: 0}\n", "train.batch_size=0 must be >= 1"),
         ("train: {epochs: -3}\n", "train.epochs=-3 must be >= 1"),
+        ("train: {noise_scale_every: -1}\n", "train.noise_scale_every=-1 must be >= 0"),
         ("train: {learning_rate: 1e999}\n", "train.learning_rate=inf must be a finite number"),
         ("train: {model: {embedding: {dim: 0}}}\n", "train.model.embedding.dim=0 must be >= 1"),
         ("train: {callbacks: {patience: -2}}\n", "train.callbacks.patience=-2 must be >= 0"),

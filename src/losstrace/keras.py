@@ -41,6 +41,9 @@ class LosstraceCallback(keras.callbacks.Callback):
         short hash of every setting). dynamics: per-layer gradient norms, taken inside the
         train step. log_model: also log the model with MLflow's Keras flavour.
     summary: print a short diagnosis on stderr when fit ends.
+    noise_scale_every: every this many steps, measure the gradient noise scale (the
+        batch size past which a larger one stops paying; `noise_scale` in the history and
+        the batch advice), at about one extra step per measurement; 0 = off.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class LosstraceCallback(keras.callbacks.Callback):
         dynamics: bool = True,
         log_model: bool = False,
         summary: bool = True,
+        noise_scale_every: int = 0,
     ) -> None:
         super().__init__()
         self._args = dict(
@@ -68,7 +72,13 @@ class LosstraceCallback(keras.callbacks.Callback):
             shuffle=shuffle,
             class_weight=class_weight,
         )
-        self._options = dict(run_name=run_name, dynamics=dynamics, log_model=log_model, summary=summary)
+        self._options = dict(
+            run_name=run_name,
+            dynamics=dynamics,
+            log_model=log_model,
+            summary=summary,
+            noise_scale_every=noise_scale_every,
+        )
         self._run: ScriptRun | None = None
         self._recording: RecordingCallback | None = None
         self._rec = Recorder()
@@ -89,11 +99,18 @@ class LosstraceCallback(keras.callbacks.Callback):
             self._run.fit, self._run.data = fit, data
             self._run.start()
             self._recording = RecordingCallback(
-                self._rec, data.train_rows or 0, batch_size or 32, self._run.logger, dynamics=o["dynamics"]
+                self._rec,
+                data.train_rows or 0,
+                batch_size or 32,
+                self._run.logger,
+                dynamics=o["dynamics"],
+                noise_scale_every=o["noise_scale_every"],
             )
             self._recording.set_model(self.model)
             self._recording.set_params(self.params)
             self._recording.on_train_begin(logs)
+            if o["noise_scale_every"] and not self._recording.measures_noise_scale:
+                warn("noise scale not measured: it needs steps_per_execution=1 and one device")
 
     def _forward(self, hook: str, *args) -> None:
         if self._run is None or self._recording is None:
@@ -150,12 +167,19 @@ def autolog(
     dynamics: bool = True,
     log_model: bool = False,
     summary: bool = True,
+    noise_scale_every: int = 0,
     disable: bool = False,
 ) -> None:
     """Record every later `model.fit` of any Keras model in this process. Calling it again
     changes the options (never records twice); `disable=True` stops recording. A fit that
     already has a LosstraceCallback is left alone."""
-    _patched["options"] = dict(run_name=run_name, dynamics=dynamics, log_model=log_model, summary=summary)
+    _patched["options"] = dict(
+        run_name=run_name,
+        dynamics=dynamics,
+        log_model=log_model,
+        summary=summary,
+        noise_scale_every=noise_scale_every,
+    )
     if disable:
         if "fit" in _patched:
             keras.Model.fit = _patched.pop("fit")

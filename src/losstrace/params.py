@@ -269,6 +269,10 @@ class TrainParams:
     # Per epoch, each layer's gradient norm over the training steps and weight-update ratio:
     # vanishing/exploding gradients and a mis-scaled learning rate show there first.
     dynamics: bool = True
+    # Every this many steps, the gradient noise scale B_simple (McCandlish et al. 2018) from
+    # the step's batch split in two: the batch size past which a larger one stops paying.
+    # 0 = off. Costs one extra forward and backward pass over a batch per measurement.
+    noise_scale_every: int = 0
     # pad_to_max|bucket. bucket batches rows of similar length, each padded only to its own
     # longest row: recurrent steps over padding are wasted work on varied-length text.
     batching: str = "pad_to_max"
@@ -305,6 +309,7 @@ class TrainParams:
         _at_least(1, "32", {"train.batch_size": self.batch_size, "train.epochs": self.epochs})
         _at_least(0, "0.0 (off) or 1.0", {"train.clipnorm": self.clipnorm, "train.momentum": self.momentum})
         _at_least(0, "0 (the number of classes)", {"train.output_units": self.output_units})
+        _at_least(0, "0 (off) or 10", {"train.noise_scale_every": self.noise_scale_every})
         if not self.learning_rate > 0:
             raise LosstraceError(
                 "params.yaml", f"train.learning_rate={self.learning_rate} must be > 0", "use e.g. 0.001"

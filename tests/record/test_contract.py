@@ -69,3 +69,17 @@ def test_environment_and_finding_tags_round_trip():
     tags = {"env.keras": "3.10", "device": "GPU:x", "determinism": "op", "other": "1"}
     assert contract.environment_of(tags) == {"keras": "3.10", "device": "GPU:x", "determinism": "op"}
     assert contract.finding_tags([{"code": "plateau", "severity": "warning"}]) == {"finding.plateau": "warning"}
+
+
+def _png_width(path) -> int:
+    return int.from_bytes(path.read_bytes()[16:20], "big")  # the IHDR chunk's width
+
+
+def test_curves_gain_a_noise_scale_panel_only_when_it_was_measured(tmp_path):
+    files = _files("t")
+    plain, measured = tmp_path / "plain.png", tmp_path / "measured.png"
+    run_files.plot_curves(files.history, files.batches, plain, "t")
+    noise = {contract.NOISE_SCALE: [20.0, np.nan, 60.0], contract.NOISE_TRACE: [2.0, 1.9, 1.8]}
+    run_files.plot_curves(files.history.assign(**noise, **{contract.NOISE_SIGNAL: 0.1}), files.batches, measured, "t")
+    assert _png_width(plain) == 1100  # loss and accuracy, as before
+    assert _png_width(measured) == 1600  # a third panel: B_simple per epoch beside the batch size

@@ -85,6 +85,22 @@ def test_the_recorded_batch_losses_average_back_to_the_epoch_loss():
     np.testing.assert_allclose(per_epoch.to_numpy(), history.history["loss"], rtol=1e-5)
 
 
+def test_autolog_measures_the_noise_scale_when_asked_and_leaves_the_training_alone():
+    x, y = sequences()
+    plain = gru().fit(x, y, batch_size=16, epochs=2, verbose=0).history
+    keras.utils.set_random_seed(0)
+    losstrace.keras.autolog(summary=False, noise_scale_every=2)
+    measured = gru().fit(x, y, batch_size=16, epochs=2, verbose=0).history
+    losstrace.keras.flush()
+    np.testing.assert_array_equal(measured["loss"], plain["loss"])  # same updates with or without it
+    rec = reader.load_record("latest", store.project_root())
+    assert list(rec.history.columns[-3:]) == list(contract.NOISE_SCALE_COLUMNS)
+    # tr(Σ) is always resolved; |G|² (and so B_simple) may need more than 7 measurements an epoch.
+    assert (rec.history[contract.NOISE_TRACE] > 0).all()
+    logged = client().get_metric_history(rec.run_id, contract.NOISE_TRACE)
+    assert sorted(m.step for m in logged) == [0, 1]
+
+
 def test_rows_grouped_by_class_with_validation_split_are_caught():
     x, y = sequences(grouped=True)
     losstrace.keras.autolog(summary=False)

@@ -36,7 +36,8 @@ LENGTH_TOL = 0.1  # sequence length percentiles: > 10% relative
 _FINGERPRINT_PARAM = re.compile(r"^data\.label_map_hash$|^data\.[^.]+\.(rows|content_hash|ordered_hash|clustered)$")
 _IMMATERIAL_PREFIXES = ("evaluate.", "diagnose.")
 # train.probe_batches: a retired key (batch losses are always recorded) that older runs carry.
-_IMMATERIAL_KEYS = {"base.seed", "train.metrics", "train.probe_batches"}
+# train.noise_scale_every: measuring the noise scale holds every update it takes back (tested).
+_IMMATERIAL_KEYS = {"base.seed", "train.metrics", "train.probe_batches", "train.noise_scale_every"}
 
 _SPLIT_ORDER = ("train", "val", "test")
 

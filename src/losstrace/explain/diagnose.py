@@ -261,6 +261,8 @@ def rule_noisy_loss(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Find
     optimizer that jumps within epochs. epoch_jitter > jitter_ratio: epochs go up and
     down; epoch means average the whole train set, so this is the optimizer oscillating
     (learning rate high for the batch size). The driver named is the likelier knob.
+    A measured gradient noise scale (train.noise_scale_every) sizes the batch instead of
+    the scatter, and clears the batch when it is already near or above it.
     """
     noise, jitter = f["batch_noise"], f["epoch_jitter"]
     batch_hit = noise is not None and noise > t.noise_ratio
@@ -270,7 +272,11 @@ def rule_noisy_loss(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Find
     lr, opt, lr_ratio = _lr_context(ctx)
     bsize = f["batch_size"] or int(param(ctx, "train.batch_size", 32))
     cv = f["noise_cv_implied"]
+    scale = f.get("noise_scale")
     driver = _noise_driver(batch_hit, epoch_hit, cv, lr_ratio, bsize, t)
+    at_scale = scale is not None and driver == "batch_size" and bsize * NOISE_SCALE_ROOM >= scale
+    if at_scale and epoch_hit:
+        driver = "learning_rate"  # the batch is not the knob (measured): the bounce is the step
     rows = ctx.get("train_rows")
     ev = {
         "driver": driver,
@@ -290,11 +296,23 @@ def rule_noisy_loss(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Find
         "lr_vs_default": _r(lr_ratio),
         "lr_factor": t.lr_factor,
     }
-    ev["why"] = _noise_why(driver, noise, jitter, bsize, cv, lr, opt, lr_ratio, t)
-    suggestion = _noise_fix(driver, f, ctx, bsize, noise, lr, opt, t)
+    if scale is not None:
+        ev["noise_scale"] = _r(scale, 1)
+        ev["noise_scale_vs_batch"] = _r(scale / bsize, 2)
+    ev["why"] = _noise_why(driver, noise, jitter, bsize, cv, lr, opt, lr_ratio, t, scale)
+    suggestion = _noise_fix(driver, f, ctx, bsize, noise, lr, opt, t, scale)
     # Mild = batch-level only and within 10% of the threshold: worth knowing, not a warning.
     strong = epoch_hit or (noise is not None and noise >= 1.1 * t.noise_ratio)
-    if driver == "batch_size" and not epoch_hit and not suggestion.startswith("train.batch_size"):
+    if at_scale and not epoch_hit:
+        # Measured: the batch already holds about as many samples as the gradient's noise
+        # scale, where a larger one buys few steps. The scatter is the per-sample spread of
+        # the loss, which a larger batch would only smooth in the plot.
+        strong = False
+        suggestion = (
+            f"nothing to change: batch {bsize} is {_times(bsize, scale)} the measured noise scale "
+            f"≈ {scale:.0f} samples, where a larger batch buys few steps"
+        )
+    elif driver == "batch_size" and not epoch_hit and not suggestion.startswith("train.batch_size"):
         # Calm epochs, and the batch cannot grow without dropping under 8 steps per epoch:
         # the scatter is the per-sample spread of a small training set, not a setting to fix.
         strong = False
@@ -312,6 +330,18 @@ def rule_noisy_loss(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Find
         )
     severity = "warning" if strong else "info"
     return Finding("noisy_loss", severity, ev, suggestion)
+
+
+# A batch within this factor of the measured noise scale (or above it) is not the knob: at
+# B = B_noise / 2 a larger batch saves at most a third of the steps (steps ∝ 1 + B_noise/B).
+NOISE_SCALE_ROOM = 2
+
+
+def _times(bsize: int, scale: float) -> str:
+    """How a batch compares with the noise scale, in words: "11x below", "1.6x above"."""
+    if bsize >= scale:
+        return f"{bsize / scale:.1f}x above" if bsize >= 1.05 * scale else "at"
+    return f"{scale / bsize:.{0 if scale / bsize >= 10 else 1}f}x below"
 
 
 def _noise_driver(
@@ -345,7 +375,15 @@ def _noise_why(
     opt: str,
     lr_ratio: float,
     t: DiagnoseParams,
+    scale: float | None = None,
 ) -> str:
+    if driver == "batch_size" and scale is not None:
+        measured = f"noise scale ≈ {scale:.0f} samples (measured); batch {bsize} is {_times(bsize, scale)} it"
+        if bsize * NOISE_SCALE_ROOM >= scale:
+            return f"{measured}: the loss scatter is per-sample spread, not gradient noise a larger batch removes"
+        return (
+            f"{measured}: below the noise scale a larger batch takes proportionally fewer steps for the same progress"
+        )
     if driver == "batch_size":
         head = f"batch of {bsize}: sampling noise scales ~1/sqrt(batch); implied per-sample spread"
         if cv is None:
@@ -357,6 +395,8 @@ def _noise_why(
             f"already low ({lr_ratio:.3g}x the {opt} default), so a larger batch is the knob left"
         )
     parts = [f"learning rate {show(lr)} is {lr_ratio:.3g}x the {opt} default {show(DEFAULT_LR.get(opt, 1e-3))}"]
+    if scale is not None and bsize * NOISE_SCALE_ROOM >= scale:
+        parts.append(f"batch {bsize} is {_times(bsize, scale)} the measured noise scale ≈ {scale:.0f} samples")
     if jitter is not None and jitter > t.jitter_ratio:
         parts.append(
             f"epoch loss itself bounces (jitter {jitter:.3g} > {t.jitter_ratio}), which batch sampling "
@@ -378,11 +418,21 @@ def _noise_fix(
     lr: float,
     opt: str,
     t: DiagnoseParams,
+    scale: float | None = None,
 ) -> str:
     """Batch: grow it until sampling noise ~ falls under the threshold (noise ∝ 1/sqrt(b)),
-    keeping >= 8 steps per epoch. LR (or no room to grow the batch): lower it."""
+    or, measured, up to the noise scale; keeping >= 8 steps per epoch. LR (or no room to
+    grow the batch): lower it."""
     rows = int(ctx.get("train_rows") or 0) or int(f["steps_per_epoch"] or 0) * bsize
-    if driver == "batch_size":
+    if driver == "batch_size" and scale is not None:
+        target = _pow2_at_most(scale)
+        if rows:
+            target = min(target, _pow2_at_most(rows / 8))
+        if target > bsize:
+            return change("train.batch_size", bsize, target) + (
+                f" (noise scale ≈ {scale:.0f} samples; batch {bsize} is {_times(bsize, scale)} it)"
+            )
+    elif driver == "batch_size":
         factor = (noise / t.noise_ratio) ** 2 * 1.2 if noise else 4.0
         target = _pow2_at_least(max(bsize * factor, bsize * 2))
         if rows:

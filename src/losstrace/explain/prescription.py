@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from losstrace.explain.diagnose import NOISE_SCALE_ROOM
 from losstrace.findings import SEVERITIES, Finding, parse_changes
 
 LR = "train.learning_rate"
@@ -160,7 +161,9 @@ def _batch(group: list[Candidate], lr_group: list[Candidate], context: dict[str,
     """One batch size for lint's rule of thumb and noisy_loss's measurement.
 
     The size sized from the measured noise wins over the rule of thumb (1% of the rows);
-    both are capped so an epoch keeps >= MIN_STEPS updates. When noisy_loss named the
+    a measured gradient noise scale (context `noise_scale`, train.noise_scale_every)
+    sizes lint's batch too, or keeps it when the batch is already near the noise scale;
+    all are capped so an epoch keeps >= MIN_STEPS updates. When noisy_loss named the
     learning rate as the driver, the curve says the step, not sampling, is the noise:
     the batch stays. With no room left under the cap the batch stays too, and the
     step (noisy_loss's learning-rate change) is what is left.
@@ -184,8 +187,27 @@ def _batch(group: list[Candidate], lr_group: list[Candidate], context: dict[str,
             "batch sampling, as the driver of the noise, so the learning rate is changed instead"
         )
         return
+    scale = (context.get("noise_scale") or {}).get("b_simple")
+    if not noisy and scale and isinstance(old, (int, float)):
+        if old * NOISE_SCALE_ROOM >= scale:
+            out.notes.append(
+                f"{BATCH} not changed ({', '.join(codes)} asked for it): the measured gradient noise scale is "
+                f"≈ {scale:.0f} samples and batch {old} is within {NOISE_SCALE_ROOM}x of it, where a larger "
+                "batch buys few steps"
+            )
+            return
+        target = max(_pow2_at_most(scale), old)
+        why = f"{_why(group[0])}; sized by the measured gradient noise scale ≈ {scale:.0f} samples"
+        if cap is not None and target > cap:
+            target = cap
+            why += f"; capped at {cap} so the {rows} training rows still give >= {MIN_STEPS} steps per epoch"
+        out.add(BATCH, old, target, why, codes)
+        return
     target = noisy[0].new if noisy else max(c.new for c in group)
     why = _why(noisy[0] if noisy else group[0])
+    measured = (noisy[0].finding.get("evidence") or {}).get("noise_scale") if noisy else None
+    if measured:
+        why += f"; sized by the measured gradient noise scale ≈ {measured:.0f} samples"
     if len(group) > 1 and noisy:
         others = ", ".join(f"{c.code} {c.new}" for c in group if c.code != "noisy_loss")
         why += f"; {target} is sized from the measured noise (the rule of thumb said {others})"

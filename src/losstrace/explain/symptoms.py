@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from losstrace.params import DiagnoseParams, parse_value
+from losstrace.record import contract
 
 Feature = float | int | None
 
@@ -420,6 +421,47 @@ def divergence(
     return out
 
 
+# ---------------------------------------------------------------- measured noise scale
+
+
+def measured_noise_scale(history: pd.DataFrame | None, floor: float | None = None) -> dict[str, float | int] | None:
+    """The run's gradient noise scale B_simple from the history's per-epoch estimates
+    (train.noise_scale_every > 0), or None when it was not measured.
+
+    The ratio of the epochs' mean tr(Σ) to their mean |G|² (each epoch counts once): the
+    paper's ratio of means, never a mean of per-epoch ratios, which a near-zero |G|² in one
+    late epoch would blow up. Given the level `floor`, only epochs whose train loss is still
+    above it count (all of them if none measured there), as for `batch_noise`: B_simple
+    grows as a model converges and |G| shrinks (the Japanese Vowels LSTM at batch 32: ~25
+    in its first epochs, ~600 pooled over 30 epochs, most of them converged), and the batch
+    advice is about the noise while learning. None too when the mean |G|² is not positive:
+    the measurements were too few to resolve the signal under the noise.
+    """
+    if history is None or history.empty or contract.NOISE_TRACE not in history.columns:
+        return None
+    h = _sorted(history, "epoch")
+    trace, g2 = _column(h, contract.NOISE_TRACE), _column(h, contract.NOISE_SIGNAL)
+    seen = np.isfinite(trace) & np.isfinite(g2)
+    if floor is not None:
+        learning = seen & (_column(h, "loss") > floor)
+        seen = learning if learning.any() else seen
+    if not seen.any() or float(np.mean(g2[seen])) <= 0:
+        return None
+    t, g = float(np.mean(trace[seen])), float(np.mean(g2[seen]))
+    return {"b_simple": _round(t / g, 4), "tr_sigma": _round(t), "g2": _round(g), "epochs": int(seen.sum())}
+
+
+def noise_scale_context(
+    history: pd.DataFrame | None, batches: pd.DataFrame | None, floor_share: float
+) -> dict[str, Any]:
+    """`{"noise_scale": {...}}` for a run's context when its training measured it (the
+    prescription sizes the batch from it; the same epochs as `curve_features`' noise_scale),
+    else nothing: unmeasured contexts stay as they were."""
+    init = initial_loss(_sorted(history, "epoch"), _sorted(batches, "step"))
+    measured = measured_noise_scale(history, floor_share * init if init and init > 0 else None)
+    return {"noise_scale": measured} if measured else {}
+
+
 # ---------------------------------------------------------------- the feature set
 
 
@@ -458,6 +500,9 @@ def curve_features(
       diverged, first_nonfinite_epoch, max_loss_ratio, recovered
       lr_initial, lr_final, lr_default_ratio (lr / the optimizer's usual default)
       pred_top_share, saturated_share, pinned_output_share, mean_max_prob (val predictions)
+      noise_scale        measured gradient noise scale B_simple in samples (train.noise_scale_every),
+                         over the epochs still above the level floor
+      noise_scale_epochs how many epochs that pooled
     """
     t = thresholds or DiagnoseParams()
     h = _sorted(history, "epoch")
@@ -517,6 +562,9 @@ def curve_features(
     f.update(divergence(h, b, init, t.explode_factor, steps))
     f.update(_learning_rate(h, context))
     f.update(_predictions(context))
+    measured = measured_noise_scale(h, floor)
+    f["noise_scale"] = measured["b_simple"] if measured else None
+    f["noise_scale_epochs"] = measured["epochs"] if measured else None
     return {k: _round(v) if isinstance(v, (float, np.floating)) else v for k, v in f.items()}
 
 

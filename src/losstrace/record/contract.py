@@ -29,6 +29,13 @@ HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "accuracy", "val_accuracy", "lr"
 BATCH_COLUMNS = ("step", "epoch", "batch", "loss", "size")
 DYNAMICS_COLUMNS = ("epoch", "layer", "grad_norm", "grad_norm_max", "update_ratio")
 DYNAMICS_SERIES = ("grad_norm", "grad_norm_max", "update_ratio")  # logged per layer as "<series>/<layer>"
+# The measured gradient noise scale (train.noise_scale_every > 0): history columns after the
+# contract's, and MLflow metrics of the same names at step = epoch. Absent when not measured,
+# empty in an epoch without a measurement.
+NOISE_SCALE = "noise_scale"  # B_simple = tr(Σ) / |G|² in samples, from the epoch's means below
+NOISE_TRACE = "noise_scale_tr_sigma"  # tr(Σ): per-example gradient variance, epoch mean of the estimates
+NOISE_SIGNAL = "noise_scale_g2"  # |G|²: squared norm of the true gradient, epoch mean of the estimates
+NOISE_SCALE_COLUMNS = (NOISE_SCALE, NOISE_TRACE, NOISE_SIGNAL)
 
 # --- Metrics -------------------------------------------------------------------------
 # Per-epoch curves use step = epoch and the history column names (loss, val_loss, ...).

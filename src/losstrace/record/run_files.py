@@ -120,7 +120,10 @@ def plot_curves(history: pd.DataFrame, batches: pd.DataFrame, path: Path, title:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    # A third panel only when the noise scale was measured: unmeasured runs draw as before.
+    measured = contract.NOISE_SCALE in history and bool(np.isfinite(history[contract.NOISE_SCALE]).any())
+    fig, axes = plt.subplots(1, 3 if measured else 2, figsize=(16 if measured else 11, 4))
+    ax1, ax2 = axes[0], axes[1]
     if not batches.empty:
         per_epoch = batches["step"] / max(batches.groupby("epoch")["batch"].max().max() + 1, 1)
         ax1.plot(per_epoch + 1, batches["loss"], color="0.75", lw=0.7, label="batch loss")
@@ -133,7 +136,22 @@ def plot_curves(history: pd.DataFrame, batches: pd.DataFrame, path: Path, title:
     ax2.plot(history["epoch"] + 1, history["val_accuracy"], label="val accuracy")
     ax2.set_xlabel("epoch")
     ax2.legend()
+    if measured:
+        _plot_noise_scale(axes[2], history, batches)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
+
+
+def _plot_noise_scale(ax, history: pd.DataFrame, batches: pd.DataFrame) -> None:
+    """B_simple per measured epoch beside the batch size: far below it, a larger batch pays."""
+    scale = pd.to_numeric(history[contract.NOISE_SCALE], errors="coerce")
+    shown = np.isfinite(scale) & (scale > 0)
+    ax.plot(history["epoch"][shown] + 1, scale[shown], marker="o", ms=3, label="noise scale B_simple")
+    if not batches.empty:
+        ax.axhline(float(batches["size"].max()), color="0.4", ls="--", lw=1, label="batch size")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("samples")
+    ax.legend()

@@ -169,11 +169,13 @@ class ScriptRun:
         """Diagnose, write and log the run's files, tag the findings, end the run, print a summary."""
         from losstrace.explain.diagnose import diagnose_training, merge_findings
         from losstrace.explain.prescription import with_prescription
+        from losstrace.explain.symptoms import noise_scale_context
 
         history = run_files.history_frame(rec.epochs)
         batches = run_files.batches_frame(rec.batches)
         dynamics = run_files.dynamics_frame(rec.dynamics)
         context = self._context()
+        context.update(noise_scale_context(history, batches, self.p.diagnose.level_floor_share))
         lr = model_facts.learning_rate(self.model) or 1e-3
         curve = diagnose_training(history, batches, dynamics, context, self.p.diagnose, rec.divergence, lr)
         diagnosis = with_prescription(

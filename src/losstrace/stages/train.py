@@ -8,6 +8,7 @@ once (models/, reports/train/) after training succeeded.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -144,6 +145,7 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
         dynamics=t.dynamics,
         defer_logging=backup is not None,
         exact_epoch_loss=distribute.replicas(strategy) > 1,
+        noise_scale_every=t.noise_scale_every,
     )
     stateful, keeper = training_controls(t)
     callbacks = [recording, *stateful, *(callbacks_extra or []), progress.Progress(t.epochs)]
@@ -193,6 +195,12 @@ def run(p: Params, ds: Dataset, logger=None, callbacks_extra: list | None = None
                 class_weight=weights,
             )
     rec.fit_seconds = time.perf_counter() - fit_start
+    if t.noise_scale_every and not recording.noise_scale_measurements and rec.epochs:
+        print(
+            f"train: train.noise_scale_every={t.noise_scale_every} measured nothing: it needs more steps than that, "
+            "one device (train.distribute: none) and dense batches",
+            file=sys.stderr,
+        )
     # The epoch whose weights the returned model holds; history (rec.epochs) keeps every epoch.
     last = rec.epochs[-1]["epoch"] if rec.epochs else None
     rec.kept_epoch = keeper.best_epoch if keeper is not None and keeper.best is not None else last
@@ -440,6 +448,7 @@ def summarise(p: Params, ds: Dataset, model, rec, data_findings, lint_findings, 
     """The run's files: curves, dynamics, the context diagnosis reads, and the diagnosis."""
     from losstrace.explain.diagnose import diagnose_training, merge_findings
     from losstrace.explain.prescription import with_prescription
+    from losstrace.explain.symptoms import noise_scale_context
     from losstrace.model.heads import as_probabilities
 
     history = run_files.history_frame(rec.epochs)
@@ -448,6 +457,7 @@ def summarise(p: Params, ds: Dataset, model, rec, data_findings, lint_findings, 
     outputs = model.predict(ds.x["val"], batch_size=256, verbose=0)
     probs = as_probabilities(outputs, p.train.from_logits, ds.info["multilabel"])
     context = _context(p, ds, run_files.prediction_stats(probs, sorted(ds.labels, key=ds.labels.get)))
+    context.update(noise_scale_context(history, batches, p.diagnose.level_floor_share))
     curve = diagnose_training(history, batches, dynamics, context, p.diagnose, rec.divergence, p.train.learning_rate)
     diagnosis = with_prescription({**merge_findings(data_findings, lint_findings, curve), "run_id": run_id}, context)
     lint = [f.to_dict() for f in lint_findings]

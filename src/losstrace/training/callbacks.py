@@ -1,8 +1,9 @@
 """The Keras callback that records a training: true batch losses, epoch rows, layer dynamics, logging.
 
 Each job has its own part: `batch_losses` recovers each batch's own loss from Keras'
-running means, `gradient_norms` takes per-layer norms inside the train step, `recorder`
-holds the rows and logs an epoch. The pipeline's train stage and `losstrace.keras` (a
+running means, `gradient_norms` takes per-layer norms inside the train step, `noise_scale`
+measures the gradient noise scale there every N steps, `recorder` holds the rows and logs
+an epoch. The pipeline's train stage and `losstrace.keras` (a
 user's own script) both record through `RecordingCallback`.
 """
 
@@ -13,8 +14,10 @@ import time
 
 import keras
 
+from losstrace.record import contract
 from losstrace.training.batch_losses import BatchLosses
 from losstrace.training.gradient_norms import LayerDynamics
+from losstrace.training.noise_scale import NoiseScale
 from losstrace.training.recorder import Recorder, log_epoch
 
 
@@ -26,6 +29,8 @@ class RecordingCallback(keras.callbacks.Callback):
     dynamics: also record per-layer gradient norms and update ratios.
     exact_epoch_loss: replace Keras' epoch `loss`/`val_loss` with the loss tracker's exact
         global mean; under tf.distribute Keras' figure is a mean of per-replica means.
+    noise_scale_every: measure the gradient noise scale every this many steps (0 = off);
+        each epoch row then carries the contract's NOISE_SCALE_COLUMNS.
     """
 
     def __init__(
@@ -37,13 +42,17 @@ class RecordingCallback(keras.callbacks.Callback):
         dynamics: bool = False,
         defer_logging: bool = False,
         exact_epoch_loss: bool = False,
+        noise_scale_every: int = 0,
     ):
         super().__init__()
         self.rec, self.n_train, self.batch_size, self.logger = recorder, n_train, batch_size, logger
         self.dynamics, self.defer_logging, self.exact_epoch_loss = dynamics, defer_logging, exact_epoch_loss
         self._losses: BatchLosses | None = None
+        self.noise_scale_every = int(noise_scale_every)
         self._layers: LayerDynamics | None = None
         self._in_step = False  # whether this fit records inside the train step
+        self._noise: NoiseScale | None = None
+        self.noise_scale_measurements = 0  # set at train end
         self._t0 = 0.0
 
     def on_train_begin(self, logs=None):
@@ -58,6 +67,12 @@ class RecordingCallback(keras.callbacks.Callback):
             # fit's), so the step is traced anew; Keras traces lazily, so a first fit pays
             # nothing extra.
             self.model.make_train_function(force=True)
+        if self.noise_scale_every > 0:  # last: it wraps the train function built just above
+            self._noise = NoiseScale(self.model, self.noise_scale_every, self.n_train or None)
+
+    @property
+    def measures_noise_scale(self) -> bool:
+        return self._noise is not None and self._noise.enabled
 
     def on_train_end(self, logs=None):
         self.detach()
@@ -71,6 +86,10 @@ class RecordingCallback(keras.callbacks.Callback):
         if self._layers is not None:
             self._layers.detach()
             self._layers = None
+        if self._noise is not None:
+            self.noise_scale_measurements = self._noise.measurements
+            self._noise.detach()
+            self._noise = None
         if self._in_step:
             # Drop the traced step that records, so a later fit without recording runs none of it.
             self.model.train_function = None
@@ -80,6 +99,8 @@ class RecordingCallback(keras.callbacks.Callback):
         self._losses.reset()
         if self._layers is not None:
             self._layers.begin_epoch()
+        if self._noise is not None:
+            self._noise.reset()
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
@@ -102,11 +123,21 @@ class RecordingCallback(keras.callbacks.Callback):
         self.rec.seconds += time.perf_counter() - self._t0
         self.rec.batches.extend(rows)
         row = {k: float(v) for k, v in logs.items() if k != "learning_rate"}
-        self.rec.epochs.append({"epoch": epoch, **row, "lr": current_lr(self.model)})
+        self.rec.epochs.append({"epoch": epoch, **row, "lr": current_lr(self.model), **self._noise_columns()})
         if self._layers is not None:
             self.rec.dynamics.extend(self._layers.rows(epoch))
         if self.logger is not None and not self.defer_logging:
             log_epoch(self.logger, self.rec, epoch)
+
+    def _noise_columns(self) -> dict[str, float]:
+        measured = self._noise.read() if self._noise is not None else None
+        if measured is None:  # off, or no step of this epoch was due
+            return {}
+        return {
+            contract.NOISE_SCALE: measured["b_simple"],
+            contract.NOISE_TRACE: measured["tr_sigma"],
+            contract.NOISE_SIGNAL: measured["g2"],
+        }
 
 
 def current_lr(model) -> float:

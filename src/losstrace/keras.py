@@ -24,7 +24,7 @@ from typing import Any
 
 import keras
 
-from losstrace.script import fit_data, model_facts
+from losstrace.script import building, fit_data, model_facts
 from losstrace.script.recording import ScriptRun, flush, warn
 from losstrace.training.callbacks import RecordingCallback
 from losstrace.training.recorder import Recorder
@@ -93,6 +93,12 @@ class LosstraceCallback(keras.callbacks.Callback):
             if not ok:
                 return
             data = fit_data.from_fit_args(a["x"], a["y"], a["validation_data"], a["validation_split"])
+            x, y = (data.train.x, data.train.y) if data.train is not None else (a["x"], a["y"])
+            if not building.build_before_fit(self.model, x, y):
+                raise ValueError(
+                    "the model is not built and its input gives no shapes: start it with keras.Input(...) "
+                    "or call model.build(input_shape) before fit"
+                )
             epochs = int(self.params.get("epochs") or 0)
             batch_size = a["batch_size"] if a["batch_size"] is not None else (32 if data.train is not None else None)
             fit = model_facts.FitArgs(batch_size, epochs, a["shuffle"], a["class_weight"], data.validation)

@@ -37,6 +37,8 @@ class LosstraceCallback(keras.callbacks.Callback):
     fingerprinted (content and order hashes, class counts, rows grouped by class);
     `autolog()` passes them itself.
 
+    callbacks: the other callbacks fit gets, to record what their monitors watch
+        (`fit.callbacks.*`, `train.callbacks.*`); `autolog()` passes them itself.
     run_name: the MLflow run's name (default: model name, batch size, learning rate and a
         short hash of every setting). dynamics: per-layer gradient norms, taken inside the
         train step. log_model: also log the model with MLflow's Keras flavour.
@@ -57,6 +59,7 @@ class LosstraceCallback(keras.callbacks.Callback):
         batch_size: int | None = None,
         shuffle: Any = True,
         class_weight: Any = None,
+        callbacks: Any = None,
         dynamics: bool = True,
         log_model: bool = False,
         summary: bool = True,
@@ -71,6 +74,7 @@ class LosstraceCallback(keras.callbacks.Callback):
             batch_size=batch_size,
             shuffle=shuffle,
             class_weight=class_weight,
+            callbacks=tuple(c for c in callbacks or () if not isinstance(c, LosstraceCallback)),
         )
         self._options = dict(
             run_name=run_name,
@@ -101,7 +105,9 @@ class LosstraceCallback(keras.callbacks.Callback):
                 )
             epochs = int(self.params.get("epochs") or 0)
             batch_size = a["batch_size"] if a["batch_size"] is not None else (32 if data.train is not None else None)
-            fit = model_facts.FitArgs(batch_size, epochs, a["shuffle"], a["class_weight"], data.validation)
+            fit = model_facts.FitArgs(
+                batch_size, epochs, a["shuffle"], a["class_weight"], data.validation, a["callbacks"]
+            )
             self._run.fit, self._run.data = fit, data
             self._run.start()
             self._recording = RecordingCallback(
@@ -163,7 +169,7 @@ class LosstraceCallback(keras.callbacks.Callback):
                 warn(f"could not mark the run failed ({type(e).__name__})")
 
 
-_FIT_ARGS = ("x", "y", "batch_size", "validation_data", "validation_split", "shuffle", "class_weight")
+_FIT_ARGS = ("x", "y", "batch_size", "validation_data", "validation_split", "shuffle", "class_weight", "callbacks")
 _patched: dict[str, Any] = {}
 
 

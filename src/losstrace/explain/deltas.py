@@ -27,6 +27,7 @@ RATIO_EPS = {"batch_noise": 0.02, "epoch_jitter": 0.01}  # absolute floor: 0.001
 LOSS_TOL = 0.15  # loss levels: |Δ| > 15% of the larger value (floored at 10% of the initial loss),
 #                  or > 2.5x the run's own epoch jitter / val noise when that is larger
 SHARE_TOL = 0.05  # accuracies and prediction shares: |Δ| > 5 points
+OUTPUT_SUM_TOL = 1.5  # a row's mean output sum: b/a outside [1/1.5, 1.5]
 RISE_TOL = 0.15  # val rise after its best (relative to the best): |Δ| > 0.15 and > 15% of the larger
 EPOCH_TOL_SHARE = 0.1  # epoch counts: |Δ| > max(2, 10% of the run length), widened on jittery runs
 BALANCE_TOL = 0.03  # class shares: a label's share moves > 3 points
@@ -34,10 +35,15 @@ LENGTH_TOL = 0.1  # sequence length percentiles: > 10% relative
 
 # Params that cannot change training dynamics (or that the data section reports).
 _FINGERPRINT_PARAM = re.compile(r"^data\.label_map_hash$|^data\.[^.]+\.(rows|content_hash|ordered_hash|clustered)$")
-_IMMATERIAL_PREFIXES = ("evaluate.", "diagnose.")
+# fit.callbacks.*: a script's callback settings as given, whose meaning the train.callbacks.* keys carry.
+_IMMATERIAL_PREFIXES = ("evaluate.", "diagnose.", "fit.callbacks")
 # train.probe_batches: a retired key (batch losses are always recorded) that older runs carry.
 # train.noise_scale_every: measuring the noise scale holds every update it takes back (tested).
-_IMMATERIAL_KEYS = {"base.seed", "train.metrics", "train.probe_batches", "train.noise_scale_every"}
+# model.name: a script's model name, which Keras numbers for every model built (sequential_1, ...).
+_IMMATERIAL_KEYS = {"base.seed", "train.metrics", "train.probe_batches", "train.noise_scale_every", "model.name"}
+# A script's one-line layer summary and parameter count restate its layer settings: a cause of
+# their own only when no layer setting with a key of its own changed (e.g. a Dense layer added).
+_SUMMARY_KEYS = {"model.layers", "model.params"}
 
 _SPLIT_ORDER = ("train", "val", "test")
 
@@ -288,7 +294,7 @@ _CODE_FEATURES = {
     "plateau": ("plateau_length", "epochs_to_half"),
     "not_learning": ("best_loss", "best_val_loss", "final_val_accuracy"),
     "overfitting": ("val_rise", "final_val_loss"),  # diverged: ungated, a NaN is never seed noise
-    "saturated_predictions": ("saturated_share", "final_val_accuracy"),
+    "saturated_predictions": ("saturated_share", "final_val_accuracy", "output_sum"),
     "majority_collapse": ("pred_top_share", "final_val_accuracy"),
 }
 
@@ -327,6 +333,9 @@ def diff_behaviour(
         "val_rise", val_rise(fa), val_rise(fb), lambda x, y: max(RISE_TOL, LOSS_TOL * max(abs(x), abs(y)))
     )
     out += _divergence_delta(fa, fb)
+    # What a row's outputs add up to (1 for a distribution): compared as a ratio, since a
+    # sigmoid head over K classes sits anywhere from ~0 to ~K/2 while a softmax stays at 1.
+    out += _ratio_delta("output_sum", fa.get("output_sum"), fb.get("output_sum"), OUTPUT_SUM_TOL)
     return out + _finding_flips(codes_a, codes_b, {d.feature for d in out if d.material})
 
 
@@ -437,13 +446,19 @@ def _linear_delta(name: str, a: Any, b: Any, tol: Callable[[float, float], float
 def material_changes(
     params: list[dict[str, Any]], data: list[dict[str, Any]], env: list[dict[str, Any]]
 ) -> list[Change]:
-    """Differences that could move training: immaterial params (seed, evaluate.*, diagnose.*)
-    are left out; the seed is judged separately."""
+    """Differences that could move training: immaterial params (seed, evaluate.*, diagnose.*,
+    a script's model name and raw callback settings) are left out, and so is a script's
+    layer summary when a specific setting changed; the seed is judged separately."""
     out = [
         Change(p["key"], "param", p["a"], p["b"])
         for p in params
         if p["key"] not in _IMMATERIAL_KEYS and not p["key"].startswith(_IMMATERIAL_PREFIXES)
     ]
+    keys = {c.key for c in out}
+    if any(k.startswith("train.model.") or k in ("train.output_activation", "train.output_units") for k in keys):
+        out = [c for c in out if c.key not in _SUMMARY_KEYS]
+    elif "model.layers" in keys:
+        out = [c for c in out if c.key != "model.params"]
     seen: set[str] = set()
     for d in data:  # one change per aspect; the train split (which training reads) wins
         key = d["aspect"]

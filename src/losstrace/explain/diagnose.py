@@ -30,6 +30,7 @@ CURVE_CODES = (
     "overfitting",
     "saturated_predictions",
     "majority_collapse",
+    "monitors_val_metric",
 )
 
 
@@ -532,12 +533,22 @@ def rule_overfitting(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Fin
     return Finding("overfitting", "info" if guarded else "warning", ev, "; ".join(fixes))
 
 
+# A single-label head's outputs should add up to 1 per row; beyond this factor either way
+# (a row summing to < 0.5 or > 2) they are not a distribution over the classes.
+OUTPUT_SUM_FACTOR = 2.0
+
+
 def rule_saturated(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Finding | None:
     """Outputs pinned at 0/1 when the model is not that right (overconfident), or a
-    single-label head whose outputs do not sum to 1 (all drifting to 0)."""
+    single-label head whose outputs do not sum to 1: all drifting to 0, or independent
+    sigmoids adding up to many times 1 (Keras 3 trains a sigmoid head under a categorical
+    loss on its logits, as a softmax, so nothing ties the sigmoids' level: it drifts)."""
     sat, acc, mmp = f["saturated_share"], f["final_val_accuracy"], f["mean_max_prob"]
     k = f["n_classes"] or 0
-    low = mmp is not None and k >= 2 and not ctx.get("multilabel") and mmp < 1.0 / k
+    total = f.get("output_sum")
+    single = k >= 2 and not ctx.get("multilabel")
+    off = single and total is not None and not (1 / OUTPUT_SUM_FACTOR <= total <= OUTPUT_SUM_FACTOR)
+    low = (mmp is not None and single and mmp < 1.0 / k) or off
     high = sat is not None and sat >= t.saturation_share and (acc is None or acc < sat - 0.05)
     if not (low or high):
         return None
@@ -549,8 +560,16 @@ def rule_saturated(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Findi
         "mean_max_prob": _r(mmp),
         "pinned_output_share": _r(f["pinned_output_share"]),
     }
+    if total is not None:
+        ev["mean_output_sum"] = _r(total)
+    if off:
+        ev["outputs_not_a_distribution"] = True
+        ev["message"] = (
+            f"a row's {k} outputs add up to {total:.3g} on average, not 1: the head does not give a "
+            "distribution over the classes, so its values cannot be read as class probabilities"
+        )
     if low:
-        ev["outputs_below_uniform"] = True
+        ev["outputs_below_uniform"] = bool(mmp is not None and mmp < 1.0 / k)
         act = str(param(ctx, "train.output_activation", "sigmoid"))
         return Finding(
             "saturated_predictions",
@@ -616,6 +635,82 @@ def rule_majority_collapse(f: Features, ctx: dict[str, Any], t: DiagnoseParams) 
     return Finding("majority_collapse", "warning", ev, fix)
 
 
+def rule_monitors_val_metric(history: pd.DataFrame, ctx: dict[str, Any], t: DiagnoseParams) -> Finding | None:
+    """The weights kept (a best-only checkpoint, or early stopping that restores) are picked
+    by a val metric other than val loss, e.g. val_accuracy.
+
+    Accuracy moves in steps of one val row and ignores confidence, so on a shaking curve
+    its best epoch is partly chance, and it need not be the epoch the val loss calls best:
+    the model kept is then not the one the loss curve shows. Warning when the kept epoch's
+    val loss is `overfit_rel_rise` or more above the best val loss; info when the two agree
+    on this run (the choice still ties the kept model to the noisier statistic).
+    """
+    monitor = str(param(ctx, "train.callbacks.checkpoint_monitor", "") or "")
+    if not monitor.startswith("val_") or monitor == "val_loss" or history is None:
+        return None
+    if monitor not in history.columns or "val_loss" not in history.columns:
+        return None
+    mode = _monitor_mode(monitor, ctx)
+    frame = history.sort_values("epoch")
+    watched = pd.to_numeric(frame[monitor], errors="coerce").to_numpy(dtype=float)
+    val_loss = pd.to_numeric(frame["val_loss"], errors="coerce").to_numpy(dtype=float)
+    if mode is None or not np.isfinite(watched).any() or not np.isfinite(val_loss).any():
+        return None
+    epochs = frame["epoch"].to_numpy()
+    kept = int(np.nanargmax(watched) if mode == "max" else np.nanargmin(watched))  # first best, as Keras keeps
+    best = int(np.nanargmin(val_loss))
+    excess = float(val_loss[kept] / val_loss[best] - 1.0) if val_loss[best] > 0 else 0.0
+    ev = {
+        "monitor": monitor,
+        "mode": mode,
+        "kept_epoch": int(epochs[kept]),
+        "kept_monitor_value": _r(watched[kept]),
+        "kept_val_loss": _r(val_loss[kept]),
+        "best_val_loss_epoch": int(epochs[best]),
+        "best_val_loss": _r(val_loss[best]),
+        "val_loss_excess": _r(excess),
+        "overfit_rel_rise": t.overfit_rel_rise,
+        "threshold_key": "diagnose.overfit_rel_rise",
+    }
+    differs = kept != best and excess >= t.overfit_rel_rise
+    if differs:
+        ev["message"] = (
+            f"{monitor} picks the weights kept (epoch {epochs[kept]}), whose val loss {val_loss[kept]:.4g} is "
+            f"{excess:.0%} above the best val loss {val_loss[best]:.4g} (epoch {epochs[best]}): the model kept "
+            "is not the one the loss curve calls best"
+        )
+    else:
+        ev["message"] = (
+            f"{monitor} picks the weights kept (epoch {epochs[kept]}; best val loss at epoch {epochs[best]}, "
+            f"{excess:.0%} apart): on this run they agree, but {monitor} moves in steps of one val row and "
+            "ignores confidence, so on a shaking curve its best epoch is partly chance"
+        )
+    return Finding(
+        "monitors_val_metric",
+        "warning" if differs else "info",
+        ev,
+        change("train.callbacks.checkpoint_monitor", monitor, "val_loss"),
+    )
+
+
+_HIGHER_IS_BETTER = ("acc", "auc", "precision", "recall", "f1")
+
+
+def _monitor_mode(monitor: str, ctx: dict[str, Any]) -> str | None:
+    """min or max: the callback's own mode when a script recorded it, else from the name
+    (as Keras' "auto" does for the metrics it knows); None when the name does not say."""
+    params = ctx.get("params") or {}
+    for key, value in params.items():
+        if key.startswith("fit.callbacks.") and key.endswith(".monitor") and str(value) == monitor:
+            mode = str(params.get(key.removesuffix(".monitor") + ".mode", "auto"))
+            if mode in ("min", "max"):
+                return mode
+    name = monitor.removeprefix("val_").lower()
+    if "loss" in name or "error" in name:
+        return "min"
+    return "max" if any(word in name for word in _HIGHER_IS_BETTER) else None
+
+
 # ---------------------------------------------------------------- entry points
 
 
@@ -634,7 +729,10 @@ def diagnose_curves(
     """
     t = thresholds or DiagnoseParams()
     f = curve_features(history, batches, context, t)
-    return findings_from_features(f, history, context, t)
+    found = findings_from_features(f, history, context, t)
+    # Not curve behaviour (diff leaves it out): which epoch's weights the user keeps.
+    monitor = rule_monitors_val_metric(history, context, t)
+    return sorted(found + ([monitor] if monitor else []), key=lambda x: SEVERITIES.index(x.severity))
 
 
 def diagnose_training(

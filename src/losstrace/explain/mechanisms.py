@@ -320,6 +320,18 @@ def _grouping(ev: Evidence, grouped: bool, head: str, prior: float) -> Candidate
         cands.append(
             (0.5 * effect_weight(n.effect), "batch_noise", f"{head}: label blocks make batch loss swing; {describe(n)}")
         )
+    j = ev.d("epoch_jitter")
+    if j and (j.direction > 0) == grouped:
+        # A model that learns anyway chases each block in turn: where an epoch ends depends
+        # on the block it ended on, so epoch losses bounce (report 001's jitter).
+        cands.append(
+            (
+                0.6 * effect_weight(j.effect),
+                _finding_or(ev, "noisy_loss", "epoch_jitter"),
+                f"{head}: label blocks pull the model towards one label after another, so the epoch loss "
+                f"{'bounces' if grouped else 'settles'}; {describe(j)}",
+            )
+        )
     best = _best(cands)
     return (best[0] * prior, best[1], best[2]) if best else None
 
@@ -350,13 +362,17 @@ def _head(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
                 )
             )
         if ev.appeared("saturated_predictions"):
-            cands.append((0.85, "saturated_predictions", f"{why}; outputs pin near 0"))
+            cands.append((0.85, "saturated_predictions", f"{why}; outputs pin near 0 or stop summing to 1"))
         d = ev.strongest()
         cands.append((0.55 * effect_weight(d.effect), symptom_of(d), f"{why}; {describe(d)}"))
     elif bad_a and not bad_b:
         why = f"{head} fixes the activation/loss disagreement of run a ({bad_a})"
         if ev.gone("not_learning"):
             cands.append((0.92, "not_learning", f"{why}: the loss now leaves its start"))
+        if ev.gone("saturated_predictions"):
+            total = ev.fa.get("output_sum")
+            sums = f" (a row's outputs added up to {fmt(total)}, now {fmt(ev.fb.get('output_sum'))})" if total else ""
+            cands.append((0.85, "saturated_predictions", f"{why}: the outputs are a distribution again{sums}"))
         d = ev.strongest()
         cands.append((0.55 * effect_weight(d.effect), symptom_of(d), f"{why}; {describe(d)}"))
     elif ch.key == "train.loss":

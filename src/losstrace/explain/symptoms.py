@@ -503,6 +503,7 @@ def curve_features(
       noise_scale        measured gradient noise scale B_simple in samples (train.noise_scale_every),
                          over the epochs still above the level floor
       noise_scale_epochs how many epochs that pooled
+      output_sum         mean sum of a row's outputs (1 for a softmax; sigmoids over K classes drift)
     """
     t = thresholds or DiagnoseParams()
     h = _sorted(history, "epoch")
@@ -620,4 +621,5 @@ def _predictions(context: dict[str, Any]) -> dict[str, Feature]:
         "saturated_share": _num(p.get("max_prob_share_above_0_99")),
         "pinned_output_share": _num(p.get("pinned_output_share")),
         "mean_max_prob": _num(p.get("mean_max_prob")),
+        "output_sum": _num(p.get("mean_output_sum")),
     }

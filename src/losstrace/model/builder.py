@@ -50,7 +50,7 @@ class InputSpec:
     n_classes: int
     multilabel: bool
     output_units: int
-    padding: str
+    padding: str  # pre | post (data.padding); a recorded script may also say none: no row is padded
     train: TrainParams
     vocab: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()

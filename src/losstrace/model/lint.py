@@ -12,7 +12,7 @@ from typing import Any
 
 from losstrace.findings import Finding
 from losstrace.model import heads
-from losstrace.params import ONE_HOT_METRICS, Params, RnnParams, TrainParams
+from losstrace.params import ONE_HOT_METRICS, CallbackParams, Params, RnnParams, TrainParams
 
 # Usual learning-rate ranges; outside them plateaus (low) or jitter (high) are common.
 LR_RANGES = {"adam": (2e-4, 5e-3), "adamw": (2e-4, 5e-3), "rmsprop": (2e-4, 5e-3), "sgd": (1e-3, 0.5)}
@@ -225,7 +225,11 @@ def schedule_checks(p: Params, train_rows: int) -> list[Finding]:
 
 
 def monitor_checks(p: Params) -> list[Finding]:
-    cb = p.train.callbacks
+    return callback_checks(p.train.callbacks)
+
+
+def callback_checks(cb: CallbackParams) -> list[Finding]:
+    """Early stopping or the kept-weights monitor watching a training metric."""
     out = []
     for key, monitor, active in (
         ("train.callbacks.monitor", cb.monitor, cb.early_stopping),

@@ -132,7 +132,7 @@ def _cudnn(name: str, why: str, fix: str) -> Finding:
 
 def padding_checks(model, layer, wrapper, spec: builder_mod.InputSpec) -> list[Finding]:
     outer = wrapper or layer
-    if getattr(layer, "return_sequences", False) or spec.padding == "pre" or _masked(outer):
+    if getattr(layer, "return_sequences", False) or spec.padding in ("pre", "none") or _masked(outer):
         return []
     return [
         Finding(

@@ -94,12 +94,15 @@ def prediction_stats(probs: np.ndarray, names: list[str]) -> dict[str, Any]:
     shares = np.bincount(pred, minlength=top.shape[1]) / max(len(pred), 1)
     max_prob = top.max(axis=1)
     pinned = np.mean((probs > 0.99) | (probs < 0.01))
-    return {
+    out = {
         "mean_max_prob": float(max_prob.mean()),
         "max_prob_share_above_0_99": float(np.mean(max_prob > 0.99)),
         "pinned_output_share": float(pinned),
         "pred_class_shares": {names[i] if i < len(names) else str(i): round(float(s), 6) for i, s in enumerate(shares)},
     }
+    if probs.shape[1] > 1:  # what a row's outputs add up to: 1 for a distribution over the classes
+        out["mean_output_sum"] = float(probs.sum(axis=1).mean())
+    return out
 
 
 def fingerprint_params(fp: dict[str, Any]) -> dict[str, Any]:

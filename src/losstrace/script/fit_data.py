@@ -137,16 +137,18 @@ def shares(y: np.ndarray, names: list[str]) -> dict[str, float]:
 
 
 def lengths_and_padding(x: np.ndarray) -> tuple[np.ndarray, str]:
-    """Real steps per row and the padding side (pre/post; post when nothing is padded).
+    """Real steps per row and the padding side: pre, post, or none when no row is padded.
 
-    A step is padding when all its values are 0 (token id 0, or an all-zero frame)."""
+    A step is padding when all its values are 0 (token id 0, or an all-zero frame), and a
+    row is padded when its first or last step is: sequences that all run the full length
+    (sensor windows cut to one length) have nothing for a mask to hide."""
     if x.ndim < 2:
-        return np.ones(len(x), dtype=np.int64), "post"
+        return np.ones(len(x), dtype=np.int64), "none"
     real = x != 0 if x.ndim == 2 else np.any(x != 0, axis=tuple(range(2, x.ndim)))
     lengths = real.sum(axis=1).astype(np.int64)
-    padded = lengths < x.shape[1]
+    padded = ~real[:, 0] | ~real[:, -1]
     if not padded.any():
-        return lengths, "post"
+        return lengths, "none"
     first_real, last_real = real[padded, 0], real[padded, -1]
     return lengths, "pre" if last_real.mean() > first_real.mean() else "post"
 

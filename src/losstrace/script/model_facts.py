@@ -14,7 +14,7 @@ from typing import Any
 
 from losstrace import params as params_mod
 from losstrace.errors import LosstraceError
-from losstrace.params import Params
+from losstrace.params import CallbackParams, Params
 
 # Keras optimizer classes → train.optimizer values the diagnosis knows (others keep their name).
 OPTIMIZERS = {"Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop", "SGD": "sgd"}
@@ -30,6 +30,7 @@ class FitArgs:
     shuffle: Any
     class_weight: Any
     validation: str  # none | validation_data | validation_split | dataset
+    callbacks: tuple = ()  # the user's own callbacks given to fit (ours left out)
 
 
 def learning_rate(model) -> float | None:
@@ -138,7 +139,51 @@ def model_params(model, fit: FitArgs, loss_name: str | None, output_activation: 
         flat["train.model.embedding.dim"] = int(getattr(embedding, "output_dim", 0))
     dropouts = [float(lyr.rate) for lyr in model.layers if type(lyr).__name__ == "Dropout"]
     flat["train.model.dropout"] = dropouts[-1] if dropouts else 0.0
+    flat.update(callback_params(fit.callbacks))
     return flat
+
+
+# What a monitoring callback was told, recorded as fit.callbacks.<class>.<setting>.
+MONITOR_SETTINGS = ("monitor", "mode", "save_best_only", "restore_best_weights", "patience", "min_delta")
+
+
+def callback_params(callbacks) -> dict[str, Any]:
+    """The user's callbacks: every monitoring callback's settings under `fit.callbacks.*`, and
+    what they mean under the pipeline's keys. `train.callbacks.checkpoint_monitor` is what
+    picks the weights the user keeps: a best-only ModelCheckpoint's monitor (the file
+    saved), else a restoring EarlyStopping's (Keras restores its best epoch at the end)."""
+    flat: dict[str, Any] = {"fit.callbacks": ",".join(type(c).__name__ for c in callbacks) or "none"}
+    early = checkpoint = restoring = None
+    for cb in callbacks:
+        kind = type(cb).__name__
+        if not hasattr(cb, "monitor"):
+            continue
+        for setting in MONITOR_SETTINGS:
+            value = getattr(cb, setting, None)
+            if isinstance(value, (str, int, float, bool)):
+                flat[f"fit.callbacks.{kind}.{setting}"] = abs(value) if setting == "min_delta" else value
+        if kind == "EarlyStopping" and early is None:
+            early = cb
+            restoring = cb if getattr(cb, "restore_best_weights", False) else None
+        elif kind == "ModelCheckpoint" and getattr(cb, "save_best_only", False) and checkpoint is None:
+            checkpoint = cb
+    flat["train.callbacks.early_stopping"] = early is not None
+    if early is not None:
+        flat["train.callbacks.monitor"] = str(early.monitor)
+        flat["train.callbacks.patience"] = int(early.patience)
+    keeper = checkpoint or restoring
+    flat["train.callbacks.checkpoint_monitor"] = str(keeper.monitor) if keeper is not None else ""
+    return flat
+
+
+def callback_settings(flat: dict[str, Any]) -> CallbackParams:
+    """The pipeline's callback params of a script run, for the monitor lint."""
+    return CallbackParams(
+        early_stopping=bool(flat.get("train.callbacks.early_stopping")),
+        monitor=str(flat.get("train.callbacks.monitor", "val_loss")),
+        patience=max(int(flat.get("train.callbacks.patience", 5)), 0),
+        checkpoint_monitor=str(flat.get("train.callbacks.checkpoint_monitor", "")),
+    )
 
 
 def _loss_label(model) -> str:

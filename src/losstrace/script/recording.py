@@ -130,7 +130,7 @@ class ScriptRun:
         from losstrace.model import builder, lint, model_lint
 
         x = self.data.train.x if self.data.train is not None else None
-        kind, padding, length, channels = "numeric", "post", None, 1
+        kind, padding, length, channels = "numeric", "none", None, 1  # unknown input: no padding claim
         if x is not None:
             kind = fit_data.input_kind(x)
             _, padding = fit_data.lengths_and_padding(x)
@@ -151,6 +151,7 @@ class ScriptRun:
         found = model_lint.run(self.model, spec, self.p)
         if self.fit.batch_size is not None and self.data.train_rows:
             found += lint.schedule_checks(self.p, self.data.train_rows)
+        found += lint.callback_checks(model_facts.callback_settings(self.flat))
         return found + _pre_padding_notes(self.model, x, padding)
 
     def _open(self, name: str, tags: dict[str, Any]) -> writer.RunLogger:
@@ -171,7 +172,7 @@ class ScriptRun:
         from losstrace.explain.prescription import with_prescription
         from losstrace.explain.symptoms import noise_scale_context
 
-        history = run_files.history_frame(rec.epochs)
+        history = _canonical_metrics(run_files.history_frame(rec.epochs))
         batches = run_files.batches_frame(rec.batches)
         dynamics = run_files.dynamics_frame(rec.dynamics)
         context = self._context()
@@ -330,6 +331,20 @@ def _pre_padding_notes(model, x, padding: str) -> list[Finding]:
             )
         )
     return out
+
+
+def _canonical_metrics(history):
+    """`accuracy` / `val_accuracy` filled from the name the script's metric has in Keras' logs
+    (`acc`, `categorical_accuracy`, ...), which the rules read; the original columns stay."""
+    from losstrace.record.foreign import METRIC_NAMES
+
+    for canonical in ("accuracy", "val_accuracy"):
+        if history[canonical].notna().any():
+            continue
+        alias = next((c for c in history.columns if c != canonical and METRIC_NAMES.get(c) == canonical), None)
+        if alias is not None:
+            history[canonical] = history[alias]
+    return history
 
 
 def _loss_name(model) -> str | None:

@@ -180,7 +180,7 @@ def train_000(
 def report_000():
     (x, y), (xv, yv), vocab = word_categories()
     return {
-        batch: record(lambda batch=batch: train_000(build_model_000(vocab), x, y, xv, yv, epochs=20, batch_size=batch))
+        batch: record(lambda batch=batch: train_000(build_model_000(vocab), x, y, xv, yv, epochs=16, batch_size=batch))
         for batch in (16, 64)
     }
 

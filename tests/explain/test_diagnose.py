@@ -393,3 +393,53 @@ def test_noise_of_a_recovered_explosion_is_secondary_to_it(make_run):
     assert only(found, "diverged").severity == "warning"
     noisy = only(found, "noisy_loss")
     assert noisy.severity == "info" and noisy.evidence["secondary_to"] == "diverged"
+
+
+def test_a_checkpoint_on_val_accuracy_is_named_and_warns_when_it_keeps_a_worse_val_loss(make_run):
+    """Report 000: ModelCheckpoint(monitor="val_accuracy") keeps the best-accuracy epoch."""
+    params = {
+        "train.callbacks.checkpoint_monitor": "val_accuracy",
+        "fit.callbacks.ModelCheckpoint.monitor": "val_accuracy",
+    }
+    h, b, c = make_run(epochs=30, overfit_at=10, params=params)
+    # Val accuracy peaks late, after the val loss turned up: the kept model is not the loss curve's best.
+    h["val_accuracy"] = np.linspace(0.5, 0.9, len(h))
+    f = only(diagnose_curves(h, b, c), "monitors_val_metric")
+    ev = f.evidence
+    assert f.severity == "warning" and ev["mode"] == "max" and ev["kept_epoch"] == 29
+    assert ev["best_val_loss_epoch"] < 15 and ev["val_loss_excess"] >= ev["overfit_rel_rise"]
+    assert f.suggestion == "train.callbacks.checkpoint_monitor: val_accuracy → val_loss"
+    # Both statistics pick the same epoch: said, as info.
+    h2, b2, c2 = make_run(epochs=30, params=params)
+    h2["val_accuracy"] = -h2["val_loss"]  # best where the val loss is lowest
+    assert only(diagnose_curves(h2, b2, c2), "monitors_val_metric").severity == "info"
+    # A monitor the user set to "min" is read as such, whatever its name.
+    mins = {**params, "fit.callbacks.ModelCheckpoint.mode": "min"}
+    h3, b3, c3 = make_run(epochs=30, params=mins)
+    assert (
+        only(diagnose_curves(h3.assign(val_accuracy=h3["val_loss"]), b3, c3), "monitors_val_metric").evidence["mode"]
+        == "min"
+    )
+    for monitor in ("val_loss", "", "loss"):
+        quiet = make_run(epochs=30, params={"train.callbacks.checkpoint_monitor": monitor})
+        assert "monitors_val_metric" not in codes(diagnose_curves(*quiet))
+
+
+def test_a_single_label_head_whose_outputs_do_not_sum_to_1_is_named(make_run):
+    """Report 003: sigmoid outputs over 102 exclusive classes add up to ~40, not 1."""
+    shares = {f"c{i}": 1 / 102 for i in range(102)}
+    sigmoid = {
+        "max_prob_share_above_0_99": 0.0,
+        "mean_max_prob": 0.87,
+        "mean_output_sum": 36.3,
+        "pred_class_shares": shares,
+    }
+    run = make_run(n_classes=102, predictions=sigmoid, params={"train.output_activation": "sigmoid"})
+    f = only(diagnose_curves(*run), "saturated_predictions")
+    assert f.evidence["outputs_not_a_distribution"] is True and f.evidence["mean_output_sum"] == 36.3
+    assert f.evidence["outputs_below_uniform"] is False
+    assert f.suggestion == "train.output_activation: sigmoid → softmax"
+    softmax = {**sigmoid, "mean_max_prob": 0.3, "mean_output_sum": 1.0}
+    assert "saturated_predictions" not in codes(diagnose_curves(*make_run(n_classes=102, predictions=softmax)))
+    h, b, c = make_run(n_classes=102, predictions=sigmoid)
+    assert "saturated_predictions" not in codes(diagnose_curves(h, b, {**c, "multilabel": True}))

@@ -299,3 +299,42 @@ def test_row_counts_recorded_as_floats_still_diff(make_fingerprint):
     a["train"]["rows"] = 2048.0  # some writers store counts as floats
     rows = [x for x in diff_data(a, b)[0] if x["aspect"] == "data.rows" and x["split"] == "train"]
     assert rows and rows[0]["detail"] == "-1024 rows (-50.0%)"
+
+
+def test_grouped_rows_that_still_learn_explain_the_epoch_jitter(make_record, make_fingerprint):
+    """Report 001: fed grouped rows in order, the model chases each label block in turn; it
+    still learns, but its epoch loss bounces."""
+    a = make_record("run-a", seed=1, epochs=20, fp=make_fingerprint())
+    b = make_record("run-b", seed=2, epochs=20, epoch_jitter=0.25, fp=make_fingerprint(clustered=True))
+    cause = first(diff_runs(a, b))
+    assert cause["change"] == "data.order" and cause["symptom"] in ("noisy_loss", "epoch_jitter")
+    assert "one label after another" in cause["why"]
+
+
+def test_a_scripts_model_name_and_layer_summary_do_not_compete_with_its_settings(make_record):
+    """Keras numbers every unnamed model (sequential, sequential_1, ...), and the layer
+    summary restates the layer settings: neither is a cause beside a setting that changed."""
+    script = {"model.name": "sequential", "model.layers": "LSTM(32) > Dense(7)", "model.params": "1000"}
+    a = make_record("run-a", epochs=60, seed=1, params={**script, "train.model.dropout": 0.3})
+    b = make_record(
+        "run-b",
+        epochs=60,
+        overfit_at=20,
+        seed=2,
+        params={
+            **script,
+            "model.name": "sequential_1",
+            "model.layers": "LSTM(32) > Dropout(0.3) > Dense(7)",
+            "fit.callbacks.ModelCheckpoint.monitor": "val_loss",
+        },
+    )
+    d = diff_runs(a, b)
+    assert [c["change"] for c in d["causes"]] == ["train.model.dropout"]
+    assert {"model.name", "model.layers", "fit.callbacks.ModelCheckpoint.monitor"} <= {p["key"] for p in d["params"]}
+    # A layer added with no key of its own: the summary is then the change.
+    c = make_record(
+        "run-c", epochs=60, overfit_at=20, seed=2, params={**script, "model.layers": "LSTM(32) > Dense(64) > Dense(7)"}
+    )
+    assert [x["change"] for x in diff_runs(make_record("run-a2", epochs=60, seed=1, params=script), c)["causes"]] == [
+        "model.layers"
+    ]

@@ -63,6 +63,8 @@ def test_autolog_records_a_run_with_the_pipelines_contract(capsys):
     assert any(k.startswith("grad_norm/") for k in run.data.metrics)
     rec = reader.load_record("latest", store.project_root())
     assert rec.run_id == run.info.run_id and len(rec.history) == 3 and len(rec.batches) == 45
+    # Every sequence runs all 12 steps: nothing is padded, so nothing to mask.
+    assert "unmasked_padding" not in {f["code"] for f in rec.findings}
     assert rec.fingerprint["train"]["rows"] == 240 and rec.fingerprint["val"]["rows"] == 60
     err = capsys.readouterr().err
     assert f"run {run.info.run_id}" in err and f"losstrace diagnose {run.info.run_id}" in err
@@ -138,11 +140,15 @@ def test_a_tf_data_input_is_recorded_and_named_as_not_fingerprinted():
 
     x, y = sequences()
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    # No keras.Input: the model is built from the dataset's element spec, never iterated twice.
+    model = keras.Sequential([keras.layers.GRU(8), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     losstrace.keras.autolog(summary=False)
-    gru().fit(ds, epochs=2, verbose=0)
+    model.fit(ds, epochs=2, verbose=0)
     losstrace.keras.flush()
     rec = reader.load_record("latest", store.project_root())
     assert len(rec.batches) == 30 and rec.fingerprint is None
+    assert rec.params["model.layers"] == "GRU(8) > Dense(2,softmax)"
     notes = [f for f in rec.findings if f["code"] == "not_fingerprinted"]
     assert notes and "Dataset" in notes[0]["evidence"]["message"]
 
@@ -295,3 +301,30 @@ def test_an_uploaded_run_leaves_no_temporary_files(tmp_path, monkeypatch):
     rec = reader.load_record("latest", store.project_root())
     assert len(rec.history) == 1  # the files reached the store
     assert list(scratch.iterdir()) == []
+
+
+def test_the_readmes_model_without_an_input_layer_is_recorded_with_its_callbacks():
+    """`keras.Sequential([Embedding, GRU, Dense])` has no layers built until Keras traces its
+    first step; `metrics=["acc"]` logs `val_acc`; early stopping restores its best epoch."""
+    rng = np.random.default_rng(0)
+    x = keras.utils.pad_sequences([rng.integers(1, 50, size=rng.integers(3, 10)) for _ in range(96)])
+    y = (x.max(axis=1) > 40).astype("int64")
+    model = keras.Sequential(
+        [keras.layers.Embedding(50, 8), keras.layers.GRU(8), keras.layers.Dense(1, activation="sigmoid")]
+    )
+    model.compile(optimizer=keras.optimizers.RMSprop(1e-3), loss="binary_crossentropy", metrics=["acc"])
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
+    losstrace.keras.autolog(summary=False)
+    model.fit(x, y, epochs=2, batch_size=32, validation_split=0.25, callbacks=[stop], verbose=0)
+    losstrace.keras.flush()
+    rec = reader.load_record("latest", store.project_root())
+    assert rec.params["model.layers"] == "Embedding(50) > GRU(8) > Dense(1,sigmoid)"
+    assert rec.history["val_accuracy"].notna().all() and "val_acc" in rec.history
+    assert (
+        rec.params["fit.callbacks"] == "EarlyStopping"
+        and rec.params["fit.callbacks.EarlyStopping.monitor"] == "val_loss"
+    )
+    assert rec.params["train.callbacks.early_stopping"] == "True"
+    assert rec.params["train.callbacks.checkpoint_monitor"] == "val_loss"  # it restores its best epoch
+    lint = {f["code"] for f in rec.findings}
+    assert "monitors_training_metric" not in lint and "unmasked_padding" in lint  # pre-padded: an info

@@ -217,6 +217,17 @@ _SHUFFLE_FIX = "shuffle x and y together before fit (e.g. sklearn.utils.shuffle(
 def _for_a_script(f: Finding, data: FitData, shuffle: bool) -> Finding:
     """Pipeline findings phrased for a script: the fix is code, and fit's own shuffle counts."""
     if f.code == "label_order_clustered":
+        if f.where != "train":  # Keras scores the whole validation set each epoch: its order is never seen
+            return Finding(
+                f.code,
+                "info",
+                {
+                    **f.evidence,
+                    "why": "validation rows are scored all together each epoch, so their order does not matter",
+                },
+                "nothing to change",
+                f.where,
+            )
         if data.validation == "validation_split":
             why = "validation_split takes the last rows, so validation sees other classes than training"
             return Finding(

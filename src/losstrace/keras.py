@@ -100,8 +100,8 @@ class LosstraceCallback(keras.callbacks.Callback):
             x, y = (data.train.x, data.train.y) if data.train is not None else (a["x"], a["y"])
             if not building.build_before_fit(self.model, x, y):
                 raise ValueError(
-                    "the model is not built and its input gives no shapes: start it with keras.Input(...) "
-                    "or call model.build(input_shape) before fit"
+                    "the model has no outputs to read (not built, and its input gives no shapes; or a "
+                    "subclassed model): start it with keras.Input(...) to have it recorded"
                 )
             epochs = int(self.params.get("epochs") or 0)
             batch_size = a["batch_size"] if a["batch_size"] is not None else (32 if data.train is not None else None)

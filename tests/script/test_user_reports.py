@@ -19,11 +19,13 @@ Keras 2 spellings are updated for Keras 3 (`learning_rate=`, no `input_length`).
 bundled (aeon's JapaneseVowels and BasicMotions, data/external/uci-sentiment) or generated
 in the report's shape where nothing bundled fits; each loader says which and why, and
 where epochs or sizes differ from the report's. One store and one TensorFlow import serve
-the module; every fit builds a fresh model, as the reports' scripts do.
+the module; every fit builds a fresh model, as the reports' scripts do. Fifteen real
+trainings: about 3 minutes on two shared cores (marked slow; `make test` runs it).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from pathlib import Path
@@ -37,6 +39,8 @@ from losstrace.record import reader
 from losstrace.workflows import runs
 
 REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -59,6 +63,7 @@ def record(train) -> str:
     return reader.resolve_run("latest", Path.cwd())
 
 
+@functools.cache
 def findings(run_id: str) -> list[dict]:
     return runs.diagnose(run_id, Path.cwd())["findings"]
 

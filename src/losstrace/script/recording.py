@@ -151,7 +151,8 @@ class ScriptRun:
         found = model_lint.run(self.model, spec, self.p)
         if self.fit.batch_size is not None and self.data.train_rows:
             found += lint.schedule_checks(self.p, self.data.train_rows)
-        found += lint.callback_checks(model_facts.callback_settings(self.flat))
+        if self.fit.validation != "none":  # without validation a training metric is all there is to watch
+            found += lint.callback_checks(model_facts.callback_settings(self.flat))
         return found + _pre_padding_notes(self.model, x, padding)
 
     def _open(self, name: str, tags: dict[str, Any]) -> writer.RunLogger:

@@ -265,7 +265,7 @@ def test_validation_prediction_statistics_come_from_kerass_validation_pass(head,
     probs = as_probabilities(model.predict(xv, verbose=0), head == "logits", False)
     expected = run_files.prediction_stats(probs, ["0", "1"])
     assert seen["pred_class_shares"] == expected["pred_class_shares"]
-    for key in ("mean_max_prob", "max_prob_share_above_0_99", "pinned_output_share"):
+    for key in ("mean_max_prob", "max_prob_share_above_0_99", "pinned_output_share", "mean_output_sum"):
         assert seen[key] == pytest.approx(expected[key], abs=1e-6), key
     assert "test_step" not in vars(model) and "compute_metrics" not in vars(model)  # the model is the user's again
 

@@ -7,8 +7,8 @@ after fit costs a forward pass run op by op (or a newly traced predict function)
 the model over the validation set every epoch; this hooks that pass. For the length of
 a fit, the model's `test_step` and `compute_metrics` are wrapped on the instance, so
 while a test step is traced the predictions it computes are also summed into one
-variable: rows, summed top probability, rows above 0.99, pinned outputs, and predicted
-class counts. The callback resets the sums when an evaluation begins and reads them
+variable: rows, summed top probability, rows above 0.99, pinned outputs, summed outputs
+(what a row adds up to) and predicted class counts. The callback resets the sums when an evaluation begins and reads them
 once at the end. Figures are those of `run_files.prediction_stats` on the same rows.
 """
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 # Layout of the sums: [rows, sum of top probability, rows whose top > 0.99,
-# pinned outputs (p > 0.99 or p < 0.01), outputs, class 0 count, class 1 count, ...].
-_FIXED = 5
+# pinned outputs (p > 0.99 or p < 0.01), outputs, sum of all outputs, class 0 count, class 1 count, ...].
+_FIXED = 6
 
 
 class ValidationPredictions:
@@ -69,6 +69,7 @@ class ValidationPredictions:
                 tf.reduce_sum(tf.cast(best > 0.99, tf.float64)),
                 pinned,
                 rows * tf.cast(tf.shape(p)[1], tf.float64),
+                tf.reduce_sum(p),
             ]
         )
         self.sums.assign_add(tf.concat([fixed, counts], 0))
@@ -84,7 +85,7 @@ class ValidationPredictions:
         if rows == 0:
             return None
         shares = s[_FIXED:] / rows
-        return {
+        out = {
             "mean_max_prob": float(s[1] / rows),
             "max_prob_share_above_0_99": float(s[2] / rows),
             "pinned_output_share": float(s[3] / s[4]),
@@ -92,6 +93,9 @@ class ValidationPredictions:
                 names[i] if i < len(names) else str(i): round(float(v), 6) for i, v in enumerate(shares)
             },
         }
+        if s[4] > rows:  # more than one output a row: what a row adds up to
+            out["mean_output_sum"] = float(s[5] / rows)
+        return out
 
     def detach(self) -> None:
         """Back to the model's own methods; a later evaluate traces a step without the hook."""

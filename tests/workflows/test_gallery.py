@@ -133,6 +133,8 @@ def test_markdown_shows_b_s_prescription_and_fix_s_verdict_per_change():
     plain = gallery.Result(_fixed_result(verified).case, None, None, diff={"causes": []}, findings=[])
     assert "- none: no warning or error asks for a params change" in gallery.markdown([plain])
     assert "losstrace fix B" not in gallery.markdown([plain])
+    # The case's own reading of the verdict comes with the verdict only.
+    assert plain.case.fix_note in text and plain.case.fix_note not in gallery.markdown([plain])
 
 
 def test_gallery_fix_verifies_b_s_prescription_in_the_shared_session(tmp_path, monkeypatch):

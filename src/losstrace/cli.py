@@ -193,12 +193,13 @@ def cmd_gallery(a: argparse.Namespace) -> int:
     if a.list:
         print(gallery.listing())
         return 0
-    results = gallery.main(a.cases, Path("."), a.out, a.epochs, a.bisect)
+    results = gallery.main(a.cases, Path("."), a.out, a.epochs, a.bisect, fix=a.fix)
     for r in results:
         top = r.diff["causes"][0]["change"] if r.diff and r.diff["causes"] else "-"
         codes = ", ".join(sorted({f["code"] for f in r.findings if f["severity"] != "info"})) or "none"
         proof = "" if r.bisect is None else f"; bisect culprits: {', '.join(r.bisect.get('culprits') or []) or 'none'}"
-        print(f"{r.case.name:<22} {'ok ' if r.ok else 'MISS'} B: {codes}; top cause: {top}{proof}")
+        fixed = "" if r.fix is None else f"; fix {'verified' if r.fix_verified else 'NOT verified'}"
+        print(f"{r.case.name:<22} {'ok ' if r.ok else 'MISS'} B: {codes}; top cause: {top}{proof}{fixed}")
     return 0 if all(r.ok for r in results) else 1
 
 
@@ -377,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--bisect",
         action="store_true",
         help="also prove each case with `losstrace bisect A B` (four more trainings per case)",
+    )
+    p.add_argument(
+        "--fix",
+        action="store_true",
+        help="also re-run B's prescription with `losstrace fix B` (three or more trainings per case) "
+        "and show whether it was verified",
     )
 
     p = add("sync", cmd_sync, "Upload a training recorded offline (reports/train/run.json) as one complete MLflow run.")

@@ -171,6 +171,9 @@ def test_label_order_clustered_on_sorted_rows():
     assert (f.code, f.where, f.severity) == ("label_order_clustered", "train", "warning")
     assert f.evidence["runs"] == 3 and f.evidence["observed"] < -6
     assert f.evidence["threshold"] == -3.0
+    # The fix as data, so diagnose's prescription and `losstrace fix` carry it.
+    assert f.changes == ({"key": "data.shuffle", "from": False, "to": True},)
+    assert f.to_dict()["changes"] == [{"key": "data.shuffle", "from": False, "to": True}]
 
 
 def test_label_order_clean():

@@ -160,3 +160,24 @@ def test_divergence_wins_over_a_plateau_and_removing_recurrent_dropout_keeps_reg
     rows = as_json(p)
     assert all(set(r) == {"key", "from", "to", "why", "findings"} for r in rows)
     assert len({r["key"] for r in rows}) == len(rows)
+
+
+def test_grouped_rows_prescribe_shuffling_the_source_unless_it_already_is():
+    """label_order_clustered named its fix (data.shuffle) in a sentence only, so a run fed
+    grouped rows got an empty prescription and `losstrace fix` had nothing to re-run (the
+    gallery's grouped_rows case). One change for the three splits; none when the run already
+    shuffles (a grouped val_source file stays grouped whatever data.shuffle says)."""
+    import pandas as pd
+
+    from losstrace.data import checks
+
+    grouped = pd.DataFrame({"label": ["a"] * 40 + ["b"] * 40})
+    found = checks.check_label_order({"train": grouped, "val": grouped, "test": grouped}, params.ValidateParams())
+    assert [f.where for f in found] == ["train", "val", "test"]
+    as_recorded = [json.loads(json.dumps(f.to_dict())) for f in found]  # as diagnosis.json holds them
+
+    p = prescribe(as_recorded, {"params": {"data.shuffle": False}})
+    assert [(c["key"], c["from"], c["to"], c["findings"]) for c in as_json(p)] == [
+        ("data.shuffle", False, True, ["label_order_clustered"])
+    ]
+    assert prescribe(as_recorded, {"params": {"data.shuffle": True}}).changes == []

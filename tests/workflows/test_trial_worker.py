@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +87,26 @@ def test_only_data_params_re_ingest_and_only_validate_params_re_validate(tmp_pat
     assert [dataclasses.asdict(t)["reused"] for t in trials] == [t.reused for t in trials]  # in bisect's JSON
     # Two splits were made (A's, and the one with a larger val share), validated three times.
     assert len(prepared) == 2 and len(validated) == 3
+
+
+def test_a_relative_project_dir_is_the_caller_s_not_the_worker_s(tmp_path, monkeypatch):
+    """`losstrace gallery`, `bisect` and `fix` pass the project as `.`; the worker runs in its
+    own scratch dir, so a user's relative data.source must still be read from the caller's."""
+    import yaml
+
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "data" / "external" / "uci-sentiment", project / "sentences")
+    p = params.override(params.Params(), {"data.source": "sentences/*.txt", "data.header": False})
+    (tmp_path / "ingest.yaml").write_text(yaml.safe_dump(params.to_nested(p)))
+    monkeypatch.chdir(project)
+    session = Session(WORKER)
+    try:
+        argv = ["ingest", "--params", str(tmp_path / "ingest.yaml"), "--out", str(tmp_path / "prepared")]
+        code, err, runner = session.run(argv, Path("."), dict(os.environ))
+    finally:
+        session.close()
+    assert (code, err, runner) == (0, "", WORKER)
+    assert (tmp_path / "prepared" / "train.parquet").is_file()
 
 
 def test_a_dead_worker_costs_one_warning_line_and_the_trials_go_on(tmp_path, monkeypatch, capsys):

@@ -212,9 +212,16 @@ def check_label_order(splits: Mapping[str, pd.DataFrame], vp: ValidateParams) ->
                 },
                 "shuffle the rows (data.shuffle: true): grouped labels make batch losses swing between classes",
                 split,
+                # As data, so the prescription (and `losstrace fix`) carries it: the sentence above
+                # cannot say `false → true`, since a grouped val_source file is clustered whatever
+                # data.shuffle is (the prescription then skips it: the run already has true).
+                changes=(SHUFFLE_CHANGE,),
             )
         )
     return out
+
+
+SHUFFLE_CHANGE = {"key": "data.shuffle", "from": False, "to": True}
 
 
 def check_label_set(

@@ -156,7 +156,8 @@ class Worker:
         return self.proc.pid
 
     def run(self, argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
-        request = json.dumps({"argv": argv, "cwd": str(cwd), "env": dict(env)})
+        # The worker runs in its own scratch dir: a relative cwd (the CLI's project `.`) is the caller's.
+        request = json.dumps({"argv": argv, "cwd": str(Path(cwd).resolve()), "env": dict(env)})
         stdin, stdout = self.proc.stdin, self.proc.stdout
         assert stdin is not None and stdout is not None
         try:

@@ -16,7 +16,7 @@ from losstrace.record import reader
 
 
 def default_ref(root: Path) -> str:
-    """The run behind the outputs in the workspace (a DVC run-cache restore keeps its id), else the latest.
+    """The run behind the outputs in the workspace (a checkout of old reports keeps its id), else the latest.
 
     A training recorded offline is not (completely) in MLflow yet: answering with the
     latest run instead would silently describe some other training.

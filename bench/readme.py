@@ -13,7 +13,19 @@ from typing import Any
 from . import report
 
 HEADING = "## Benchmarks"
-ORDER = ("stage_cost", "trials", "tracking", "keras", "gns", "bucketing", "ingest", "repro", "cli", "gpu")
+ORDER = (
+    "stage_cost",
+    "trials",
+    "tracking",
+    "keras",
+    "gns",
+    "bucketing",
+    "ingest",
+    "repro",
+    "cli",
+    "false_alarms",
+    "gpu",
+)
 
 METHOD = """\
 How each figure is measured (the docstrings in bench/*.py say why):

@@ -241,9 +241,49 @@ def keras_rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+FALSE_ALARM_LABELS = {
+    "simulated_suite": "simulated curves, the test suite's clean configurations",
+    "simulated_sweep": "simulated sweep",
+    "well_configured": "real, well configured (best epoch kept; JV, its tokens, BasicMotions batch 16)",
+    "shipped_defaults": "real, shipped defaults (JV, last epoch kept): not all clean",
+    "basic_motions_batch8": "real, BasicMotions batch 8: not a clean baseline",
+}
+
+
+def false_alarms_rows(r: dict[str, Any]) -> list[Row]:
+    rows_ = r["false_alarm"]["rows"]
+    runs, warned, prescribed = (
+        r["false_alarm_runs"],
+        r["false_alarm_runs_with_warnings"],
+        r["false_alarm_runs_with_prescription"],
+    )
+    out: list[Row] = [
+        (
+            "False alarms: clean runs with a warning/error or a prescription",
+            f"{warned} warned, {prescribed} prescribed, of {runs} runs",
+            "0",
+            _met(warned == 0 and prescribed == 0),
+        )
+    ]
+    for key, row in rows_.items():
+        name, _, arm = key.partition("/")
+        label = FALSE_ALARM_LABELS.get(name, name) + (", noise scale measured" if arm == "noise_scale" else "")
+        codes = f" ({', '.join(row['codes'])})" if row["codes"] else ""
+        out.append(
+            (
+                f"  {label}",
+                f"{row['runs_with_warnings']}/{row['runs']} warned{codes}, {row['runs_with_prescription']} prescribed",
+                "0" if row["clean"] else "reported",
+                _met(row["runs_with_warnings"] == 0 and row["runs_with_prescription"] == 0) if row["clean"] else "–",
+            )
+        )
+    return out
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "stage_cost": stage_cost_rows,
     "trials": trials_rows,
+    "false_alarms": false_alarms_rows,
     "tracking": tracking_rows,
     "gns": gns_rows,
     "keras": keras_rows,

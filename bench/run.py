@@ -3,7 +3,7 @@
 Prints a table as they go, writes bench/results.json and, after a full run, rewrites
 the README's Benchmarks section.
 
-    python bench/run.py                 # everything, README sizes (make bench; < 15 min here)
+    python bench/run.py                 # everything, README sizes (make bench; ~22 min here, 11 of them false_alarms)
     python bench/run.py --quick         # small sizes: a smoke test of the whole suite
     python bench/run.py --only cli      # one benchmark (repeatable), merged into results.json
 

@@ -77,7 +77,17 @@ def test_quick_training_benchmarks_write_their_keys(tmp_path):
         tmp_path,
         *(
             arg
-            for name in ("stage_cost", "trials", "false_alarms", "cli", "repro", "tracking", "gns", "keras", "bucketing")
+            for name in (
+                "stage_cost",
+                "trials",
+                "false_alarms",
+                "cli",
+                "repro",
+                "tracking",
+                "gns",
+                "keras",
+                "bucketing",
+            )
             for arg in ("--only", name)
         ),
     )
@@ -102,7 +112,9 @@ def test_quick_training_benchmarks_write_their_keys(tmp_path):
     ):
         assert _number(results[key]), (key, results[key])
     rows = results["false_alarm"]["rows"]
-    assert {"simulated_suite", "simulated_sweep", "well_configured/shipped", "basic_motions_batch8/shipped"} <= set(rows)
+    assert {"simulated_suite", "simulated_sweep", "well_configured/shipped", "basic_motions_batch8/shipped"} <= set(
+        rows
+    )
     assert all(row["runs"] > 0 for row in rows.values())
     stages = results["stage_cost"]["stages"]
     assert results["stage_cost"]["order"] == ["ingest", "validate", "train", "evaluate"]

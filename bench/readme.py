@@ -13,7 +13,19 @@ from typing import Any
 from . import report
 
 HEADING = "## Benchmarks"
-ORDER = ("stage_cost", "trials", "tracking", "keras", "gns", "bucketing", "ingest", "repro", "cli", "gpu")
+ORDER = (
+    "stage_cost",
+    "trials",
+    "tracking",
+    "keras",
+    "gns",
+    "bucketing",
+    "ingest",
+    "repro",
+    "cli",
+    "false_alarms",
+    "gpu",
+)
 
 METHOD = """\
 How each figure is measured (the docstrings in bench/*.py say why):
@@ -53,7 +65,15 @@ How each figure is measured (the docstrings in bench/*.py say why):
   ratio of median wall times. The bench fails if `dvc repro` runs any stage, so no losstrace code runs:
   any difference from `dvc status` is DVC's own work.
 - **CLI**: median of 5 wall times after one warm-up; `diff` compares two runs recorded by `dvc repro`
-  (the second with half the batch size)."""
+  (the second with half the batch size).
+- **False alarms**: docs/diagnosis.md's table re-measured. A clean run's false alarm is a warning or error
+  finding, or a non-empty prescription. Simulated: the test suite's 8 clean configurations × seeds 0–2
+  and 4 of them × seeds 3–52, through `diagnose_curves` and `prescribe`. Real: each run through ingest,
+  validate and train in the trial worker (its own split per seed, as `dvc exp run -S base.seed=N`), the
+  train stage's diagnosis.json read (data, lint and curve findings, the prescription) and checked against
+  `losstrace diagnose RUN --json`'s from the MLflow record; then every real run again with the noise scale
+  measured once per epoch (`train.noise_scale_every`). The shipped-defaults and BasicMotions batch 8 rows
+  are not clean baselines (docs/diagnosis.md says why); they show the rules still fire."""
 
 
 def notes(results: dict[str, Any]) -> list[str]:

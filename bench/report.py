@@ -241,9 +241,56 @@ def keras_rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+# Table order (results.json sorts its keys): the docs' rows, each arm after its row.
+FALSE_ALARM_LABELS = {
+    "simulated_suite": "",  # "": the row's own label, which counts its configurations and seeds
+    "simulated_sweep": "",
+    "well_configured": "real, well configured (best epoch kept; JV, its tokens, BasicMotions batch 16)",
+    "shipped_defaults": "real, shipped defaults (JV, last epoch kept)",
+    "basic_motions_batch8": "real, BasicMotions batch 8 (not a clean baseline)",
+}
+FALSE_ALARM_ARMS = {"": "", "shipped": "", "noise_scale": ", noise scale measured"}
+
+
+def false_alarms_rows(r: dict[str, Any]) -> list[Row]:
+    rows_ = r["false_alarm"]["rows"]
+    runs, warned, prescribed = (
+        r["false_alarm_runs"],
+        r["false_alarm_runs_with_warnings"],
+        r["false_alarm_runs_with_prescription"],
+    )
+    out: list[Row] = [
+        (
+            "False alarms: clean runs with a warning/error or a prescription",
+            f"{warned} warned, {prescribed} prescribed, of {runs} runs",
+            "0",
+            _met(warned == 0 and prescribed == 0),
+        )
+    ]
+    order = {
+        f"{name}/{arm}" if arm else name: i
+        for i, (name, arm) in enumerate((n, a) for n in FALSE_ALARM_LABELS for a in FALSE_ALARM_ARMS)
+    }
+    for key in sorted(rows_, key=lambda k: order.get(k, len(order))):
+        row = rows_[key]
+        name, _, arm = key.partition("/")
+        label = (FALSE_ALARM_LABELS.get(name, name) or row["label"]) + FALSE_ALARM_ARMS.get(arm, f", {arm}")
+        codes = f" ({', '.join(sorted({c.split(':')[0] for c in row['codes']}))})" if row["codes"] else ""
+        out.append(
+            (
+                f"  {label}",
+                f"{row['runs_with_warnings']}/{row['runs']} warned{codes}, {row['runs_with_prescription']} prescribed",
+                "0" if row["clean"] else "reported",
+                _met(row["runs_with_warnings"] == 0 and row["runs_with_prescription"] == 0) if row["clean"] else "–",
+            )
+        )
+    return out
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "stage_cost": stage_cost_rows,
     "trials": trials_rows,
+    "false_alarms": false_alarms_rows,
     "tracking": tracking_rows,
     "gns": gns_rows,
     "keras": keras_rows,

@@ -3,11 +3,11 @@
 Prints a table as they go, writes bench/results.json and, after a full run, rewrites
 the README's Benchmarks section.
 
-    python bench/run.py                 # everything, README sizes (make bench; < 15 min here)
+    python bench/run.py                 # everything, README sizes (make bench; ~22 min here, 11 of them false_alarms)
     python bench/run.py --quick         # small sizes: a smoke test of the whole suite
     python bench/run.py --only cli      # one benchmark (repeatable), merged into results.json
 
-Benchmarks: stage_cost, trials, tracking, gns, keras, bucketing, ingest, repro, cli, gpu (bench/<module>.py each).
+Benchmarks: stage_cost, trials, false_alarms, tracking, gns, keras, bucketing, ingest, repro, cli, gpu (bench/<module>.py each).
 """
 
 from __future__ import annotations
@@ -50,6 +50,10 @@ class Sizes:
     stage_cost_epochs: int | None  # None: params.yaml's own (the default pipeline)
     trial_reps: int  # bisect trials timed in the worker after its first
     trial_epochs: int
+    false_alarm_seeds: int  # simulated sweep seeds per configuration
+    false_alarm_runs: int | None  # real trainings per table row; None = the row's all
+    false_alarm_epochs: int | None  # cap on their epochs; None = the row's own
+    false_alarm_noise_scale: bool  # also train each real run with the noise scale measured
 
 
 FULL = Sizes(
@@ -67,6 +71,10 @@ FULL = Sizes(
     stage_cost_epochs=None,
     trial_reps=5,
     trial_epochs=5,
+    false_alarm_seeds=50,
+    false_alarm_runs=None,
+    false_alarm_epochs=None,
+    false_alarm_noise_scale=True,
 )
 QUICK = Sizes(
     tracking_epochs=2,
@@ -83,6 +91,10 @@ QUICK = Sizes(
     stage_cost_epochs=2,
     trial_reps=2,
     trial_epochs=1,
+    false_alarm_seeds=3,
+    false_alarm_runs=1,
+    false_alarm_epochs=2,
+    false_alarm_noise_scale=False,
 )
 
 
@@ -150,6 +162,19 @@ def _trials(ctx: Context) -> dict[str, Any]:
     return trial_cost.measure(ctx.work / "trials", ctx.sizes.trial_reps, ctx.sizes.trial_epochs)
 
 
+def _false_alarms(ctx: Context) -> dict[str, Any]:
+    from bench import false_alarms
+
+    s = ctx.sizes
+    return false_alarms.measure(
+        ctx.work / "false_alarms",
+        s.false_alarm_seeds,
+        s.false_alarm_runs,
+        s.false_alarm_epochs,
+        s.false_alarm_noise_scale,
+    )
+
+
 def _gpu(ctx: Context) -> dict[str, Any]:
     from bench import gpu
 
@@ -160,6 +185,7 @@ def _gpu(ctx: Context) -> dict[str, Any]:
 BENCHMARKS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "stage_cost": _stage_cost,
     "trials": _trials,
+    "false_alarms": _false_alarms,
     "cli": _cli,
     "repro": _repro,
     "ingest": _ingest,

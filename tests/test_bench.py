@@ -77,7 +77,17 @@ def test_quick_training_benchmarks_write_their_keys(tmp_path):
         tmp_path,
         *(
             arg
-            for name in ("stage_cost", "trials", "cli", "repro", "tracking", "gns", "keras", "bucketing")
+            for name in (
+                "stage_cost",
+                "trials",
+                "false_alarms",
+                "cli",
+                "repro",
+                "tracking",
+                "gns",
+                "keras",
+                "bucketing",
+            )
             for arg in ("--only", name)
         ),
     )
@@ -96,8 +106,16 @@ def test_quick_training_benchmarks_write_their_keys(tmp_path):
         "mlflow_autolog_overhead_ratio",
         "bisect_trial_seconds",
         "bisect_trial_fit_seconds",
+        "false_alarm_runs",
+        "false_alarm_runs_with_warnings",
+        "false_alarm_runs_with_prescription",
     ):
         assert _number(results[key]), (key, results[key])
+    rows = results["false_alarm"]["rows"]
+    assert {"simulated_suite", "simulated_sweep", "well_configured/shipped", "basic_motions_batch8/shipped"} <= set(
+        rows
+    )
+    assert all(row["runs"] > 0 for row in rows.values())
     stages = results["stage_cost"]["stages"]
     assert results["stage_cost"]["order"] == ["ingest", "validate", "train", "evaluate"]
     assert set(stages) == set(results["stage_cost"]["order"])
@@ -153,3 +171,16 @@ def test_stage_spans_run_from_announcement_to_lock_update_or_next_stage():
     ]
     assert stage_spans(lines, end=7.0) == {"ingest": 1.5, "validate": 3.0, "evaluate": 2.0}
     assert stage_work("\n".join(line for _, line in lines)) == {"validate": 2.5, "evaluate": 0.4}
+
+
+def test_a_prescription_on_a_quiet_run_counts_as_a_false_alarm_of_its_own():
+    _import_bench()
+    from bench.false_alarms import summary, verdict
+
+    quiet = verdict([{"code": "noisy_loss", "severity": "info"}], [])
+    prescribed = verdict([], [{"key": "train.batch_size", "from": 32, "to": 64, "findings": ["lint"], "why": ""}])
+    loud = verdict([{"code": "overfitting", "severity": "warning"}], [])
+    row = summary("r", True, [quiet, prescribed, loud])
+    assert quiet == {"loud": [], "info": ["noisy_loss"], "prescription": []}
+    assert (row["runs"], row["runs_with_warnings"], row["runs_with_prescription"]) == (3, 1, 1)
+    assert row["codes"] == ["overfitting:warning"] and row["keys"] == ["train.batch_size"]

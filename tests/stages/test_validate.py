@@ -122,6 +122,13 @@ def test_datadocs_index_and_pages_show_every_expectation(clean_run):
         assert e["name"] in page and e["expectation"] in page
 
 
+def test_the_same_data_gives_byte_identical_datadocs(clean_run, tmp_path):
+    # GX stamps pages with wall-clock times and random ids; dvc.lock hashes the folder.
+    _, docs, _ = clean_run
+    validate.run(clean_splits(), LABELS, dict(LABELS), INFO, VP, tmp_path / "datadocs")
+    assert snapshot(tmp_path / "datadocs") == snapshot(docs)
+
+
 def offline_index_links(docs: Path) -> dict[str, tuple[str, str]]:
     """The index as a browser without network shows it: scripts dropped, links of the plain list."""
     index = re.sub(r"<script.*?</script>", "", (docs / "index.html").read_text(), flags=re.S)

@@ -8,10 +8,18 @@ font never arrives. Two rewrites keep the pages usable with no network at all:
   JavaScript);
 - each Font Awesome status icon becomes a Unicode glyph coloured inline, so a pass, a
   failure or a warning reads at a glance with any font and no stylesheet.
+
+A third rewrite makes the pages a function of the data alone, so the same data gives
+byte-identical Data Docs and `dvc.lock` keeps its hash after a re-run: GX stamps each page
+with wall-clock times (the run time, the data's load time, a cache-busting query on its
+logo) and random element ids. The run is stamped with a fixed time (RUN_TIME), the shown
+times read "not recorded" (the MLflow run records when training happened), and the ids
+are numbered in page order.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import re
 from collections.abc import Mapping
@@ -26,6 +34,18 @@ ICONS = {
     "fa-question-circle": ("?", "#6c757d", "help"),
     "fa-comment": ("\u2139", "#17a2b8", "note"),
 }
+
+# GX needs a run time; a fixed one keeps the validation pages' folder names reproducible.
+RUN_TIME = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+NOT_RECORDED = "not recorded"
+
+_CACHE_BUSTER = re.compile(r"\?d=\d{8}T\d{6}(?:\.\d+)?Z")
+_SHOWN_STAMP = re.compile(r">(\s*)\d{8}T\d{6}(?:\.\d+)?Z(\s*)<")  # a compact time shown as text
+# The run time as the pages show it: ISO in breadcrumbs and tables, "... UTC" in the index's data.
+_SHOWN_RUN_TIME = re.compile(
+    "|".join(re.escape(RUN_TIME.strftime(form)) for form in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S UTC"))
+)
+_RANDOM_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 # An <i> element carrying a Font Awesome class, with its (empty) body and closing tag.
 _ICON = re.compile(r'<i\s+class="(?P<classes>[^"]*\bfa-[a-z-]+[^"]*)"[^>]*>\s*</i>')
@@ -48,14 +68,23 @@ def replace_icons(text: str) -> str:
     return _ICON.sub(offline_icon, text)
 
 
+def drop_run_stamps(text: str) -> str:
+    """`text` without GX's wall-clock times and random ids (see the module doc)."""
+    text = _CACHE_BUSTER.sub("", text)
+    text = _SHOWN_STAMP.sub(rf">\g<1>{NOT_RECORDED}\g<2><", text)
+    text = _SHOWN_RUN_TIME.sub(NOT_RECORDED, text)
+    numbered: dict[str, str] = {}
+    return _RANDOM_ID.sub(lambda m: numbered.setdefault(m.group(0), f"losstrace-{len(numbered) + 1}"), text)
+
+
 def make_offline(datadocs_dir: Path, outcomes: Mapping[str, bool]) -> None:
-    """Rewrite the built Data Docs in place so they read well offline (see the module doc)."""
+    """Rewrite the built Data Docs in place so they read well offline and reproduce (module doc)."""
     datadocs_dir = Path(datadocs_dir)
     for page in sorted(datadocs_dir.rglob("*.html")):
         text = page.read_text(encoding="utf-8")
-        offline = replace_icons(text)
-        if offline != text:
-            page.write_text(offline, encoding="utf-8")
+        rewritten = drop_run_stamps(replace_icons(text))
+        if rewritten != text:
+            page.write_text(rewritten, encoding="utf-8")
     add_offline_index(datadocs_dir, outcomes)
 
 

@@ -14,7 +14,6 @@ the split and the observed value. A crash publishes nothing: the previous output
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import re
@@ -30,7 +29,7 @@ import pandas as pd
 
 from losstrace import params as params_mod
 from losstrace.data import checks
-from losstrace.data.datadocs import make_offline
+from losstrace.data.datadocs import RUN_TIME, make_offline
 from losstrace.data.fingerprint import fingerprint
 from losstrace.errors import LosstraceError
 from losstrace.findings import Finding
@@ -264,7 +263,7 @@ def run_expectations(
 
     context = _context(gx, datadocs_dir)
     source = context.data_sources.add_pandas("prepared")
-    run_id = RunIdentifier(run_name="losstrace-validate", run_time=dt.datetime.now(dt.UTC))
+    run_id = RunIdentifier(run_name="losstrace-validate", run_time=RUN_TIME)
     records: list[dict[str, Any]] = []
     outcomes: dict[str, bool] = {}  # suite name → passed
     with _quiet():

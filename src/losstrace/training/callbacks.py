@@ -15,6 +15,7 @@ import time
 import keras
 
 from losstrace.record import contract
+from losstrace.training import step_hook
 from losstrace.training.batch_losses import BatchLosses
 from losstrace.training.gradient_norms import LayerDynamics
 from losstrace.training.noise_scale import NoiseScale
@@ -67,8 +68,15 @@ class RecordingCallback(keras.callbacks.Callback):
             # fit's), so the step is traced anew; Keras traces lazily, so a first fit pays
             # nothing extra.
             self.model.make_train_function(force=True)
-        if self.noise_scale_every > 0:  # last: it wraps the train function built just above
+        if self.noise_scale_every > 0 and step_hook.keras_train_step(self.model):
+            # Last: it wraps the train function built just above. A model's own train step
+            # may apply gradients other than once per batch, which the estimator assumes.
             self._noise = NoiseScale(self.model, self.noise_scale_every, self.n_train or None)
+
+    @property
+    def batch_losses_untracked(self) -> bool:
+        """A model's own train step left Keras' loss tracker still: no per-batch losses."""
+        return self._losses is not None and self._losses.untracked
 
     @property
     def measures_noise_scale(self) -> bool:
@@ -104,6 +112,8 @@ class RecordingCallback(keras.callbacks.Callback):
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
+        if "loss" not in (logs or {}):  # a model's own train_step reporting other figures
+            return
         mean = float(logs["loss"])
         self._losses.add(batch, mean)
         if not math.isfinite(mean):

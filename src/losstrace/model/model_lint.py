@@ -102,12 +102,22 @@ def _about_layer(f: Finding, layer: str) -> Finding:
     return Finding(f.code, f.severity, evidence, suggestion, f.where)
 
 
+def leaf_layers(model) -> list:
+    """`model.layers` with nested models opened up (a Sequential inside a subclassed model)."""
+    import keras
+
+    found = []
+    for layer in model.layers:
+        found += leaf_layers(layer) if isinstance(layer, keras.Model) else [layer]
+    return found
+
+
 def recurrent_layers(model) -> list[tuple[Any, Any]]:
     """(recurrent layer, its Bidirectional wrapper or None), in model order."""
     from keras import layers
 
     found = []
-    for layer in model.layers:
+    for layer in leaf_layers(model):
         if isinstance(layer, layers.Bidirectional):
             found.append((layer.forward_layer, layer))
         elif isinstance(layer, layers.RNN) or type(layer).__name__ in ("LSTM", "GRU", "SimpleRNN"):

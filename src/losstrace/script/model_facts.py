@@ -14,6 +14,7 @@ from typing import Any
 
 from losstrace import params as params_mod
 from losstrace.errors import LosstraceError
+from losstrace.model.model_lint import leaf_layers
 from losstrace.params import CallbackParams, Params
 
 # Keras optimizer classes → train.optimizer values the diagnosis knows (others keep their name).
@@ -67,7 +68,7 @@ def _optimizer(model) -> tuple[str, dict[str, Any]]:
 def _layer_summary(model) -> str:
     """`Embedding(5000,64,mask) > LSTM(64) > Dense(10,softmax)`: what a person compares first."""
     parts = []
-    for layer in model.layers:
+    for layer in leaf_layers(model):
         kind = type(layer).__name__
         if kind == "InputLayer":
             continue
@@ -93,7 +94,7 @@ def _layer_summary(model) -> str:
 def _recurrent(model) -> tuple[Any, Any, int]:
     """(first recurrent layer, its Bidirectional wrapper or None, how many recurrent layers)."""
     found = []
-    for layer in model.layers:
+    for layer in leaf_layers(model):
         inner = getattr(layer, "forward_layer", None)
         if inner is not None and type(inner).__name__ in RECURRENT:
             found.append((inner, layer))
@@ -133,11 +134,11 @@ def model_params(model, fit: FitArgs, loss_name: str | None, output_activation: 
                 "train.model.rnn.recurrent_dropout": float(getattr(layer, "recurrent_dropout", 0.0)),
             }
         )
-    embedding = next((lyr for lyr in model.layers if type(lyr).__name__ == "Embedding"), None)
+    embedding = next((lyr for lyr in leaf_layers(model) if type(lyr).__name__ == "Embedding"), None)
     if embedding is not None:
         flat["train.model.embedding.mask_zero"] = bool(getattr(embedding, "mask_zero", False))
         flat["train.model.embedding.dim"] = int(getattr(embedding, "output_dim", 0))
-    dropouts = [float(lyr.rate) for lyr in model.layers if type(lyr).__name__ == "Dropout"]
+    dropouts = [float(lyr.rate) for lyr in leaf_layers(model) if type(lyr).__name__ == "Dropout"]
     flat["train.model.dropout"] = dropouts[-1] if dropouts else 0.0
     flat.update(callback_params(fit.callbacks))
     return flat

@@ -155,7 +155,7 @@ class ScriptRun:
             _, padding = fit_data.lengths_and_padding(x)
             length = int(x.shape[1]) if x.ndim > 1 else None
             channels = int(x.shape[2]) if x.ndim > 2 else 1
-        embedding = next((lyr for lyr in self.model.layers if type(lyr).__name__ == "Embedding"), None)
+        embedding = next((lyr for lyr in model_lint.leaf_layers(self.model) if type(lyr).__name__ == "Embedding"), None)
         spec = builder.InputSpec(
             input_kind=kind,
             vocab_size=int(getattr(embedding, "input_dim", 0) or 0),

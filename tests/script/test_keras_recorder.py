@@ -532,3 +532,92 @@ def test_an_own_train_step_without_a_loss_metric_records_no_batch_losses():
     notes = [f for f in rec.findings if f["code"] == "not_recorded"]
     assert notes and notes[0]["evidence"]["missing"] == ["batch_loss"]
     assert any(k.startswith("grad_norm/") for k in client().get_run(rec.run_id).data.metrics)
+
+
+def _warmup(epoch):
+    return 1e-3 * (epoch + 1)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ("none", "constant"),
+        ("cosine", "cosine"),
+        ("exponential", "exponential_decay"),
+        ("plateau", "plateau"),
+        ("scheduler", "scheduler"),
+    ],
+)
+def test_a_learning_rate_schedule_is_recorded_under_the_pipelines_key(schedule, expected):
+    """train.lr_schedule as the pipeline names it, the schedule's settings under lr_schedule.*,
+    and each epoch's lr the one its steps ran with."""
+    x, y = sequences(64)  # 4 steps an epoch
+    lr = {
+        "cosine": keras.optimizers.schedules.CosineDecay(4e-3, decay_steps=12, alpha=0.1),
+        "exponential": keras.optimizers.schedules.ExponentialDecay(4e-3, decay_steps=4, decay_rate=0.5),
+    }.get(schedule, 4e-3)
+    callbacks = {
+        # min_delta above any improvement: every epoch after the first is a plateau.
+        "plateau": [keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10.0)],
+        "scheduler": [keras.callbacks.LearningRateScheduler(_warmup)],
+    }.get(schedule, [])
+    model = gru()
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
+    losstrace.keras.autolog(summary=False)
+    model.fit(x, y, batch_size=16, epochs=3, callbacks=callbacks, verbose=0)
+    losstrace.keras.flush()
+    rec = reader.load_record("latest", store.project_root())
+    assert rec.params["train.lr_schedule"] == expected
+    logged = rec.history["lr"].to_numpy()
+    steps = np.array([4, 8, 12])  # the optimizer's step count when each epoch ends
+    want = {
+        "none": [4e-3] * 3,
+        "cosine": [float(lr(s)) for s in steps] if callable(lr) else None,  # as Keras reads it: at the step count
+        "exponential": 4e-3 * 0.5 ** (steps / 4),
+        # Halved after epoch 1 (epoch 0 sets the best): epoch 1 ran at 4e-3, whatever its end left.
+        "plateau": [4e-3, 4e-3, 2e-3],
+        "scheduler": [1e-3, 2e-3, 3e-3],
+    }[schedule]
+    np.testing.assert_allclose(logged, want, rtol=1e-6)
+    settings = {k: v for k, v in rec.params.items() if k.startswith("lr_schedule.")}
+    assert (
+        settings
+        == {
+            "none": {},
+            "cosine": {"lr_schedule.alpha": "0.1", "lr_schedule.decay_steps": "12", "lr_schedule.warmup_steps": "0"}
+            | {k: v for k, v in settings.items() if k == "lr_schedule.warmup_target"},
+            "exponential": {
+                "lr_schedule.decay_rate": "0.5",
+                "lr_schedule.decay_steps": "4",
+                "lr_schedule.staircase": "False",
+            },
+            "plateau": {
+                "lr_schedule.cooldown": "0",
+                "lr_schedule.factor": "0.5",
+                "lr_schedule.min_delta": "10.0",
+                "lr_schedule.min_lr": "0.0",
+                "lr_schedule.mode": "auto",
+                "lr_schedule.monitor": "loss",
+                "lr_schedule.patience": "0",
+            },
+            "scheduler": {"lr_schedule.schedule": "_warmup"},
+        }[schedule]
+    )
+    assert float(rec.params["train.learning_rate"]) == pytest.approx(4e-3)  # a schedule's start
+
+
+def test_diff_names_an_added_schedule_with_its_mechanism():
+    x, y = sequences(rows=480)
+    xv = sequences(120, seed=1)
+    losstrace.keras.autolog(summary=False)
+    for lr in (3e-2, keras.optimizers.schedules.CosineDecay(3e-2, decay_steps=8 * 30)):
+        keras.utils.set_random_seed(0)
+        model = gru(units=16)
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(x, y, batch_size=16, epochs=8, validation_data=xv, verbose=0)
+        losstrace.keras.flush()
+    result = runs.diff("latest~1", "latest", store.project_root())
+    top = result["diff"]["causes"][0]
+    assert top["change"] == "train.lr_schedule", result["diff"]["causes"]
+    assert "decays the learning rate along a cosine" in top["why"] and "no known mechanism" not in top["why"]
+    assert not any(c["change"].startswith("lr_schedule.") for c in result["diff"]["causes"])

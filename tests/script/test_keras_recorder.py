@@ -534,6 +534,41 @@ def test_an_own_train_step_without_a_loss_metric_records_no_batch_losses():
     assert any(k.startswith("grad_norm/") for k in client().get_run(rec.run_id).data.metrics)
 
 
+def test_an_own_train_step_on_inputs_alone_is_recorded():
+    """fit(x) with no labels (an autoencoder's step of its own, compiled with mse): built
+    without the compiled loss (which would need labels), and no head rule judges mse."""
+    import tensorflow as tf
+
+    class Autoencoder(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.encode, self.decode = keras.layers.GRU(4), keras.layers.Dense(24)
+
+        def call(self, x):
+            return keras.ops.reshape(self.decode(self.encode(x)), (-1, 12, 2))
+
+        def train_step(self, x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(self(x) - x))
+            self.optimizer.apply_gradients(zip(tape.gradient(loss, self.trainable_variables), self.trainable_variables))
+            self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
+            return {"loss": self._loss_tracker.result()}
+
+    x, _ = sequences()
+    model = Autoencoder()
+    model.compile(optimizer="adam", loss="mse")
+    losstrace.keras.autolog(summary=False)
+    history = model.fit(x, batch_size=16, epochs=2, verbose=0).history
+    losstrace.keras.flush()
+    rec = reader.load_record("latest", store.project_root())
+    assert len(rec.batches) == 30 and (rec.batches["size"] == 16).all()
+    per_epoch = rec.batches.groupby("epoch").apply(lambda b: np.average(b["loss"], weights=b["size"]))
+    np.testing.assert_allclose(per_epoch.to_numpy(), history["loss"], rtol=1e-5)
+    codes = {f["code"]: f for f in rec.findings}
+    assert "activation_loss_mismatch" not in codes and "not_recorded" not in codes
+    assert "no labels" in codes["not_fingerprinted"]["evidence"]["message"]
+
+
 def _warmup(epoch):
     return 1e-3 * (epoch + 1)
 

@@ -70,8 +70,11 @@ def head_checks(model, spec: builder_mod.InputSpec, p: Params, output=None) -> l
     if out is None or units is None:
         return []
     act = activation_name(out)
-    loss = builder_mod.compiled_loss_name(model) or p.train.loss
     loss_obj = getattr(model, "loss", None)
+    compiled = builder_mod.compiled_loss_name(model)
+    if compiled is None and loss_obj is not None:
+        return []  # a loss the head rules do not know (mse, a custom one): nothing to check it against
+    loss = compiled or p.train.loss
     from_logits = bool(getattr(loss_obj, "from_logits", p.train.from_logits))
     if act not in ("softmax", "sigmoid", "linear"):
         return []  # the rules know these three output activations

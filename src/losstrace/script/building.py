@@ -28,7 +28,16 @@ def build_before_fit(model, x: Any, y: Any) -> bool:
     batch = _spec_batch(x, y)
     if batch is None:
         return False
-    model._symbolic_build(data_batch=batch)  # Keras' own build from a batch's shapes and dtypes
+    if batch[1] is None and getattr(model, "optimizer", None) is not None:
+        # No targets (a train_step of the model's own, fit(x) alone): Keras' build would also
+        # build the compiled loss on them. The model alone, then its optimizer, as the step would.
+        from keras.src import backend
+
+        backend.compute_output_spec(model, batch[0], training=False)
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+    else:
+        model._symbolic_build(data_batch=batch)  # Keras' own build from a batch's shapes and dtypes
     return model.built and (outputs.functional(model) or _all_built(model))
 
 

@@ -219,8 +219,8 @@ def lr_schedule_params(schedule, callbacks) -> dict[str, Any]:
             elif isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value):
                 flat[f"lr_schedule.{key}"] = ",".join(f"{v:g}" for v in value)  # boundaries, values
     for cb in callbacks:
-        kind = type(cb).__name__
-        if kind not in SCHEDULE_CALLBACK_SETTINGS:
+        kind = _schedule_callback(cb)
+        if kind is None:
             continue
         names.append(_schedule_name(kind))
         for setting in SCHEDULE_CALLBACK_SETTINGS[kind]:
@@ -230,6 +230,13 @@ def lr_schedule_params(schedule, callbacks) -> dict[str, Any]:
             if isinstance(value, (str, int, float, bool)):
                 flat[f"lr_schedule.{setting}"] = abs(value) if setting == "min_delta" else value
     return {"train.lr_schedule": "+".join(names) or "constant", **flat}
+
+
+def _schedule_callback(cb) -> str | None:
+    """The Keras schedule callback `cb` is (a subclass of your own included), or None."""
+    import keras
+
+    return next((k for k in SCHEDULE_CALLBACK_SETTINGS if isinstance(cb, getattr(keras.callbacks, k))), None)
 
 
 def _schedule_name(kind: str) -> str:

@@ -114,7 +114,7 @@ class LosstraceCallback(keras.callbacks.Callback):
                 self._rec,
                 data.train_rows or 0,
                 batch_size or 32,
-                self._run.logger,
+                None,  # the run opens beside the training: its epochs are logged by `ScriptRun.log_epochs`
                 dynamics=o["dynamics"],
                 noise_scale_every=o["noise_scale_every"],
             )
@@ -145,6 +145,10 @@ class LosstraceCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._forward("on_epoch_end", epoch, logs)
+        if self._run is not None and self._recording is not None:
+            with self._run.guard("logging the epoch") as ok:
+                if ok:
+                    self._run.log_epochs(self._rec)
 
     def on_train_end(self, logs=None):
         self._forward("on_train_end", logs)
@@ -162,7 +166,7 @@ class LosstraceCallback(keras.callbacks.Callback):
                 self._recording.detach()
             if self._run is not None:
                 self._run.detach()
-        if self._run is not None and self._run.logger is not None and not self._run.broken:
+        if self._run is not None and self._recording is not None and not self._run.broken:
             try:
                 self._run.close_failed()
             except Exception as e:  # the user's own exception is the one to see

@@ -221,6 +221,33 @@ def test_a_fit_that_raises_ends_its_run_failed():
     assert [r.info.status for r in found] == ["FAILED"]
 
 
+def test_epochs_that_end_before_the_run_is_open_are_logged_when_it_is(monkeypatch):
+    """The run opens beside the training (the fingerprint first): a slow opening delays
+    nothing, and every epoch ended meanwhile reaches the run."""
+    import threading
+    import time
+
+    from losstrace.script import fit_data
+
+    describe, opening = fit_data.describe, []
+
+    def slow_describe(*args, **kwargs):
+        opening.append(threading.current_thread().name)
+        time.sleep(2.0)  # longer than the training below: its epochs all end before the run is open
+        return describe(*args, **kwargs)
+
+    monkeypatch.setattr(fit_data, "describe", slow_describe)
+    x, y = sequences(64)
+    losstrace.keras.autolog(summary=False)
+    gru().fit(x, y, batch_size=16, epochs=3, verbose=0)
+    losstrace.keras.flush()
+    assert opening == ["losstrace-open"]
+    rec = reader.load_record("latest", store.project_root())
+    assert sorted(m.step for m in client().get_metric_history(rec.run_id, "loss")) == [0, 1, 2]
+    assert len(client().get_metric_history(rec.run_id, contract.BATCH_LOSS)) == 12
+    assert rec.fingerprint["train"]["rows"] == 64 and "data.train.content_hash" in rec.params
+
+
 def test_the_summary_gives_the_prescription_as_code(capsys):
     x, y = sequences()
     model = gru()

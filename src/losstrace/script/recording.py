@@ -27,6 +27,7 @@ from losstrace.params import Params
 from losstrace.record import contract, environment, run_files, store, writer
 from losstrace.script import fit_data, model_facts, outputs
 from losstrace.training import step_hook
+from losstrace.training.recorder import log_epoch
 
 MAX_PREDICTION_ROWS = 4096  # validation rows predicted for the saturation/collapse statistics
 OFFLINE_DIR = Path("losstrace-runs")  # where a run's files stay when the store is away
@@ -66,6 +67,10 @@ class ScriptRun:
         self.gaps: list[tuple[str, str, str]] = []  # (what, why, how to get it): not recorded for this fit
         self._stack = contextlib.ExitStack()
         self._started = time.perf_counter()
+        self._opening: _Background | None = None  # the run being opened beside the training
+        self._logged = 0  # epochs logged into the run
+        self.name, self.params = run_name or "", {}
+        self.fingerprint, self.data_findings = None, []
 
     @contextlib.contextmanager
     def guard(self, step: str):
@@ -100,24 +105,16 @@ class ScriptRun:
                 )
             self.n_classes = fit_data.n_classes(self.data, self.n_outputs or 0)
             self.multilabel = self._multilabel()
-            self.fingerprint, self.data_findings = fit_data.describe(
-                self.data, Params().validate, self.fit.shuffle is True
-            )
             loss = _loss_name(self.model)
             self.flat = model_facts.model_params(self.model, self.fit, loss, out.activation)
             self.p = model_facts.as_params(self.flat, self.n_classes, self.multilabel)
             self.lint = self._lint((out.layer, out.units) if out.layer is not None else None)
-        params = {**self.flat, **model_facts.diagnose_params_flat()}
-        if self.fingerprint is not None:
-            params.update(run_files.fingerprint_params(self.fingerprint))
-        name = self.run_name or _run_name(self.model, self.flat, params)
-        tags = {
+        self.tags = {
             contract.KIND_TAG: contract.KIND_SCRIPT,
             "losstrace.script": Path(sys.argv[0] or "python").name,
             "device": _device(),
             **environment.env_tags(),
         }
-        self.name, self.params, self.tags = name, params, tags
         if not step_hook.keras_train_step(self.model):
             warn(
                 f"{self.model.name} has its own train_step: the per-batch loss is read from its 'loss' metric and "
@@ -126,9 +123,14 @@ class ScriptRun:
             )
         # Two git subprocesses (status can take a while in a large repository): they run
         # beside the training, and their tags are set with the run's files after fit.
-        self._git = _Background(environment.git_tags, Path.cwd())
-        self.logger = self._open(name, tags)
-        self.logger.log_params(params)
+        self._git = _Background(environment.git_tags, Path.cwd(), fallback={})
+        # The fingerprint and the run's opening (MLflow's import and store on a process's first
+        # fit: seconds; a run and its params after: tens of ms) run beside the training too,
+        # on what the model and fit settings were at its start. Epochs that end before the run
+        # is open are logged when it is (`log_epochs`); none is lost.
+        where = self._where()
+        store.quiet_env()
+        self._opening = _Background(self._open, Path.cwd(), *where, name="losstrace-open")
         if self.data.val is not None and self.n_outputs and _one_replica(self.model):
             from losstrace.training.val_predictions import ValidationPredictions
 
@@ -174,15 +176,44 @@ class ScriptRun:
             found += lint.callback_checks(model_facts.callback_settings(self.flat))
         return found + _pre_padding_notes(self.model, x, padding)
 
-    def _open(self, name: str, tags: dict[str, Any]) -> writer.RunLogger:
-        """Log into the active MLflow run if there is one, else open a run of our own."""
+    def _where(self) -> tuple[str, str | None]:
+        """(the store, the user's active MLflow run id or None), read where the user's MLflow state is."""
         active = _active_mlflow_run()
         if active is not None:
-            uri = _mlflow_uri()
-            return writer.RunLogger(store.client(uri), active.info.run_id, uri, resilient=True)
-        uri = _mlflow_uri(default=store.tracking_uri(Path.cwd()))
-        with _tracking_uri_env(uri):
-            return self._stack.enter_context(writer.start_run(Path.cwd(), name, tags, resilient=True, offline_ok=True))
+            return _mlflow_uri(), active.info.run_id
+        return _mlflow_uri(default=store.tracking_uri(Path.cwd())), None
+
+    def _open(self, cwd: Path, uri: str, active_id: str | None) -> writer.RunLogger:
+        """Fingerprint the data, name the run, and log into the active MLflow run if there is
+        one, else into a run of our own. Runs on a thread beside the training."""
+        self.fingerprint, self.data_findings = fit_data.describe(self.data, Params().validate, self.fit.shuffle is True)
+        params = {**self.flat, **model_facts.diagnose_params_flat()}
+        if self.fingerprint is not None:
+            params.update(run_files.fingerprint_params(self.fingerprint))
+        self.name, self.params = self.run_name or _run_name(self.model, self.flat, params), params
+        if active_id is not None:
+            logger = writer.RunLogger(store.client(uri), active_id, uri, resilient=True)
+        else:
+            run = writer.start_run(cwd, self.name, self.tags, resilient=True, offline_ok=True, uri=uri)
+            logger = self._stack.enter_context(run)
+        logger.log_params(params)
+        return logger
+
+    def opened(self, wait: bool) -> writer.RunLogger | None:
+        """The run's logger once it is open: None while it opens, unless `wait`. Raises what
+        opening it raised (the caller's guard then stops the recording)."""
+        if self.logger is None and self._opening is not None and (wait or self._opening.done()):
+            self.logger = self._opening.result()
+        return self.logger
+
+    def log_epochs(self, rec, wait: bool = False) -> None:
+        """Log the epochs that ended since the last call, once the run is open."""
+        logger = self.opened(wait)
+        if logger is None:
+            return
+        for row in rec.epochs[self._logged :]:
+            log_epoch(logger, rec, row["epoch"])
+        self._logged = len(rec.epochs)
 
     # ------------------------------------------------------------------ end
 
@@ -190,6 +221,7 @@ class ScriptRun:
         """Diagnose, write and log the run's files, tag the findings, end the run, print a summary.
 
         batch_losses_untracked: the model's own train step left Keras' loss tracker still."""
+        self.log_epochs(rec, wait=True)
         self._own_step_gaps(rec, batch_losses_untracked)
         from losstrace.explain.diagnose import diagnose_training, merge_findings
         from losstrace.explain.prescription import with_prescription
@@ -330,12 +362,16 @@ class ScriptRun:
 
     def close_failed(self) -> None:
         self.broken = "fit raised"
+        with contextlib.suppress(Exception):  # a run that could not open has nothing to end
+            self.opened(wait=True)
         with contextlib.suppress(Exception):
             self.logger.flush()
         self._stack.__exit__(RuntimeError, RuntimeError("fit raised"), None)
 
     def _close(self, ok: bool) -> None:
         """End the run this recording opened (a run the user opened stays theirs, open)."""
+        with contextlib.suppress(Exception):  # a run that could not open has nothing to end
+            self.opened(wait=True)
         try:
             if self.logger is not None:
                 self.logger.flush()
@@ -423,21 +459,34 @@ def _run_name(model, flat: dict[str, Any], params: dict[str, Any]) -> str:
     return f"{model.name}-bs{bs if bs != '' else 'auto'}{lr_part}-{digest}"
 
 
-class _Background:
-    """`fn(*args)` on a daemon thread; `result()` waits for it ({} if it failed)."""
+_NOTHING = object()
 
-    def __init__(self, fn, *args) -> None:
-        self._value: dict[str, Any] = {}
+
+class _Background:
+    """`fn(*args)` on a daemon thread; `result()` waits for its value, and raises what it
+    raised (or gives `fallback` instead, when one is given)."""
+
+    def __init__(self, fn, *args, name: str = "losstrace-git", fallback: Any = _NOTHING) -> None:
+        self._value: Any = fallback
+        self._error: BaseException | None = None
 
         def run() -> None:
-            with contextlib.suppress(Exception):
+            try:
                 self._value = fn(*args)
+            except Exception as e:  # handed to whoever waits for the result
+                if fallback is _NOTHING:
+                    self._error = e
 
-        self._thread = threading.Thread(target=run, name="losstrace-git", daemon=True)
+        self._thread = threading.Thread(target=run, name=name, daemon=True)
         self._thread.start()
 
-    def result(self) -> dict[str, Any]:
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self) -> Any:
         self._thread.join()
+        if self._error is not None:
+            raise self._error
         return self._value
 
 
@@ -469,18 +518,3 @@ def _mlflow_uri(default: str | None = None) -> str:
         if utils._tracking_uri is not None or default is None:
             return mlflow.get_tracking_uri()
     return default
-
-
-@contextlib.contextmanager
-def _tracking_uri_env(uri: str):
-    import os
-
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before

@@ -1,4 +1,4 @@
-"""Where a model's predictions come from: its output tensor, the layer or op that makes it, its width.
+"""Where a model's predictions come from: the layer or op that makes its output, and the output's width.
 
 A functional model (`keras.Input` ... `keras.Model`, or a built `Sequential`) carries its
 graph: `model.outputs`. A subclassed model (`class M(keras.Model): def call(...)`) has
@@ -24,12 +24,10 @@ from typing import Any
 
 @dataclasses.dataclass
 class Outputs:
-    """The first output of a model: its symbolic tensor, what makes it, its width."""
+    """The first output of a model: what makes it, and its width."""
 
-    tensor: Any = None  # a KerasTensor (None: the call could not be traced)
     layer: Any = None  # the layer or keras.ops operation making it (None: unknown)
     units: int | None = None  # the output's last dimension (None: unknown)
-    subclassed: bool = False
     note: str | None = None  # what could not be read, and why
 
     @property
@@ -55,10 +53,10 @@ def read(model, x: Any) -> Iterator[Outputs]:
     reads masks from them) and are removed when it ends."""
     if functional(model):
         out = model.outputs[0]
-        yield Outputs(out, producer(out), _units(out))
+        yield Outputs(producer(out), _units(out))
         return
     if x is None:
-        yield Outputs(subclassed=True, note="its call could not be traced: fit's input gives no shapes")
+        yield Outputs(note="its call could not be traced: fit's input gives no shapes")
         return
     snapshot = _node_counts(model)
     try:
@@ -83,11 +81,11 @@ def _trace(model, x) -> Outputs:
         out = keras.tree.flatten(model.call(x, **kwargs))[0]
         history = getattr(out, "_keras_history", None)
         if history is not None:
-            return Outputs(out, producer(out), _units(out), subclassed=True)
+            return Outputs(producer(out), _units(out))
         why = "its call returns no Keras tensor"
     except Exception as e:  # a call that is not symbolic-friendly: only the shape is read
         why = f"its call does not run on symbolic inputs ({type(e).__name__})"
-    return Outputs(units=_inferred_units(model, x), subclassed=True, note=why)
+    return Outputs(units=_inferred_units(model, x), note=why)
 
 
 def _inferred_units(model, x) -> int | None:

@@ -3,9 +3,10 @@
 The same user-style script three ways, each from the same seed on the same arrays
 (Japanese Vowels as the pipeline featurizes it, a plain Keras LSTM compiled by hand):
 - `bare`: `model.fit(...)` alone;
-- `losstrace`: `losstrace.keras.autolog()` then the same fit: the run opened, params,
-  the data fingerprint and the lint at fit start, true batch losses and per-layer
-  gradient norms during it, the run files, diagnosis and summary at its end;
+- `losstrace`: `losstrace.keras.autolog()` then the same fit: the lint and the train-step
+  hooks at fit start, the data fingerprint and the run with its params opened beside the
+  training, true batch losses and per-layer gradient norms during it, the diagnosis and
+  summary at its end (the run files are uploaded after fit returns);
 - `mlflow_autolog`: `mlflow.keras.autolog(log_models=False)` then the same fit.
 
 Each arm's figure is the wall time of the `model.fit` call, so everything either

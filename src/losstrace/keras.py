@@ -100,8 +100,8 @@ class LosstraceCallback(keras.callbacks.Callback):
             x, y = (data.train.x, data.train.y) if data.train is not None else (a["x"], a["y"])
             if not building.build_before_fit(self.model, x, y):
                 raise ValueError(
-                    "the model has no outputs to read (not built, and its input gives no shapes; or a "
-                    "subclassed model): start it with keras.Input(...) to have it recorded"
+                    "the model is not built and its input gives no shapes (a generator or PyDataset): "
+                    "start it with keras.Input(...), or build it, to have it recorded"
                 )
             epochs = int(self.params.get("epochs") or 0)
             batch_size = a["batch_size"] if a["batch_size"] is not None else (32 if data.train is not None else None)
@@ -109,12 +109,12 @@ class LosstraceCallback(keras.callbacks.Callback):
                 batch_size, epochs, a["shuffle"], a["class_weight"], data.validation, a["callbacks"]
             )
             self._run.fit, self._run.data = fit, data
-            self._run.start()
+            self._run.start(building.symbolic_inputs(x))
             self._recording = RecordingCallback(
                 self._rec,
                 data.train_rows or 0,
                 batch_size or 32,
-                self._run.logger,
+                None,  # the run opens beside the training: its epochs are logged by `ScriptRun.log_epochs`
                 dynamics=o["dynamics"],
                 noise_scale_every=o["noise_scale_every"],
             )
@@ -122,7 +122,7 @@ class LosstraceCallback(keras.callbacks.Callback):
             self._recording.set_params(self.params)
             self._recording.on_train_begin(logs)
             if o["noise_scale_every"] and not self._recording.measures_noise_scale:
-                warn("noise scale not measured: it needs steps_per_execution=1 and one device")
+                warn("noise scale not measured: it needs Keras' own train_step, steps_per_execution=1 and one device")
 
     def _forward(self, hook: str, *args) -> None:
         if self._run is None or self._recording is None:
@@ -145,13 +145,17 @@ class LosstraceCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._forward("on_epoch_end", epoch, logs)
+        if self._run is not None and self._recording is not None:
+            with self._run.guard("logging the epoch") as ok:
+                if ok:
+                    self._run.log_epochs(self._rec)
 
     def on_train_end(self, logs=None):
         self._forward("on_train_end", logs)
         if self._run is not None and self._recording is not None:
             with self._run.guard("finishing the run") as ok:
                 if ok:
-                    self._run.finish(self._rec)
+                    self._run.finish(self._rec, self._recording.batch_losses_untracked)
             with contextlib.suppress(Exception):  # the model goes back to the user as it came
                 self._run.detach()
 
@@ -162,7 +166,7 @@ class LosstraceCallback(keras.callbacks.Callback):
                 self._recording.detach()
             if self._run is not None:
                 self._run.detach()
-        if self._run is not None and self._run.logger is not None and not self._run.broken:
+        if self._run is not None and self._recording is not None and not self._run.broken:
             try:
                 self._run.close_failed()
             except Exception as e:  # the user's own exception is the one to see

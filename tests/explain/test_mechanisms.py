@@ -172,3 +172,28 @@ def test_another_data_source_has_a_mechanism_and_ranks_first(make_record, make_f
     assert "5 → 3 classes" in source["why"] and "data.content" in source["why"]
     assert d["causes"][0]["change"] == "data.source"  # the root of the content and label changes beside it
     assert source["confidence"] > by_change["data.content"]["confidence"]
+
+
+def test_a_scripts_schedule_settings_restate_a_new_schedule_and_explain_a_changed_pace(make_record):
+    """lr_schedule.* (a script's schedule settings) are no causes of their own beside a schedule
+    added or swapped; under the same schedule, a changed setting is the cause."""
+    steps = {"lr_schedule.decay_rate": 0.5}
+    a = make_record("constant", seed=1, epoch_jitter=0.2, params={"train.lr_schedule": "constant"})
+    b = make_record(
+        "decay",
+        seed=2,
+        epoch_jitter=0.02,
+        params={"train.lr_schedule": "exponential_decay", "lr_schedule.decay_steps": 100, **steps},
+    )
+    causes = diff_runs(a, b)["causes"]
+    assert [c["change"] for c in causes] == ["train.lr_schedule"]
+    assert "decays the learning rate exponentially" in causes[0]["why"]
+    slow = make_record(
+        "slow",
+        seed=3,
+        epoch_jitter=0.2,
+        params={"train.lr_schedule": "exponential_decay", "lr_schedule.decay_steps": 1000, **steps},
+    )
+    causes = diff_runs(slow, b)["causes"]
+    assert [c["change"] for c in causes] == ["lr_schedule.decay_steps"]
+    assert "another pace" in causes[0]["why"] and "no known mechanism" not in causes[0]["why"]

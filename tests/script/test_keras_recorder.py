@@ -221,6 +221,33 @@ def test_a_fit_that_raises_ends_its_run_failed():
     assert [r.info.status for r in found] == ["FAILED"]
 
 
+def test_epochs_that_end_before_the_run_is_open_are_logged_when_it_is(monkeypatch):
+    """The run opens beside the training (the fingerprint first): a slow opening delays
+    nothing, and every epoch ended meanwhile reaches the run."""
+    import threading
+    import time
+
+    from losstrace.script import fit_data
+
+    describe, opening = fit_data.describe, []
+
+    def slow_describe(*args, **kwargs):
+        opening.append(threading.current_thread().name)
+        time.sleep(2.0)  # longer than the training below: its epochs all end before the run is open
+        return describe(*args, **kwargs)
+
+    monkeypatch.setattr(fit_data, "describe", slow_describe)
+    x, y = sequences(64)
+    losstrace.keras.autolog(summary=False)
+    gru().fit(x, y, batch_size=16, epochs=3, verbose=0)
+    losstrace.keras.flush()
+    assert opening == ["losstrace-open"]
+    rec = reader.load_record("latest", store.project_root())
+    assert sorted(m.step for m in client().get_metric_history(rec.run_id, "loss")) == [0, 1, 2]
+    assert len(client().get_metric_history(rec.run_id, contract.BATCH_LOSS)) == 12
+    assert rec.fingerprint["train"]["rows"] == 64 and "data.train.content_hash" in rec.params
+
+
 def test_the_summary_gives_the_prescription_as_code(capsys):
     x, y = sequences()
     model = gru()
@@ -328,3 +355,331 @@ def test_the_readmes_model_without_an_input_layer_is_recorded_with_its_callbacks
     assert rec.params["train.callbacks.checkpoint_monitor"] == "val_loss"  # it restores its best epoch
     lint = {f["code"] for f in rec.findings}
     assert "monitors_training_metric" not in lint and "unmasked_padding" in lint  # pre-padded: an info
+
+
+class Subclassed(keras.Model):
+    """A model as many scripts write it: layers in __init__, the forward pass in call."""
+
+    def __init__(self, head_activation=None, outputs=2, tf_softmax=False):
+        super().__init__(name="subclassed_gru")
+        self.gru = keras.layers.GRU(8)
+        self.drop = keras.layers.Dropout(0.2)
+        self.head = keras.layers.Dense(outputs, activation=head_activation)
+        self.tf_softmax = tf_softmax
+
+    def call(self, x, training=False):
+        logits = self.head(self.drop(self.gru(x), training=training))
+        if self.tf_softmax:  # TensorFlow itself on the tensor: the call cannot run symbolically
+            import tensorflow as tf
+
+            return tf.nn.softmax(logits)
+        return logits if self.head.activation.__name__ != "linear" else keras.ops.softmax(logits)
+
+
+def _bare_history(make, fit_kwargs):
+    """The same training from the same seed, without losstrace."""
+    keras.utils.set_random_seed(0)
+    losstrace.keras.autolog(disable=True)
+    return make().fit(**fit_kwargs).history
+
+
+def test_a_subclassed_model_is_recorded_like_a_functional_one(capsys):
+    """Built from fit's shapes before the first step; its call traced for the output (a softmax
+    applied in call after a linear Dense); the training is the one it would be unrecorded."""
+    x, y = sequences()
+
+    def make():
+        model = Subclassed()
+        model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+        return model
+
+    fit = dict(x=x, y=y, batch_size=16, epochs=2, validation_data=sequences(60, seed=1), verbose=0)
+    bare = _bare_history(make, fit)
+    keras.utils.set_random_seed(0)
+    losstrace.keras.autolog(summary=False)
+    model = make()
+    recorded = model.fit(**fit).history
+    losstrace.keras.flush()
+    np.testing.assert_allclose(recorded["loss"], bare["loss"], rtol=1e-6)
+    assert "losstrace: warning" not in capsys.readouterr().err
+    rec = reader.load_record("latest", store.project_root())
+    run = client().get_run(rec.run_id)
+    assert run.info.status == "FINISHED"
+    assert rec.params["model.layers"] == "GRU(8) > Dropout(0.2) > Dense(2)"
+    assert rec.params["train.output_activation"] == "softmax"  # keras.ops.softmax in call, not the Dense's
+    assert rec.params["train.model.rnn.cell"] == "gru" and rec.params["train.model.dropout"] == "0.2"
+    grad_norms = sorted(k.split("/")[1].split("_")[0] for k in run.data.metrics if k.startswith("grad_norm/"))
+    assert len(rec.batches) == 30 and grad_norms == ["dense", "gru"]
+    per_epoch = rec.batches.groupby("epoch").apply(lambda b: np.average(b["loss"], weights=b["size"]))
+    np.testing.assert_allclose(per_epoch.to_numpy(), recorded["loss"], rtol=1e-5)
+    assert rec.fingerprint["train"]["rows"] == 240 and rec.context["predictions"]["mean_output_sum"] == pytest.approx(1)
+    assert "not_recorded" not in {f["code"] for f in rec.findings}
+    # The trace left nothing on the user's layers: the model is theirs as it came.
+    assert all(not layer._inbound_nodes and not layer._outbound_nodes for layer in model._flatten_layers())
+
+
+def test_a_subclassed_models_head_and_mask_are_linted():
+    """The lint reads the output layer and the recurrent layer's mask off the traced call."""
+    rng = np.random.default_rng(0)
+    tokens = keras.utils.pad_sequences(
+        [rng.integers(1, 50, size=rng.integers(3, 10)) for _ in range(64)], padding="post"
+    )
+    y4 = rng.integers(0, 4, size=64)
+
+    class Tokens(keras.Model):
+        def __init__(self, mask_zero):
+            super().__init__()
+            self.embed = keras.layers.Embedding(50, 8, mask_zero=mask_zero)
+            self.rnn = keras.layers.GRU(8)
+            # A nested model: its layers are read, and its own output layer is the model's.
+            self.out = keras.Sequential([keras.layers.Dense(4, activation="sigmoid")])
+
+        def call(self, x):
+            return self.out(self.rnn(self.embed(x)))
+
+    losstrace.keras.autolog(summary=False)
+    for mask_zero in (False, True):
+        model = Tokens(mask_zero)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        model.fit(tokens, y4, batch_size=16, epochs=1, verbose=0)
+        losstrace.keras.flush()
+        rec = reader.load_record("latest", store.project_root())
+        codes = {f["code"]: f for f in rec.findings}
+        assert codes["activation_loss_mismatch"]["severity"] == "error"  # sigmoid with categorical cross-entropy
+        assert ("unmasked_padding" in codes) is not mask_zero  # post-padded tokens, masked or not
+        assert (
+            rec.params["model.layers"]
+            == "Embedding(50" + (",mask" if mask_zero else "") + ") > GRU(8) > Dense(4,sigmoid)"
+        )
+
+
+def test_a_subclassed_call_that_cannot_be_traced_is_recorded_with_one_note(capsys):
+    x, y = sequences()
+
+    def make():
+        model = Subclassed(tf_softmax=True)
+        model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+        return model
+
+    fit = dict(x=x, y=y, batch_size=16, epochs=2, verbose=0)
+    bare = _bare_history(make, fit)
+    keras.utils.set_random_seed(0)
+    losstrace.keras.autolog(summary=False)
+    recorded = make().fit(**fit).history
+    losstrace.keras.flush()
+    np.testing.assert_allclose(recorded["loss"], bare["loss"], rtol=1e-6)
+    assert "losstrace: warning" not in capsys.readouterr().err
+    rec = reader.load_record("latest", store.project_root())
+    assert len(rec.batches) == 30 and rec.params["train.output_activation"] == "unknown"
+    notes = [f for f in rec.findings if f["code"] == "not_recorded"]
+    assert len(notes) == 1 and notes[0]["severity"] == "info" and notes[0]["evidence"]["missing"] == ["output_layer"]
+    assert "symbolic" in notes[0]["evidence"]["message"]
+    assert client().get_run(rec.run_id).data.tags["finding.not_recorded"]
+
+
+class GuideStep(keras.Model):
+    """The train_step of Keras' "customizing fit" guide: the optimizer before the metrics."""
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        x, y = data
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(y=y, y_pred=y_pred)
+        self.optimizer.apply(tape.gradient(loss, self.trainable_variables), self.trainable_variables)
+        for metric in self.metrics:
+            metric.update_state(loss) if metric.name == "loss" else metric.update_state(y, y_pred)
+        return {m.name: m.result() for m in self.metrics}
+
+
+class RawLossStep(Subclassed):
+    """A train_step that returns the batch's loss itself and updates no metric."""
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, self(x, training=True)))
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, self.trainable_variables), self.trainable_variables))
+        return {"loss": loss}
+
+
+def test_an_own_train_step_is_recorded_as_far_as_it_goes(capsys):
+    """The guide's step updates its loss tracker after the optimizer: the batch losses are read
+    after the step (the in-step log would read the previous step's), so they average back to
+    Keras' epoch loss; the gradient norms come through model.optimizer; one warning."""
+    x, y = sequences()
+
+    def make():
+        inputs = keras.Input((12, 2))
+        model = GuideStep(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.GRU(8)(inputs)))
+        model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+        return model
+
+    fit = dict(x=x, y=y, batch_size=16, epochs=2, verbose=0)
+    bare = _bare_history(make, fit)
+    keras.utils.set_random_seed(0)
+    losstrace.keras.autolog(summary=False, noise_scale_every=2)
+    recorded = make().fit(**fit).history
+    losstrace.keras.flush()
+    np.testing.assert_allclose(recorded["loss"], bare["loss"], rtol=1e-6)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "losstrace: warning" in line]
+    assert len(warnings) == 2 and "own train_step" in warnings[0] and "noise scale not measured" in warnings[1]
+    rec = reader.load_record("latest", store.project_root())
+    assert len(rec.batches) == 30 and (rec.batches["size"] == 16).all()
+    per_epoch = rec.batches.groupby("epoch")["loss"].mean()  # the guide's tracker weighs batches alike
+    np.testing.assert_allclose(per_epoch.to_numpy(), recorded["loss"], rtol=1e-5)
+    assert any(k.startswith("grad_norm/") for k in client().get_run(rec.run_id).data.metrics)
+    assert "not_recorded" not in {f["code"] for f in rec.findings}
+
+
+def test_an_own_train_step_without_a_loss_metric_records_no_batch_losses():
+    x, y = sequences()
+
+    def make():
+        model = RawLossStep()
+        model.compile(optimizer=keras.optimizers.Adam(3e-3))
+        return model
+
+    fit = dict(x=x, y=y, batch_size=16, epochs=2, verbose=0)
+    keras.utils.set_random_seed(0)
+    bare = make()
+    bare.fit(**fit)  # its epoch loss reads 0: Keras reports its own (unused) tracker by that name
+    keras.utils.set_random_seed(0)
+    losstrace.keras.autolog(summary=False)
+    model = make()
+    model.fit(**fit)
+    losstrace.keras.flush()
+    for trained, untracked in zip(model.get_weights(), bare.get_weights()):
+        np.testing.assert_allclose(trained, untracked, rtol=1e-6)
+    rec = reader.load_record("latest", store.project_root())
+    assert rec.batches.empty and len(rec.history) == 2
+    notes = [f for f in rec.findings if f["code"] == "not_recorded"]
+    assert notes and notes[0]["evidence"]["missing"] == ["batch_loss"]
+    assert any(k.startswith("grad_norm/") for k in client().get_run(rec.run_id).data.metrics)
+
+
+def test_an_own_train_step_on_inputs_alone_is_recorded():
+    """fit(x) with no labels (an autoencoder's step of its own, compiled with mse): built
+    without the compiled loss (which would need labels), and no head rule judges mse."""
+    import tensorflow as tf
+
+    class Autoencoder(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.encode, self.decode = keras.layers.GRU(4), keras.layers.Dense(24)
+
+        def call(self, x):
+            return keras.ops.reshape(self.decode(self.encode(x)), (-1, 12, 2))
+
+        def train_step(self, x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(self(x) - x))
+            self.optimizer.apply_gradients(zip(tape.gradient(loss, self.trainable_variables), self.trainable_variables))
+            self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
+            return {"loss": self._loss_tracker.result()}
+
+    x, _ = sequences()
+    model = Autoencoder()
+    model.compile(optimizer="adam", loss="mse")
+    losstrace.keras.autolog(summary=False)
+    history = model.fit(x, batch_size=16, epochs=2, verbose=0).history
+    losstrace.keras.flush()
+    rec = reader.load_record("latest", store.project_root())
+    assert len(rec.batches) == 30 and (rec.batches["size"] == 16).all()
+    per_epoch = rec.batches.groupby("epoch").apply(lambda b: np.average(b["loss"], weights=b["size"]))
+    np.testing.assert_allclose(per_epoch.to_numpy(), history["loss"], rtol=1e-5)
+    codes = {f["code"]: f for f in rec.findings}
+    assert "activation_loss_mismatch" not in codes and "not_recorded" not in codes
+    assert "no labels" in codes["not_fingerprinted"]["evidence"]["message"]
+
+
+def _warmup(epoch):
+    return 1e-3 * (epoch + 1)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ("none", "constant"),
+        ("cosine", "cosine"),
+        ("exponential", "exponential_decay"),
+        ("plateau", "plateau"),
+        ("scheduler", "scheduler"),
+    ],
+)
+def test_a_learning_rate_schedule_is_recorded_under_the_pipelines_key(schedule, expected):
+    """train.lr_schedule as the pipeline names it, the schedule's settings under lr_schedule.*,
+    and each epoch's lr the one its steps ran with."""
+    x, y = sequences(64)  # 4 steps an epoch
+    lr = {
+        "cosine": keras.optimizers.schedules.CosineDecay(4e-3, decay_steps=12, alpha=0.1),
+        "exponential": keras.optimizers.schedules.ExponentialDecay(4e-3, decay_steps=4, decay_rate=0.5),
+    }.get(schedule, 4e-3)
+    callbacks = {
+        # min_delta above any improvement: every epoch after the first is a plateau.
+        "plateau": [keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10.0)],
+        "scheduler": [keras.callbacks.LearningRateScheduler(_warmup)],
+    }.get(schedule, [])
+    model = gru()
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
+    losstrace.keras.autolog(summary=False)
+    model.fit(x, y, batch_size=16, epochs=3, callbacks=callbacks, verbose=0)
+    losstrace.keras.flush()
+    rec = reader.load_record("latest", store.project_root())
+    assert rec.params["train.lr_schedule"] == expected
+    logged = rec.history["lr"].to_numpy()
+    steps = np.array([4, 8, 12])  # the optimizer's step count when each epoch ends
+    want = {
+        "none": [4e-3] * 3,
+        "cosine": [float(lr(s)) for s in steps] if callable(lr) else None,  # as Keras reads it: at the step count
+        "exponential": 4e-3 * 0.5 ** (steps / 4),
+        # Halved after epoch 1 (epoch 0 sets the best): epoch 1 ran at 4e-3, whatever its end left.
+        "plateau": [4e-3, 4e-3, 2e-3],
+        "scheduler": [1e-3, 2e-3, 3e-3],
+    }[schedule]
+    np.testing.assert_allclose(logged, want, rtol=1e-6)
+    settings = {k: v for k, v in rec.params.items() if k.startswith("lr_schedule.")}
+    assert (
+        settings
+        == {
+            "none": {},
+            "cosine": {"lr_schedule.alpha": "0.1", "lr_schedule.decay_steps": "12", "lr_schedule.warmup_steps": "0"}
+            | {k: v for k, v in settings.items() if k == "lr_schedule.warmup_target"},
+            "exponential": {
+                "lr_schedule.decay_rate": "0.5",
+                "lr_schedule.decay_steps": "4",
+                "lr_schedule.staircase": "False",
+            },
+            "plateau": {
+                "lr_schedule.cooldown": "0",
+                "lr_schedule.factor": "0.5",
+                "lr_schedule.min_delta": "10.0",
+                "lr_schedule.min_lr": "0.0",
+                "lr_schedule.mode": "auto",
+                "lr_schedule.monitor": "loss",
+                "lr_schedule.patience": "0",
+            },
+            "scheduler": {"lr_schedule.schedule": "_warmup"},
+        }[schedule]
+    )
+    assert float(rec.params["train.learning_rate"]) == pytest.approx(4e-3)  # a schedule's start
+
+
+def test_diff_names_an_added_schedule_with_its_mechanism():
+    x, y = sequences(rows=480)
+    xv = sequences(120, seed=1)
+    losstrace.keras.autolog(summary=False)
+    for lr in (3e-2, keras.optimizers.schedules.CosineDecay(3e-2, decay_steps=8 * 30)):
+        keras.utils.set_random_seed(0)
+        model = gru(units=16)
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(x, y, batch_size=16, epochs=8, validation_data=xv, verbose=0)
+        losstrace.keras.flush()
+    result = runs.diff("latest~1", "latest", store.project_root())
+    top = result["diff"]["causes"][0]
+    assert top["change"] == "train.lr_schedule", result["diff"]["causes"]
+    assert "decays the learning rate along a cosine" in top["why"] and "no known mechanism" not in top["why"]
+    assert not any(c["change"].startswith("lr_schedule.") for c in result["diff"]["causes"])

@@ -44,6 +44,9 @@ _IMMATERIAL_KEYS = {"base.seed", "train.metrics", "train.probe_batches", "train.
 # A script's one-line layer summary and parameter count restate its layer settings: a cause of
 # their own only when no layer setting with a key of its own changed (e.g. a Dense layer added).
 _SUMMARY_KEYS = {"model.layers", "model.params"}
+# A script's learning-rate schedule settings (decay steps, plateau factor, ...): causes of their
+# own only when the schedule itself (train.lr_schedule) is the same in both runs.
+_SCHEDULE_SETTINGS = "lr_schedule."
 
 _SPLIT_ORDER = ("train", "val", "test")
 
@@ -448,13 +451,16 @@ def material_changes(
 ) -> list[Change]:
     """Differences that could move training: immaterial params (seed, evaluate.*, diagnose.*,
     a script's model name and raw callback settings) are left out, and so is a script's
-    layer summary when a specific setting changed; the seed is judged separately."""
+    layer summary when a specific setting changed, and its schedule settings when the
+    schedule changed; the seed is judged separately."""
     out = [
         Change(p["key"], "param", p["a"], p["b"])
         for p in params
         if p["key"] not in _IMMATERIAL_KEYS and not p["key"].startswith(_IMMATERIAL_PREFIXES)
     ]
     keys = {c.key for c in out}
+    if "train.lr_schedule" in keys:  # a script's schedule settings restate a schedule added or swapped
+        out = [c for c in out if not c.key.startswith(_SCHEDULE_SETTINGS)]
     if any(k.startswith("train.model.") or k in ("train.output_activation", "train.output_units") for k in keys):
         out = [c for c in out if c.key not in _SUMMARY_KEYS]
     elif "model.layers" in keys:

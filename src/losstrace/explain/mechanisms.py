@@ -721,14 +721,23 @@ def _checkpoint(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
 _SCHEDULES = {
     "constant": "keeps the learning rate constant",
     "cosine": "decays the learning rate along a cosine towards 0",
-    "plateau": "halves the learning rate whenever val loss stalls",
+    "plateau": "lowers the learning rate whenever val loss stalls",
+    "scheduler": "sets the learning rate epoch by epoch (LearningRateScheduler)",
+    "exponential_decay": "decays the learning rate exponentially",
+    "inverse_time_decay": "decays the learning rate as 1 / time",
+    "polynomial_decay": "decays the learning rate along a polynomial",
+    "piecewise_constant_decay": "lowers the learning rate in steps",
+    "cosine_decay_restarts": "decays the learning rate along cosines that restart",
 }
 
 
 def _lr_schedule(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
     """A decaying schedule takes smaller steps late in training: a calmer, lower end of the curve."""
     decays = str(ch.b) != "constant"
-    head = f"{change_text(ch)} {_SCHEDULES.get(str(ch.b), 'changes the learning rate over training')}"
+    what = " and ".join(
+        _SCHEDULES.get(part, "changes the learning rate over training") for part in str(ch.b).split("+")
+    )
+    head = f"{change_text(ch)} {what}"
     cands: list[Candidate | None] = []
     j = ev.d("epoch_jitter")
     if (j and (j.direction < 0) == decays) or (ev.gone("noisy_loss") and decays):
@@ -744,6 +753,18 @@ def _lr_schedule(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
     for name, prior in (("batch_noise", 0.6), ("final_loss", 0.6), ("final_val_loss", 0.55)):
         d = ev.d(name)
         if d and (d.direction < 0) == decays:
+            cands.append((prior * effect_weight(d.effect), name, f"{head}; {describe(d)}"))
+    return _best(cands)
+
+
+def _lr_schedule_setting(ch: Change, ev: Evidence, _: list[Change]) -> Candidate | None:
+    """A schedule's own setting (decay steps, plateau factor or patience, ...) under the same
+    schedule: how soon and how far the learning rate falls, so how calm the late curve is."""
+    head = f"{change_text(ch)}: the same schedule lowers the learning rate at another pace"
+    cands: list[Candidate | None] = []
+    for name, prior in (("epoch_jitter", 0.5), ("batch_noise", 0.45), ("final_loss", 0.45), ("final_val_loss", 0.4)):
+        d = ev.d(name)
+        if d:
             cands.append((prior * effect_weight(d.effect), name, f"{head}; {describe(d)}"))
     return _best(cands)
 
@@ -800,6 +821,7 @@ MECHANISMS: list[tuple[Callable[[str], bool], Mechanism]] = [
     ),
     (lambda k: k == "train.callbacks.checkpoint_monitor", _checkpoint),
     (lambda k: k == "train.lr_schedule", _lr_schedule),
+    (lambda k: k.startswith("lr_schedule."), _lr_schedule_setting),
     (lambda k: bool(_KERNEL.match(k)), _kernel),
 ]
 

@@ -25,8 +25,10 @@ CUDNN_CELLS = ("LSTM", "GRU")
 CUDNN_NEEDS = {"activation": "tanh", "recurrent_activation": "sigmoid", "unroll": False, "use_bias": True}
 
 
-def run(model, spec: builder_mod.InputSpec, p: Params) -> list[Finding]:
-    findings = head_checks(model, spec, p)
+def run(model, spec: builder_mod.InputSpec, p: Params, output=None) -> list[Finding]:
+    """output: (the op making the model's output, its width) when the model has no
+    `outputs` (a subclassed model's traced call); None there skips the head checks."""
+    findings = head_checks(model, spec, p, output)
     for layer, wrapper in recurrent_layers(model):
         findings += cudnn_checks(layer, wrapper, spec)
         findings += padding_checks(model, layer, wrapper, spec)
@@ -42,7 +44,14 @@ def params_lint(p: Params, info: dict[str, Any], labels: dict[str, int]) -> list
     return lint.schedule_checks(p, train_rows) + lint.monitor_checks(p)
 
 
+# Output operations that are an activation themselves (keras.ops.softmax(...), layers.Softmax)
+# and so carry no `activation` attribute.
+ACTIVATION_OPS = {"Softmax": "softmax", "Sigmoid": "sigmoid", "LogSoftmax": "log_softmax"}
+
+
 def activation_name(layer) -> str:
+    if type(layer).__name__ in ACTIVATION_OPS:
+        return ACTIVATION_OPS[type(layer).__name__]
     fn = getattr(layer, "activation", None)
     return getattr(fn, "__name__", str(fn)) if fn is not None else "linear"
 
@@ -51,12 +60,21 @@ def output_layer(model):
     return model.outputs[0]._keras_history.operation
 
 
-def head_checks(model, spec: builder_mod.InputSpec, p: Params) -> list[Finding]:
-    """The params lint's head rules on what the model really ends with."""
-    out = output_layer(model)
+def head_checks(model, spec: builder_mod.InputSpec, p: Params, output=None) -> list[Finding]:
+    """The params lint's head rules on what the model really ends with.
+
+    output: (op, units) of a model without `outputs`; None there: nothing to check."""
+    if output is None and not _has_outputs(model):
+        return []
+    out, units = output if output is not None else (output_layer(model), int(model.outputs[0].shape[-1]))
+    if out is None or units is None:
+        return []
     act = activation_name(out)
-    loss = builder_mod.compiled_loss_name(model) or p.train.loss
     loss_obj = getattr(model, "loss", None)
+    compiled = builder_mod.compiled_loss_name(model)
+    if compiled is None and loss_obj is not None:
+        return []  # a loss the head rules do not know (mse, a custom one): nothing to check it against
+    loss = compiled or p.train.loss
     from_logits = bool(getattr(loss_obj, "from_logits", p.train.from_logits))
     if act not in ("softmax", "sigmoid", "linear"):
         return []  # the rules know these three output activations
@@ -65,11 +83,18 @@ def head_checks(model, spec: builder_mod.InputSpec, p: Params) -> list[Finding]:
         output_activation=act,
         loss=loss,
         from_logits=from_logits,
-        output_units=int(model.outputs[0].shape[-1]),
+        output_units=units,
         model=dataclasses.replace(p.train.model, dense=()),
     )
     found = lint.head_checks(dataclasses.replace(p, train=train), spec.n_classes, spec.multilabel)
     return [_about_layer(f, out.name) for f in found]
+
+
+def _has_outputs(model) -> bool:
+    try:
+        return bool(model.outputs)
+    except (AttributeError, ValueError):
+        return False
 
 
 def _about_layer(f: Finding, layer: str) -> Finding:
@@ -80,12 +105,22 @@ def _about_layer(f: Finding, layer: str) -> Finding:
     return Finding(f.code, f.severity, evidence, suggestion, f.where)
 
 
+def leaf_layers(model) -> list:
+    """`model.layers` with nested models opened up (a Sequential inside a subclassed model)."""
+    import keras
+
+    found = []
+    for layer in model.layers:
+        found += leaf_layers(layer) if isinstance(layer, keras.Model) else [layer]
+    return found
+
+
 def recurrent_layers(model) -> list[tuple[Any, Any]]:
     """(recurrent layer, its Bidirectional wrapper or None), in model order."""
     from keras import layers
 
     found = []
-    for layer in model.layers:
+    for layer in leaf_layers(model):
         if isinstance(layer, layers.Bidirectional):
             found.append((layer.forward_layer, layer))
         elif isinstance(layer, layers.RNN) or type(layer).__name__ in ("LSTM", "GRU", "SimpleRNN"):

@@ -21,8 +21,10 @@ from losstrace.record import experiment_view
 DEFAULT_EXPERIMENT = "losstrace"
 
 
-def _quiet_env() -> None:
-    # No network here and none wanted: telemetry off before MLflow is imported.
+def quiet_env() -> None:
+    """Telemetry off before MLflow is imported (no network here and none wanted). Call it on
+    the main thread before a thread opens a run: that thread then sets no environment
+    variable while TensorFlow's threads may read them."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -71,7 +73,7 @@ def experiment_name() -> str:
 
 
 def client(uri: str):
-    _quiet_env()
+    quiet_env()
     import logging
 
     from mlflow.tracking import MlflowClient
@@ -193,7 +195,7 @@ def run_exists(root: Path, run_id: str | None) -> bool:
 
 def download_artifacts(root: Path, run_id: str, path: str, dst: Path) -> Path | None:
     """Fetch one artifact (file or dir) of a run, or None if the run has none at `path`."""
-    _quiet_env()
+    quiet_env()
     from mlflow.artifacts import download_artifacts as dl
 
     try:

@@ -235,15 +235,18 @@ def start_run(
     parent_id: str | None = None,
     resilient: bool = False,
     offline_ok: bool = False,
+    uri: str | None = None,
 ) -> Iterator[RunLogger]:
     """Open (or resume) a run; it ends FINISHED on success and FAILED on any exception.
+
+    uri: the store, when the caller has resolved it (default: `tracking_uri(root)`).
 
     resilient: the store going away mid-run turns the logger offline instead of failing
     the caller (see RunLogger). offline_ok: the same when it is unreachable at the start;
     without it that is a one-line error naming the URI, raised before any work is done.
     An offline run stays open (RUNNING, or not created at all) until `losstrace sync`.
     """
-    uri = tracking_uri(root)
+    uri = uri or tracking_uri(root)
     c = client(uri)
     offline = None
     try:

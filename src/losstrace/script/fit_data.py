@@ -49,7 +49,11 @@ def from_fit_args(x: Any, y: Any, validation_data: Any, validation_split: float)
     data = FitData()
     xs, ys = _arrays(x), _arrays(y)
     if xs is None or ys is None:
-        data.not_fingerprinted.append(f"training input is a {type(x).__name__} (only NumPy-like arrays are read)")
+        data.not_fingerprinted.append(
+            "fit got no labels (x alone)"
+            if xs is not None and y is None
+            else f"training input is a {type(x).__name__} (only NumPy-like arrays are read)"
+        )
         data.validation = "dataset" if validation_data is not None else "none"
         return data
     if validation_split and not validation_data:

@@ -10,10 +10,12 @@ the same mechanisms. What the pipeline has no key for is kept under `model.*` an
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from losstrace import params as params_mod
 from losstrace.errors import LosstraceError
+from losstrace.model.model_lint import leaf_layers
 from losstrace.params import CallbackParams, Params
 
 # Keras optimizer classes → train.optimizer values the diagnosis knows (others keep their name).
@@ -34,24 +36,37 @@ class FitArgs:
 
 
 def learning_rate(model) -> float | None:
+    """The optimizer's learning rate; with a schedule, the schedule's first (as the pipeline's
+    `train.learning_rate` is the cosine schedule's start)."""
     import keras
 
-    opt = getattr(model, "optimizer", None)
-    lr = getattr(opt, "learning_rate", None)
+    schedule = lr_schedule(model)
+    lr = schedule(0) if schedule is not None else getattr(_inner(model), "learning_rate", None)
     if lr is None:
         return None
-    if callable(lr) and not hasattr(lr, "numpy"):  # a schedule: its value at step 0
-        lr = lr(0)
     try:
         return float(keras.ops.convert_to_numpy(lr))
     except Exception:
         return None
 
 
-def _optimizer(model) -> tuple[str, dict[str, Any]]:
+def lr_schedule(model):
+    """The `keras.optimizers.schedules.LearningRateSchedule` the optimizer was given, or None."""
+    import keras
+
+    lr = getattr(_inner(model), "_learning_rate", None)  # the optimizer's own slot: the property evaluates it
+    return lr if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule) else None
+
+
+def _inner(model):
     opt = getattr(model, "optimizer", None)
     while hasattr(opt, "inner_optimizer"):  # LossScaleOptimizer
         opt = opt.inner_optimizer
+    return opt
+
+
+def _optimizer(model) -> tuple[str, dict[str, Any]]:
+    opt = _inner(model)
     name = type(opt).__name__
     settings: dict[str, Any] = {}
     try:
@@ -67,7 +82,7 @@ def _optimizer(model) -> tuple[str, dict[str, Any]]:
 def _layer_summary(model) -> str:
     """`Embedding(5000,64,mask) > LSTM(64) > Dense(10,softmax)`: what a person compares first."""
     parts = []
-    for layer in model.layers:
+    for layer in leaf_layers(model):
         kind = type(layer).__name__
         if kind == "InputLayer":
             continue
@@ -93,7 +108,7 @@ def _layer_summary(model) -> str:
 def _recurrent(model) -> tuple[Any, Any, int]:
     """(first recurrent layer, its Bidirectional wrapper or None, how many recurrent layers)."""
     found = []
-    for layer in model.layers:
+    for layer in leaf_layers(model):
         inner = getattr(layer, "forward_layer", None)
         if inner is not None and type(inner).__name__ in RECURRENT:
             found.append((inner, layer))
@@ -133,13 +148,14 @@ def model_params(model, fit: FitArgs, loss_name: str | None, output_activation: 
                 "train.model.rnn.recurrent_dropout": float(getattr(layer, "recurrent_dropout", 0.0)),
             }
         )
-    embedding = next((lyr for lyr in model.layers if type(lyr).__name__ == "Embedding"), None)
+    embedding = next((lyr for lyr in leaf_layers(model) if type(lyr).__name__ == "Embedding"), None)
     if embedding is not None:
         flat["train.model.embedding.mask_zero"] = bool(getattr(embedding, "mask_zero", False))
         flat["train.model.embedding.dim"] = int(getattr(embedding, "output_dim", 0))
-    dropouts = [float(lyr.rate) for lyr in model.layers if type(lyr).__name__ == "Dropout"]
+    dropouts = [float(lyr.rate) for lyr in leaf_layers(model) if type(lyr).__name__ == "Dropout"]
     flat["train.model.dropout"] = dropouts[-1] if dropouts else 0.0
     flat.update(callback_params(fit.callbacks))
+    flat.update(lr_schedule_params(lr_schedule(model), fit.callbacks))
     return flat
 
 
@@ -174,6 +190,57 @@ def callback_params(callbacks) -> dict[str, Any]:
     keeper = checkpoint or restoring
     flat["train.callbacks.checkpoint_monitor"] = str(keeper.monitor) if keeper is not None else ""
     return flat
+
+
+# Keras' learning-rate schedules and callbacks → train.lr_schedule values the pipeline has
+# (its cosine is CosineDecay, its plateau ReduceLROnPlateau); others: the class name, snake-cased.
+SCHEDULES = {"CosineDecay": "cosine", "ReduceLROnPlateau": "plateau", "LearningRateScheduler": "scheduler"}
+# What each schedule callback was told; the schedule objects' own come from their config.
+SCHEDULE_CALLBACK_SETTINGS = {
+    "ReduceLROnPlateau": ("monitor", "mode", "factor", "patience", "min_delta", "min_lr", "cooldown"),
+    "LearningRateScheduler": ("schedule",),
+}
+
+
+def lr_schedule_params(schedule, callbacks) -> dict[str, Any]:
+    """`train.lr_schedule` (`constant` without one; several joined by `+`) and each schedule's
+    settings under `lr_schedule.<setting>` (its start is `train.learning_rate`)."""
+    names: list[str] = []
+    flat: dict[str, Any] = {}
+    if schedule is not None:
+        names.append(_schedule_name(type(schedule).__name__))
+        try:
+            config = schedule.get_config()
+        except Exception:  # a user's schedule without a config: its class is what is known
+            config = {}
+        for key, value in sorted(config.items()):
+            if key not in ("name", "initial_learning_rate") and isinstance(value, (int, float, bool, str)):
+                flat[f"lr_schedule.{key}"] = value
+            elif isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value):
+                flat[f"lr_schedule.{key}"] = ",".join(f"{v:g}" for v in value)  # boundaries, values
+    for cb in callbacks:
+        kind = _schedule_callback(cb)
+        if kind is None:
+            continue
+        names.append(_schedule_name(kind))
+        for setting in SCHEDULE_CALLBACK_SETTINGS[kind]:
+            value = getattr(cb, setting, None)
+            if callable(value):  # LearningRateScheduler's function: its name
+                value = getattr(value, "__name__", None) or type(value).__name__
+            if isinstance(value, (str, int, float, bool)):
+                flat[f"lr_schedule.{setting}"] = abs(value) if setting == "min_delta" else value
+    return {"train.lr_schedule": "+".join(names) or "constant", **flat}
+
+
+def _schedule_callback(cb) -> str | None:
+    """The Keras schedule callback `cb` is (a subclass of your own included), or None."""
+    import keras
+
+    return next((k for k in SCHEDULE_CALLBACK_SETTINGS if isinstance(cb, getattr(keras.callbacks, k))), None)
+
+
+def _schedule_name(kind: str) -> str:
+    return SCHEDULES.get(kind) or re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()
 
 
 def callback_settings(flat: dict[str, Any]) -> CallbackParams:

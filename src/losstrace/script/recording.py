@@ -25,7 +25,9 @@ import numpy as np
 from losstrace.findings import Finding
 from losstrace.params import Params
 from losstrace.record import contract, environment, run_files, store, writer
-from losstrace.script import fit_data, model_facts
+from losstrace.script import fit_data, model_facts, outputs
+from losstrace.training import step_hook
+from losstrace.training.recorder import log_epoch
 
 MAX_PREDICTION_ROWS = 4096  # validation rows predicted for the saturation/collapse statistics
 OFFLINE_DIR = Path("losstrace-runs")  # where a run's files stay when the store is away
@@ -62,8 +64,13 @@ class ScriptRun:
         self.broken: str | None = None
         self.logger: writer.RunLogger | None = None
         self.val_predictions = None  # a training.val_predictions hook, when fit validates
+        self.gaps: list[tuple[str, str, str]] = []  # (what, why, how to get it): not recorded for this fit
         self._stack = contextlib.ExitStack()
         self._started = time.perf_counter()
+        self._opening: _Background | None = None  # the run being opened beside the training
+        self._logged = 0  # epochs logged into the run
+        self.name, self.params = run_name or "", {}
+        self.fingerprint, self.data_findings = None, []
 
     @contextlib.contextmanager
     def guard(self, step: str):
@@ -81,36 +88,50 @@ class ScriptRun:
 
     # ------------------------------------------------------------------ start
 
-    def start(self) -> None:
-        """Describe the fit, lint the model, open the run and log what is known before training."""
-        from losstrace.model import model_lint
+    def start(self, inputs: Any = None) -> None:
+        """Describe the fit, lint the model, open the run and log what is known before training.
 
-        output = model_lint.output_layer(self.model)
-        self.n_outputs = int(self.model.outputs[0].shape[-1])
-        self.n_classes = fit_data.n_classes(self.data, self.n_outputs)
-        self.multilabel = self._multilabel()
-        self.fingerprint, self.data_findings = fit_data.describe(self.data, Params().validate, self.fit.shuffle is True)
-        loss = _loss_name(self.model)
-        self.flat = model_facts.model_params(self.model, self.fit, loss, model_lint.activation_name(output))
-        self.p = model_facts.as_params(self.flat, self.n_classes, self.multilabel)
-        self.lint = self._lint()
-        params = {**self.flat, **model_facts.diagnose_params_flat()}
-        if self.fingerprint is not None:
-            params.update(run_files.fingerprint_params(self.fingerprint))
-        name = self.run_name or _run_name(self.model, self.flat, params)
-        tags = {
+        inputs: symbolic tensors shaped like fit's inputs, to trace a subclassed model's call."""
+        with outputs.read(self.model, inputs) as out:
+            self.n_outputs = out.units
+            if out.note:
+                self.gaps.append(
+                    (
+                        "output_layer",
+                        f"{self.model.name}'s output layer ({out.note}): no activation/loss check, "
+                        "train.output_activation unknown",
+                        "build the call from Keras layers and keras.ops (or start the model with keras.Input)",
+                    )
+                )
+            self.n_classes = fit_data.n_classes(self.data, self.n_outputs or 0)
+            self.multilabel = self._multilabel()
+            loss = _loss_name(self.model)
+            self.flat = model_facts.model_params(self.model, self.fit, loss, out.activation)
+            self.p = model_facts.as_params(self.flat, self.n_classes, self.multilabel)
+            self.lint = self._lint((out.layer, out.units) if out.layer is not None else None)
+        self.tags = {
             contract.KIND_TAG: contract.KIND_SCRIPT,
             "losstrace.script": Path(sys.argv[0] or "python").name,
             "device": _device(),
             **environment.env_tags(),
         }
-        self.name, self.params, self.tags = name, params, tags
+        if not step_hook.keras_train_step(self.model):
+            warn(
+                f"{self.model.name} has its own train_step: the per-batch loss is read from its 'loss' metric and "
+                "the gradient norms from model.optimizer, where it uses them (the run's not_recorded finding "
+                "names what it did not give)"
+            )
         # Two git subprocesses (status can take a while in a large repository): they run
         # beside the training, and their tags are set with the run's files after fit.
-        self._git = _Background(environment.git_tags, Path.cwd())
-        self.logger = self._open(name, tags)
-        self.logger.log_params(params)
-        if self.data.val is not None and _one_replica(self.model):
+        self._git = _Background(environment.git_tags, Path.cwd(), fallback={})
+        # The fingerprint and the run's opening (MLflow's import and store on a process's first
+        # fit: seconds; a run and its params after: tens of ms) run beside the training too,
+        # on what the model and fit settings were at its start. Epochs that end before the run
+        # is open are logged when it is (`log_epochs`); none is lost.
+        where = self._where()
+        store.quiet_env()
+        self._opening = _Background(self._open, Path.cwd(), *where, name="losstrace-open")
+        if self.data.val is not None and self.n_outputs and _one_replica(self.model):
             from losstrace.training.val_predictions import ValidationPredictions
 
             from_logits = bool(getattr(getattr(self.model, "loss", None), "from_logits", False))
@@ -126,7 +147,7 @@ class ScriptRun:
             return False
         return fit_data.label_ids(self.data.train.y)[1]
 
-    def _lint(self) -> list[Finding]:
+    def _lint(self, output) -> list[Finding]:
         from losstrace.model import builder, lint, model_lint
 
         x = self.data.train.x if self.data.train is not None else None
@@ -136,7 +157,7 @@ class ScriptRun:
             _, padding = fit_data.lengths_and_padding(x)
             length = int(x.shape[1]) if x.ndim > 1 else None
             channels = int(x.shape[2]) if x.ndim > 2 else 1
-        embedding = next((lyr for lyr in self.model.layers if type(lyr).__name__ == "Embedding"), None)
+        embedding = next((lyr for lyr in model_lint.leaf_layers(self.model) if type(lyr).__name__ == "Embedding"), None)
         spec = builder.InputSpec(
             input_kind=kind,
             vocab_size=int(getattr(embedding, "input_dim", 0) or 0),
@@ -144,31 +165,64 @@ class ScriptRun:
             channels=channels,
             n_classes=self.n_classes,
             multilabel=self.multilabel,
-            output_units=self.n_outputs,
+            output_units=self.n_outputs or 0,
             padding=padding,
             train=self.p.train,
         )
-        found = model_lint.run(self.model, spec, self.p)
+        found = model_lint.run(self.model, spec, self.p, output)
         if self.fit.batch_size is not None and self.data.train_rows:
             found += lint.schedule_checks(self.p, self.data.train_rows)
         if self.fit.validation != "none":  # without validation a training metric is all there is to watch
             found += lint.callback_checks(model_facts.callback_settings(self.flat))
         return found + _pre_padding_notes(self.model, x, padding)
 
-    def _open(self, name: str, tags: dict[str, Any]) -> writer.RunLogger:
-        """Log into the active MLflow run if there is one, else open a run of our own."""
+    def _where(self) -> tuple[str, str | None]:
+        """(the store, the user's active MLflow run id or None), read where the user's MLflow state is."""
         active = _active_mlflow_run()
         if active is not None:
-            uri = _mlflow_uri()
-            return writer.RunLogger(store.client(uri), active.info.run_id, uri, resilient=True)
-        uri = _mlflow_uri(default=store.tracking_uri(Path.cwd()))
-        with _tracking_uri_env(uri):
-            return self._stack.enter_context(writer.start_run(Path.cwd(), name, tags, resilient=True, offline_ok=True))
+            return _mlflow_uri(), active.info.run_id
+        return _mlflow_uri(default=store.tracking_uri(Path.cwd())), None
+
+    def _open(self, cwd: Path, uri: str, active_id: str | None) -> writer.RunLogger:
+        """Fingerprint the data, name the run, and log into the active MLflow run if there is
+        one, else into a run of our own. Runs on a thread beside the training."""
+        self.fingerprint, self.data_findings = fit_data.describe(self.data, Params().validate, self.fit.shuffle is True)
+        params = {**self.flat, **model_facts.diagnose_params_flat()}
+        if self.fingerprint is not None:
+            params.update(run_files.fingerprint_params(self.fingerprint))
+        self.name, self.params = self.run_name or _run_name(self.model, self.flat, params), params
+        if active_id is not None:
+            logger = writer.RunLogger(store.client(uri), active_id, uri, resilient=True)
+        else:
+            run = writer.start_run(cwd, self.name, self.tags, resilient=True, offline_ok=True, uri=uri)
+            logger = self._stack.enter_context(run)
+        logger.log_params(params)
+        return logger
+
+    def opened(self, wait: bool) -> writer.RunLogger | None:
+        """The run's logger once it is open: None while it opens, unless `wait`. Raises what
+        opening it raised (the caller's guard then stops the recording)."""
+        if self.logger is None and self._opening is not None and (wait or self._opening.done()):
+            self.logger = self._opening.result()
+        return self.logger
+
+    def log_epochs(self, rec, wait: bool = False) -> None:
+        """Log the epochs that ended since the last call, once the run is open."""
+        logger = self.opened(wait)
+        if logger is None:
+            return
+        for row in rec.epochs[self._logged :]:
+            log_epoch(logger, rec, row["epoch"])
+        self._logged = len(rec.epochs)
 
     # ------------------------------------------------------------------ end
 
-    def finish(self, rec) -> None:
-        """Diagnose, write and log the run's files, tag the findings, end the run, print a summary."""
+    def finish(self, rec, batch_losses_untracked: bool = False) -> None:
+        """Diagnose, write and log the run's files, tag the findings, end the run, print a summary.
+
+        batch_losses_untracked: the model's own train step left Keras' loss tracker still."""
+        self.log_epochs(rec, wait=True)
+        self._own_step_gaps(rec, batch_losses_untracked)
         from losstrace.explain.diagnose import diagnose_training, merge_findings
         from losstrace.explain.prescription import with_prescription
         from losstrace.explain.symptoms import noise_scale_context
@@ -181,7 +235,8 @@ class ScriptRun:
         lr = model_facts.learning_rate(self.model) or 1e-3
         curve = diagnose_training(history, batches, dynamics, context, self.p.diagnose, rec.divergence, lr)
         diagnosis = with_prescription(
-            {**merge_findings(self.data_findings, self.lint, curve), "run_id": self.logger.run_id}, context
+            {**merge_findings(self.data_findings, self.lint + self._gap_notes(), curve), "run_id": self.logger.run_id},
+            context,
         )
         files = run_files.RunFiles(
             history, batches, dynamics, [f.to_dict() for f in self.lint], diagnosis, context, self.name
@@ -206,6 +261,41 @@ class ScriptRun:
             warn(f"could not finish run {self.logger.run_id} ({type(e).__name__}: {e})")
             with contextlib.suppress(Exception):
                 self._close(ok=False)
+
+    def _own_step_gaps(self, rec, batch_losses_untracked: bool) -> None:
+        """What a model's own train_step did not expose: the per-batch loss (no "loss" tracker
+        updated), the gradient norms (no gradient through model.optimizer)."""
+        if batch_losses_untracked:
+            self.gaps.append(
+                (
+                    "batch_loss",
+                    "its train_step updates no 'loss' metric, so its logged loss cannot be told from a running "
+                    "mean: no true per-batch loss (batch noise is judged from epochs only)",
+                    "update a keras.metrics.Mean(name='loss') with each batch's loss in train_step "
+                    "and report its result as 'loss'",
+                )
+            )
+        if self.dynamics and rec.dynamics and not any(math.isfinite(d["grad_norm"]) for d in rec.dynamics):
+            self.gaps.append(
+                (
+                    "gradient_norms",
+                    "no gradient reached model.optimizer.apply (or apply_gradients): no per-layer gradient norms",
+                    "apply the gradients with self.optimizer.apply_gradients(...) in train_step",
+                )
+            )
+
+    def _gap_notes(self) -> list[Finding]:
+        """One info finding naming what this fit could not have recorded, and how to get it."""
+        if not self.gaps:
+            return []
+        return [
+            Finding(
+                "not_recorded",
+                "info",
+                {"message": "; ".join(why for _, why, _ in self.gaps), "missing": [what for what, _, _ in self.gaps]},
+                "; ".join(dict.fromkeys(how for _, _, how in self.gaps)),
+            )
+        ]
 
     def _context(self) -> dict[str, Any]:
         names = [str(i) for i in range(self.n_classes)]
@@ -237,7 +327,7 @@ class ScriptRun:
         # Direct calls, not model.predict: predict traces a function of its own (~0.3 s),
         # more than these few hundred rows cost to run eagerly.
         chunks = [keras.ops.convert_to_numpy(self.model(x[i : i + 512], training=False)) for i in range(0, len(x), 512)]
-        outputs = np.concatenate(chunks) if chunks else np.zeros((0, self.n_outputs))
+        outputs = np.concatenate(chunks) if chunks else np.zeros((0, self.n_outputs or 1))
         from_logits = bool(getattr(getattr(self.model, "loss", None), "from_logits", False))
         return run_files.prediction_stats(as_probabilities(outputs, from_logits, self.multilabel), names)
 
@@ -272,12 +362,16 @@ class ScriptRun:
 
     def close_failed(self) -> None:
         self.broken = "fit raised"
+        with contextlib.suppress(Exception):  # a run that could not open has nothing to end
+            self.opened(wait=True)
         with contextlib.suppress(Exception):
             self.logger.flush()
         self._stack.__exit__(RuntimeError, RuntimeError("fit raised"), None)
 
     def _close(self, ok: bool) -> None:
         """End the run this recording opened (a run the user opened stays theirs, open)."""
+        with contextlib.suppress(Exception):  # a run that could not open has nothing to end
+            self.opened(wait=True)
         try:
             if self.logger is not None:
                 self.logger.flush()
@@ -365,21 +459,34 @@ def _run_name(model, flat: dict[str, Any], params: dict[str, Any]) -> str:
     return f"{model.name}-bs{bs if bs != '' else 'auto'}{lr_part}-{digest}"
 
 
-class _Background:
-    """`fn(*args)` on a daemon thread; `result()` waits for it ({} if it failed)."""
+_NOTHING = object()
 
-    def __init__(self, fn, *args) -> None:
-        self._value: dict[str, Any] = {}
+
+class _Background:
+    """`fn(*args)` on a daemon thread; `result()` waits for its value, and raises what it
+    raised (or gives `fallback` instead, when one is given)."""
+
+    def __init__(self, fn, *args, name: str = "losstrace-git", fallback: Any = _NOTHING) -> None:
+        self._value: Any = fallback
+        self._error: BaseException | None = None
 
         def run() -> None:
-            with contextlib.suppress(Exception):
+            try:
                 self._value = fn(*args)
+            except Exception as e:  # handed to whoever waits for the result
+                if fallback is _NOTHING:
+                    self._error = e
 
-        self._thread = threading.Thread(target=run, name="losstrace-git", daemon=True)
+        self._thread = threading.Thread(target=run, name=name, daemon=True)
         self._thread.start()
 
-    def result(self) -> dict[str, Any]:
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self) -> Any:
         self._thread.join()
+        if self._error is not None:
+            raise self._error
         return self._value
 
 
@@ -411,18 +518,3 @@ def _mlflow_uri(default: str | None = None) -> str:
         if utils._tracking_uri is not None or default is None:
             return mlflow.get_tracking_uri()
     return default
-
-
-@contextlib.contextmanager
-def _tracking_uri_env(uri: str):
-    import os
-
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before

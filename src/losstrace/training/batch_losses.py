@@ -16,6 +16,13 @@ CPU; Keras runs no batch hook on a worker thread with TensorFlow, whose backend 
 thread-safe). Without tf.distribute, a `step_hook` copies them inside the train step
 into a variable instead, one row a step, which the host reads once per epoch; the
 figures are the same float32 values either way, so the rows are identical.
+
+A model with its own `train_step` may update the tracker after the optimizer (the order
+of Keras' guide), so its figures are read from the host after each step. Whether its
+`logs["loss"]` is a running mean or the batch's own loss is the step's choice: only a
+"loss" tracker that moves says which, so without one no batch rows are made (`untracked`).
+A tracker updated once per batch (`update_state(loss)`, no sample weight) gives the same
+losses; the rows' sizes are then fit's batch sizes.
 """
 
 from __future__ import annotations
@@ -40,7 +47,9 @@ class BatchLosses:
         self.tracker = next((m for m in model.metrics if m.name == "loss" and hasattr(m, "count")), None)
         self._raw: dict[int, tuple[float, float, float]] = {}  # batch -> (running mean, loss sum, samples)
         self._log: StepLog | None = None
-        if self.tracker is not None and steps_per_epoch and _one_replica_one_step(model):
+        self.own_step = not step_hook.keras_train_step(model)
+        self.untracked = False  # an own train_step left the loss tracker still: no batch rows
+        if self.tracker is not None and steps_per_epoch and _one_replica_one_step(model) and not self.own_step:
             self._log = StepLog(model, self.tracker, steps_per_epoch + 1)
 
     def reset(self) -> None:
@@ -98,7 +107,22 @@ class BatchLosses:
                 divergence = Divergence(epoch, batch, mean)
             prev_mean, prev_total, prev_seen = mean, total, seen
         self._raw = {}
+        if self.own_step:
+            rows = self._own_step_rows(rows)
         return rows, divergence
+
+    def _own_step_rows(self, rows: list[dict]) -> list[dict]:
+        """Rows of a model's own train step: none unless its "loss" tracker moved; sizes
+        from fit's batch size when the tracker counted batches, not rows."""
+        if self.tracker is None or not rows or all(r["size"] == 0 for r in rows):
+            self.untracked = self.untracked or bool(rows)
+            return []
+        if self.batch_size > 1 and all(r["size"] == 1 for r in rows):
+            left = self.n_train or self.batch_size * len(rows)
+            for r in rows:
+                r["size"] = max(min(self.batch_size, left), 0)
+                left -= r["size"]
+        return rows
 
     def tracker_mean(self) -> float | None:
         """The loss tracker's current mean (after evaluation: the global val loss)."""

@@ -15,6 +15,7 @@ import time
 import keras
 
 from losstrace.record import contract
+from losstrace.training import step_hook
 from losstrace.training.batch_losses import BatchLosses
 from losstrace.training.gradient_norms import LayerDynamics
 from losstrace.training.noise_scale import NoiseScale
@@ -54,6 +55,8 @@ class RecordingCallback(keras.callbacks.Callback):
         self._noise: NoiseScale | None = None
         self.noise_scale_measurements = 0  # set at train end
         self._t0 = 0.0
+        self._epoch_lr: float | None = None  # the learning rate this epoch's steps ran with
+        self._lr_read = False
 
     def on_train_begin(self, logs=None):
         steps = (self.params or {}).get("steps")
@@ -67,8 +70,15 @@ class RecordingCallback(keras.callbacks.Callback):
             # fit's), so the step is traced anew; Keras traces lazily, so a first fit pays
             # nothing extra.
             self.model.make_train_function(force=True)
-        if self.noise_scale_every > 0:  # last: it wraps the train function built just above
+        if self.noise_scale_every > 0 and step_hook.keras_train_step(self.model):
+            # Last: it wraps the train function built just above. A model's own train step
+            # may apply gradients other than once per batch, which the estimator assumes.
             self._noise = NoiseScale(self.model, self.noise_scale_every, self.n_train or None)
+
+    @property
+    def batch_losses_untracked(self) -> bool:
+        """A model's own train step left Keras' loss tracker still: no per-batch losses."""
+        return self._losses is not None and self._losses.untracked
 
     @property
     def measures_noise_scale(self) -> bool:
@@ -96,6 +106,7 @@ class RecordingCallback(keras.callbacks.Callback):
             self._in_step = False
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_lr, self._lr_read = None, False
         self._losses.reset()
         if self._layers is not None:
             self._layers.begin_epoch()
@@ -104,6 +115,10 @@ class RecordingCallback(keras.callbacks.Callback):
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
+        if not self._lr_read:
+            self._epoch_lr, self._lr_read = epoch_lr(self.model), True
+        if "loss" not in (logs or {}):  # a model's own train_step reporting other figures
+            return
         mean = float(logs["loss"])
         self._losses.add(batch, mean)
         if not math.isfinite(mean):
@@ -123,7 +138,8 @@ class RecordingCallback(keras.callbacks.Callback):
         self.rec.seconds += time.perf_counter() - self._t0
         self.rec.batches.extend(rows)
         row = {k: float(v) for k, v in logs.items() if k != "learning_rate"}
-        self.rec.epochs.append({"epoch": epoch, **row, "lr": current_lr(self.model), **self._noise_columns()})
+        lr = self._epoch_lr if self._epoch_lr is not None else current_lr(self.model)
+        self.rec.epochs.append({"epoch": epoch, **row, "lr": lr, **self._noise_columns()})
         if self._layers is not None:
             self.rec.dynamics.extend(self._layers.rows(epoch))
         if self.logger is not None and not self.defer_logging:
@@ -138,6 +154,16 @@ class RecordingCallback(keras.callbacks.Callback):
             contract.NOISE_TRACE: measured["tr_sigma"],
             contract.NOISE_SIGNAL: measured["g2"],
         }
+
+
+def epoch_lr(model) -> float | None:
+    """The learning rate an epoch runs with, read after its first step: every callback's
+    `on_epoch_begin` has set it by then (LearningRateScheduler), and none's `on_epoch_end` has
+    changed it yet (ReduceLROnPlateau lowers it for the next epoch, before a callback after it
+    reads it). None for a schedule, which moves within the epoch: read at its end."""
+    if not isinstance(getattr(step_hook.innermost_optimizer(model), "_learning_rate", None), keras.Variable):
+        return None
+    return current_lr(model)
 
 
 def current_lr(model) -> float:

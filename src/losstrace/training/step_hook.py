@@ -18,6 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 
+def keras_train_step(model) -> bool:
+    """Whether fit runs Keras' own train step, whose order (loss tracker, then `apply`) the
+    hooks rely on; False for a model class (or instance) with a `train_step` of its own."""
+    if "train_step" in vars(model):
+        return False
+    return getattr(type(model).train_step, "__module__", "").startswith("keras.")
+
+
 def innermost_optimizer(model):
     opt = model.optimizer
     while hasattr(opt, "inner_optimizer"):  # LossScaleOptimizer (mixed precision)

@@ -93,7 +93,14 @@ def test_a_model_fitted_twice_records_the_second_fit_and_a_bare_fit_after_runs_n
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).random((64, 5, 3), dtype=np.float32)
     y = np.arange(64) % 2
-    model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4), keras.layers.Dense(2, activation="softmax")])
+    # Named: Keras numbers default names per process (lstm_2 after other tests' models).
+    model = keras.Sequential(
+        [
+            keras.Input((5, 3)),
+            keras.layers.LSTM(4, name="lstm"),
+            keras.layers.Dense(2, activation="softmax", name="dense"),
+        ]
+    )
     model.compile("adam", "sparse_categorical_crossentropy")
     recorders, norms = [], []
 

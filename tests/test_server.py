@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -115,9 +116,16 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clones(server, tmp_path_factory) -> dict:
-    """Two teammates' clones, trained at the same time against the one server."""
+    """Two teammates' clones, trained at the same time against the one server.
+
+    Alice prepares and validates the data; bob's clone is a copy of hers, prepared data and
+    DVC cache included, as `git clone` and `dvc pull` give a teammate: his pipeline starts
+    at train, and the two trainings (and evaluations) run side by side."""
     base = tmp_path_factory.mktemp("clones")
-    a, b = make_project(base / "alice"), make_project(base / "bob")
+    a = make_project(base / "alice")
+    run_tool("dvc", "repro", "validate", cwd=a)
+    b = base / "bob"
+    shutil.copytree(a, b)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": server.uri}
     procs = [
         subprocess.Popen(
@@ -238,11 +246,17 @@ def test_offline_training_is_uploaded_later_by_sync_as_one_complete_run(server, 
     assert again.returncode == 0 and "nothing recorded offline" in again.stdout
 
 
-def test_server_killed_mid_training_loses_nothing_and_sync_completes_the_run(server, clones, tmp_path):
-    root, out = clones["a"], tmp_path / "out"
+@pytest.fixture(scope="module")
+def killed(server, clones, tmp_path_factory) -> dict:
+    """A training whose server is killed once its first epoch reached it: the training ends
+    offline, the server comes back and `losstrace sync` completes the run. What the server
+    held is read as each step ends, since the evaluate-outage test goes on with this run
+    (a finished run without test metrics) rather than train one of its own."""
+    root, tmp = clones["a"], tmp_path_factory.mktemp("killed")
+    out = tmp / "out"
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["train"]["epochs"] = LONG_EPOCHS
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
@@ -255,7 +269,7 @@ def test_server_killed_mid_training_loses_nothing_and_sync_completes_the_run(ser
             str(BIN / "losstrace"),
             "train",
             "--params",
-            str(tmp_path / "params.yaml"),
+            str(tmp / "params.yaml"),
             "--models",
             str(out / "models"),
             "--reports",
@@ -276,16 +290,15 @@ def test_server_killed_mid_training_loses_nothing_and_sync_completes_the_run(ser
             train.kill()
         if server.proc is None:
             server.start()  # same port and store: the other tests keep their server
-    assert train.returncode == 0, stderr
-    assert "stopped answering" in stderr and "recorded offline" in stdout
-    assert len(pd.read_csv(out / "reports/history.csv")) == LONG_EPOCHS  # every epoch kept on disk
-    info = _run_json(out, "reports")
-    assert info["offline"] is True and info["run_id"] == run_id
-
     c = _client(server.uri)
-    assert 1 <= len(c.get_metric_history(run_id, "val_loss")) < LONG_EPOCHS  # the server saw part of it
-    assert c.get_run(run_id).info.status == "RUNNING"
-    r = run_cli(
+    run_json = out / "reports/run.json"
+
+    def read_run_json() -> dict | None:
+        return json.loads(run_json.read_text()) if run_json.exists() else None
+
+    offline = read_run_json()
+    before = {"val_loss": len(c.get_metric_history(run_id, "val_loss")), "status": c.get_run(run_id).info.status}
+    sync = run_cli(
         "sync",
         "--reports",
         str(out / "reports"),
@@ -296,14 +309,47 @@ def test_server_killed_mid_training_loses_nothing_and_sync_completes_the_run(ser
         cwd=root,
         env={"MLFLOW_TRACKING_URI": server.uri, "MLFLOW_EXPERIMENT_NAME": "killed"},
     )
-    assert r.returncode == 0, r.stderr
-    assert _run_json(out, "reports")["run_id"] == run_id  # the same run, completed
     run = c.get_run(run_id)
-    assert run.info.status == "FINISHED"
-    assert [m.step for m in c.get_metric_history(run_id, "val_loss")] == list(range(LONG_EPOCHS))  # no duplicates
-    assert len(c.get_metric_history(run_id, "batch_loss")) == len(pd.read_csv(out / "reports/batches.csv"))
-    assert len(c.search_runs([run.info.experiment_id])) == 1
-    assert len(c.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")) == 1
+    after = {
+        "run_json": read_run_json(),
+        "status": run.info.status,
+        "val_loss_steps": [m.step for m in c.get_metric_history(run_id, "val_loss")],
+        "batch_loss": len(c.get_metric_history(run_id, "batch_loss")),
+        "runs": len(c.search_runs([run.info.experiment_id])),
+        "models": len(c.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")),
+    }
+    return {
+        "root": root,
+        "out": out,
+        "params": tmp / "params.yaml",
+        "run_id": run_id,
+        "train": (train.returncode, stdout, stderr),
+        "offline": offline,
+        "before_sync": before,
+        "sync": sync,
+        "after_sync": after,
+    }
+
+
+def test_server_killed_mid_training_loses_nothing_and_sync_completes_the_run(killed):
+    out, run_id = killed["out"], killed["run_id"]
+    returncode, stdout, stderr = killed["train"]
+    assert returncode == 0, stderr
+    assert "stopped answering" in stderr and "recorded offline" in stdout
+    assert len(pd.read_csv(out / "reports/history.csv")) == LONG_EPOCHS  # every epoch kept on disk
+    assert killed["offline"]["offline"] is True and killed["offline"]["run_id"] == run_id
+
+    before = killed["before_sync"]
+    assert 1 <= before["val_loss"] < LONG_EPOCHS  # the server saw part of it
+    assert before["status"] == "RUNNING"
+    assert killed["sync"].returncode == 0, killed["sync"].stderr
+    after = killed["after_sync"]
+    assert after["run_json"]["run_id"] == run_id  # the same run, completed
+    assert after["status"] == "FINISHED"
+    assert after["val_loss_steps"] == list(range(LONG_EPOCHS))  # no duplicates
+    assert after["batch_loss"] == len(pd.read_csv(out / "reports/batches.csv"))
+    assert after["runs"] == 1
+    assert after["models"] == 1
 
 
 def _wait_for_first_epoch(c, train: subprocess.Popen, timeout: float = 900) -> str:
@@ -320,31 +366,18 @@ def _wait_for_first_epoch(c, train: subprocess.Popen, timeout: float = 900) -> s
     raise AssertionError("no epoch reached the server")
 
 
-def test_server_down_during_evaluate_fails_in_one_line_or_leaves_the_upload_to_sync(server, clones, tmp_path):
-    root, out = clones["a"], tmp_path / "out"
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["train"]["epochs"] = 1
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+def test_server_down_during_evaluate_fails_in_one_line_or_leaves_the_upload_to_sync(server, killed, tmp_path):
+    # The run of `killed`, trained and synced: finished on the server, no test metrics yet.
+    root, out, run_id = killed["root"], killed["out"], killed["run_id"]
+    assert killed["sync"].returncode == 0 and _run_json(out, "reports")["run_id"] == run_id, killed["sync"].stderr
+    params = yaml.safe_load(killed["params"].read_text())
     params["train"]["tracking"] = {**params["train"].get("tracking", {}), "offline_ok": True}
     (tmp_path / "offline_ok.yaml").write_text(yaml.safe_dump(params))
-    env = {"MLFLOW_TRACKING_URI": server.uri, "MLFLOW_EXPERIMENT_NAME": "evaluate-outage", **FAST_FAIL}
+    env = {"MLFLOW_TRACKING_URI": server.uri, "MLFLOW_EXPERIMENT_NAME": "killed", **FAST_FAIL}
     where = ["--models", str(out / "models"), "--train-reports", str(out / "reports"), "--out", str(out / "evaluate")]
-    run_cli(
-        "train",
-        "--params",
-        str(tmp_path / "params.yaml"),
-        "--models",
-        str(out / "models"),
-        "--reports",
-        str(out / "reports"),
-        cwd=root,
-        env=env,
-        check=True,
-    )
-    run_id = _run_json(out, "reports")["run_id"]
     try:
         server.stop(signal.SIGKILL)
-        failed = run_cli("evaluate", "--params", str(tmp_path / "params.yaml"), *where, cwd=root, env=env)
+        failed = run_cli("evaluate", "--params", str(killed["params"]), *where, cwd=root, env=env)
         kept = run_cli("evaluate", "--params", str(tmp_path / "offline_ok.yaml"), *where, cwd=root, env=env)
     finally:
         if server.proc is None:

@@ -89,7 +89,7 @@ QUICK = Sizes(
     gpu_reps=1,
     stage_cost_reps=1,
     stage_cost_epochs=1,  # = project_epochs: stage_cost reproduces the shared project
-    trial_reps=2,
+    trial_reps=1,
     trial_epochs=1,
     false_alarm_seeds=3,
     false_alarm_runs=1,

@@ -154,7 +154,7 @@ def _stage_cost(ctx: Context) -> dict[str, Any]:
     from bench import stage_cost
 
     s = ctx.sizes
-    # At the project's epochs (--quick) the shared project serves: one pipeline fewer to build.
+    # At the project's epochs (--quick) stage_cost forces the shared project: one pipeline, not two.
     shared = ctx.project if s.stage_cost_epochs == s.project_epochs else None
     return stage_cost.measure(ctx.work / "stage_cost", s.stage_cost_reps, s.stage_cost_epochs, shared)
 

@@ -2,7 +2,7 @@
 
 A fresh copy of the shipped pipeline (the test suite's `make_project`, default params) is
 reproduced once (warm-up: DVC's caches, the MLflow store), then forced N times (--quick:
-the CLI benchmarks' project at the same epochs, bench/project.py). Each run's
+the CLI benchmarks' project at the same epochs, forced without a warm-up; bench/project.py). Each run's
 output is read line by line as it comes: a stage's seconds run from DVC's "Running stage"
 to its "Updating lock file" (the command and DVC's hashing of its outputs); what is left
 of the total is DVC itself (start-up, status, the lock file). Beside each stage, the work it
@@ -96,10 +96,11 @@ def repro_force(root: Path) -> dict[str, Any]:
 def measure(work: Path, reps: int, epochs: int | None = None, project: Project | None = None) -> dict[str, Any]:
     """`reps` forced reproductions of the default pipeline (train.epochs overridden when given).
 
-    project: the shared bench project, already at `epochs` (--quick): its first repro is the
-    warm-up and each forced run is recorded in it, for the CLI benchmark's diff."""
+    project: the shared bench project, at `epochs` (--quick): no warm-up (quick figures are
+    not quoted), the first forced run reproduces it, and each is recorded in it for the CLI
+    benchmark's diff."""
     if project is not None:
-        root = project.ready()  # its first `dvc repro` is the warm-up
+        root = project.built()
     else:
         sys.path.insert(0, str(REPO / "tests"))
         from support import make_project  # the test suite's copy of the pipeline, one definition

@@ -45,7 +45,7 @@ def _model(n_classes: int, channels: int, seed: int):
     return model
 
 
-def measure(work: Path, epochs: int, reps: int) -> dict[str, Any]:
+def measure(work: Path, epochs: int, reps: int, warm_up: bool = True) -> dict[str, Any]:
     import mlflow
 
     import losstrace.keras
@@ -79,7 +79,7 @@ def measure(work: Path, epochs: int, reps: int) -> dict[str, Any]:
             os.chdir(cwd)
         return seconds
 
-    for arm in ("bare", "losstrace", "mlflow_autolog"):  # warm-up: one-off imports and store creation
+    for arm in ("bare", "losstrace", "mlflow_autolog") if warm_up else ():  # one-off imports and store creation
         fit(arm)
     times = interleave({arm: (lambda arm=arm: fit(arm)) for arm in ("bare", "losstrace", "mlflow_autolog")}, reps)
     return {

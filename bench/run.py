@@ -54,6 +54,7 @@ class Sizes:
     false_alarm_runs: int | None  # real trainings per table row; None = the row's all
     false_alarm_epochs: int | None  # cap on their epochs; None = the row's own
     false_alarm_noise_scale: bool  # also train each real run with the noise scale measured
+    warm_up: bool  # tracking, gns, keras: pay one-off costs (imports, first graphs, stores) untimed
 
 
 FULL = Sizes(
@@ -75,26 +76,28 @@ FULL = Sizes(
     false_alarm_runs=None,
     false_alarm_epochs=None,
     false_alarm_noise_scale=True,
+    warm_up=True,
 )
 QUICK = Sizes(
-    tracking_epochs=2,
+    tracking_epochs=1,
     tracking_reps=1,
     bucket_epochs=2,
     bucket_reps=1,
     ingest_rows=(1_000, 5_000),
     project_epochs=1,
-    repro_reps=2,
-    cli_reps=2,
+    repro_reps=1,
+    cli_reps=1,
     gpu_epochs=1,
     gpu_reps=1,
     stage_cost_reps=1,
-    stage_cost_epochs=2,
-    trial_reps=2,
+    stage_cost_epochs=1,  # = project_epochs: stage_cost reproduces the shared project
+    trial_reps=1,
     trial_epochs=1,
-    false_alarm_seeds=3,
+    false_alarm_seeds=1,
     false_alarm_runs=1,
-    false_alarm_epochs=2,
+    false_alarm_epochs=2,  # at 1 the clean rows already warn (not_learning): 2 keeps them quiet
     false_alarm_noise_scale=False,
+    warm_up=False,  # quick figures are not quoted
 )
 
 
@@ -111,19 +114,24 @@ class Context:
 def _tracking(ctx: Context) -> dict[str, Any]:
     from bench import tracking_overhead
 
-    return tracking_overhead.measure(ctx.work / "tracking", ctx.sizes.tracking_epochs, ctx.sizes.tracking_reps)
+    s = ctx.sizes
+    return tracking_overhead.measure(ctx.work / "tracking", s.tracking_epochs, s.tracking_reps, warm_up=s.warm_up)
 
 
 def _gns(ctx: Context) -> dict[str, Any]:
     from bench import tracking_overhead
 
-    return tracking_overhead.measure_noise_scale(ctx.work / "gns", ctx.sizes.tracking_epochs, ctx.sizes.tracking_reps)
+    s = ctx.sizes
+    return tracking_overhead.measure_noise_scale(
+        ctx.work / "gns", s.tracking_epochs, s.tracking_reps, warm_up=s.warm_up
+    )
 
 
 def _keras(ctx: Context) -> dict[str, Any]:
     from bench import keras_overhead
 
-    return keras_overhead.measure(ctx.work / "keras", ctx.sizes.tracking_epochs, ctx.sizes.tracking_reps)
+    s = ctx.sizes
+    return keras_overhead.measure(ctx.work / "keras", s.tracking_epochs, s.tracking_reps, warm_up=s.warm_up)
 
 
 def _bucketing(ctx: Context) -> dict[str, Any]:
@@ -153,7 +161,10 @@ def _cli(ctx: Context) -> dict[str, Any]:
 def _stage_cost(ctx: Context) -> dict[str, Any]:
     from bench import stage_cost
 
-    return stage_cost.measure(ctx.work / "stage_cost", ctx.sizes.stage_cost_reps, ctx.sizes.stage_cost_epochs)
+    s = ctx.sizes
+    # At the project's epochs (--quick) stage_cost forces the shared project: one pipeline, not two.
+    shared = ctx.project if s.stage_cost_epochs == s.project_epochs else None
+    return stage_cost.measure(ctx.work / "stage_cost", s.stage_cost_reps, s.stage_cost_epochs, shared)
 
 
 def _trials(ctx: Context) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """What the pipeline costs beside its own work: `dvc repro -f` of the default pipeline, per stage.
 
 A fresh copy of the shipped pipeline (the test suite's `make_project`, default params) is
-reproduced once (warm-up: DVC's caches, the MLflow store), then forced N times. Each run's
+reproduced once (warm-up: DVC's caches, the MLflow store), then forced N times (--quick:
+the CLI benchmarks' project at the same epochs, forced without a warm-up; bench/project.py). Each run's
 output is read line by line as it comes: a stage's seconds run from DVC's "Running stage"
 to its "Updating lock file" (the command and DVC's hashing of its outputs); what is left
 of the total is DVC itself (start-up, status, the lock file). Beside each stage, the work it
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import BIN, REPO, median, tool_env, wall
+from .project import Project
 
 STAGES = ("ingest", "validate", "train", "evaluate")
 TARGET_RATIO = 5.0  # `dvc repro -f` at most this many times the fit it exists for
@@ -91,14 +93,25 @@ def repro_force(root: Path) -> dict[str, Any]:
     return {"seconds": total, "stages": spans, "work": work}
 
 
-def measure(work: Path, reps: int, epochs: int | None = None) -> dict[str, Any]:
-    """`reps` forced reproductions of the default pipeline (train.epochs overridden when given)."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from support import make_project  # the test suite's copy of the pipeline, one definition
+def measure(work: Path, reps: int, epochs: int | None = None, project: Project | None = None) -> dict[str, Any]:
+    """`reps` forced reproductions of the default pipeline (train.epochs overridden when given).
 
-    root = make_project(work, {"train.epochs": epochs} if epochs else None)
-    wall([str(BIN / "dvc"), "repro"], root)  # warm-up, not counted: creates the store, fills caches
-    runs = [repro_force(root) for _ in range(reps)]
+    project: the shared bench project, at `epochs` (--quick): no warm-up (quick figures are
+    not quoted), the first forced run reproduces it, and each is recorded in it for the CLI
+    benchmark's diff."""
+    if project is not None:
+        root = project.built()
+    else:
+        sys.path.insert(0, str(REPO / "tests"))
+        from support import make_project  # the test suite's copy of the pipeline, one definition
+
+        root = make_project(work, {"train.epochs": epochs} if epochs else None)
+        wall([str(BIN / "dvc"), "repro"], root)  # warm-up, not counted: creates the store, fills caches
+    runs = []
+    for _ in range(reps):
+        runs.append(repro_force(root))
+        if project is not None:
+            project.record_run("nothing: the same params forced again (stage_cost)")
     stages = {
         s: {
             "seconds": median([r["stages"][s] for r in runs]),

@@ -212,14 +212,15 @@ def _layers(times: dict[str, list[float]], epochs: int) -> list[dict[str, Any]]:
     ]
 
 
-def measure(work: Path, epochs: int, reps: int) -> dict[str, Any]:
+def measure(work: Path, epochs: int, reps: int, warm_up: bool = True) -> dict[str, Any]:
     overrides: dict[str, Any] = {"train.epochs": epochs}
     if has_param("train.batching"):
         overrides["train.batching"] = "pad_to_max"  # the arm plain fit can reproduce
     p, ds, prepared = prepare(work, overrides)
     store = work / "store"
     timed_arms = arms(p, ds, store, prepared, overrides)
-    _warm_up(p, ds, store)
+    if warm_up:
+        _warm_up(p, ds, store)
     times = interleave(timed_arms, reps)
     stage = list(times)[-1]
     ratio = paired_ratio(times["mlflow"], times["fit"])
@@ -255,7 +256,9 @@ def measure(work: Path, epochs: int, reps: int) -> dict[str, Any]:
 GNS_EVERY = 50
 
 
-def measure_noise_scale(work: Path, epochs: int, reps: int, every: int = GNS_EVERY) -> dict[str, Any]:
+def measure_noise_scale(
+    work: Path, epochs: int, reps: int, every: int = GNS_EVERY, warm_up: bool = True
+) -> dict[str, Any]:
     """`gns_overhead_ratio`: the default training (`train.run(logger=None)`, as the
     `callback` arm) with `train.noise_scale_every` on over the same training off, paired
     per repetition and interleaved like the tracking arms, both from the same seed (the
@@ -285,7 +288,8 @@ def measure_noise_scale(work: Path, epochs: int, reps: int, every: int = GNS_EVE
         return go
 
     arms_ = {"off": arm(p, "off"), "on": arm(headline, "on"), "every_epoch": arm(per_epoch, "every_epoch")}
-    _plain_fit(p, ds)  # TensorFlow's first graphs, outside the timed arms
+    if warm_up:
+        _plain_fit(p, ds)  # TensorFlow's first graphs, outside the timed arms
     times = interleave(arms_, reps)
     total_steps = steps * epochs
 

@@ -39,21 +39,22 @@ def measure(work: Path, reps: int, epochs: int) -> dict[str, Any]:
         first = ws.train(a, source_root=REPO)
         trials = [ws.train(seed(i), source_root=REPO, data_seed=a.base.seed) for i in range(1, reps + 1)]
         ws.close()
-    finally:
-        session.close()
-    fallback_session = Session(PROCESS)
-    try:
-        ws = Workspace(uri, "bisect-trial", session=fallback_session)
-        ws.train(a, source_root=REPO)  # ingest and validate for this session: not counted
+        # The fallback, as Session.run takes it when the worker dies: the worker gone, a
+        # process per stage from here on, the session's split and validation kept.
+        if session.worker is not None:
+            session.worker.close()
+        session.worker, session.mode = None, PROCESS
+        ws = Workspace(uri, "bisect-trial", session=session)
         in_process = ws.train(seed(1), source_root=REPO, data_seed=a.base.seed)
         ws.close()
     finally:
-        fallback_session.close()
+        session.close()
     for out in (first, *trials, in_process):
         if out.error:
             raise RuntimeError(f"bisect trial failed: {out.error}")
-    if any(t.runner != WORKER or t.reused != ["ingest", "validate"] for t in trials):
-        raise RuntimeError(f"a trial left the worker or re-made its data: {[(t.runner, t.reused) for t in trials]}")
+    runners = [(t.runner, t.reused) for t in (*trials, in_process)]
+    if runners != [(WORKER, ["ingest", "validate"])] * reps + [(PROCESS, ["ingest", "validate"])]:
+        raise RuntimeError(f"a trial ran elsewhere or re-made its data: {runners}")
     seconds = median([t.seconds for t in trials])
     fit = median([t.fit_seconds for t in trials])
     return {

@@ -92,7 +92,9 @@ def test_a_new_error_finding_names_its_change_even_when_curves_stay_within_seed_
 def test_bisect_names_the_batch_size_not_the_inert_change(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     base = params.Params()
-    a = dataclasses.replace(base, train=dataclasses.replace(base.train, epochs=6))
+    # 4 epochs: 28 steps at batch 32, enough for a batch-noise figure (20), and B's is ~6x
+    # the threshold A's seed spread sets (measured: 0.40 against 2 x 0.063).
+    a = dataclasses.replace(base, train=dataclasses.replace(base.train, epochs=4))
     # B: a tiny batch (moves the curve) and a different eval batch (cannot).
     b = dataclasses.replace(
         a, train=dataclasses.replace(a.train, batch_size=4), evaluate=dataclasses.replace(a.evaluate, batch_size=64)

@@ -76,3 +76,11 @@ def test_two_autolog_runs_diff_with_the_learning_rate_first(in_folder):
 def test_history_prefers_the_canonical_metric_name_over_an_alias():
     frame = foreign.history({"acc": [(0, 0.1)], "accuracy": [(0, 0.9)], "loss": [(0, 1.0), (1, 0.5)]})
     assert list(frame["accuracy"][:1]) == [0.9] and list(frame["loss"]) == [1.0, 0.5]
+
+
+def test_a_numbered_optimizer_name_reads_as_its_class():
+    # Keras numbers each further optimizer of a process: rmsprop_11 after ten others.
+    from losstrace.record.foreign import params
+
+    assert params({"optimizer_name": "rmsprop_11"})["train.optimizer"] == "rmsprop"
+    assert params({"optimizer_name": "adam_w"})["train.optimizer"] == "adamw"

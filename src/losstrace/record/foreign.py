@@ -10,6 +10,7 @@ to record it: never an error.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
@@ -67,8 +68,10 @@ def params(raw: dict[str, str]) -> dict[str, str]:
 
 
 def _param_value(key: str, value: str) -> str:
-    if key == "train.optimizer":  # Keras 3 snake-cases the class name: RMSprop → rm_sprop, AdamW → adam_w
-        return value.lower().replace("_", "")
+    if key == "train.optimizer":
+        # Keras 3 snake-cases the class name (RMSprop → rm_sprop, AdamW → adam_w) and numbers
+        # each further optimizer of a process (rmsprop_11): the class is what a diff compares.
+        return re.sub(r"_\d+$", "", value).lower().replace("_", "")
     if key == "train.clipnorm" and value in ("None", ""):
         return "0.0"
     return value

@@ -20,7 +20,7 @@ bundled (aeon's JapaneseVowels and BasicMotions, data/external/uci-sentiment) or
 in the report's shape where nothing bundled fits; each loader says which and why, and
 where epochs or sizes differ from the report's. One store and one TensorFlow import serve
 the module; every fit builds a fresh model, as the reports' scripts do. Fifteen real
-trainings: 3 to 5 minutes on two shared cores (marked slow; `make test` runs it).
+trainings: 3 to 4 minutes on two shared cores (marked slow; `make test` runs it).
 """
 
 from __future__ import annotations

@@ -240,9 +240,15 @@ def _noise_every(run: Real) -> int:
 
 
 def real(
-    work: Path, rows: dict[str, Row], runs_per_row: int | None, epochs: int | None, noise_scale: bool
+    work: Path,
+    rows: dict[str, Row],
+    runs_per_row: int | None,
+    epochs: int | None,
+    noise_scale: bool,
+    session=None,
 ) -> dict[str, dict[str, Any]]:
-    """Every real row's runs in one trial worker (one TensorFlow import, splits reused)."""
+    """Every real row's runs in one trial worker (one TensorFlow import, splits reused):
+    `session`'s, left open, else one of its own."""
     from losstrace.record import contract
     from losstrace.workflows.replay import WORKER, Session, Workspace
 
@@ -250,7 +256,8 @@ def real(
     uri = f"sqlite:///{work / 'mlflow.db'}"
     arms = {"shipped": False, **({"noise_scale": True} if noise_scale else {})}
     results: dict[str, dict[str, Any]] = {}
-    session = Session(WORKER)
+    own = session is None
+    session = session or Session(WORKER)
     try:
         # A trial's kind: its model is not logged (the kind changes nothing in the diagnosis).
         ws = Workspace(uri, contract.KIND_BISECT_TRIAL, session=session)
@@ -265,7 +272,8 @@ def real(
         finally:
             ws.close()
     finally:
-        session.close()
+        if own:
+            session.close()
     return results
 
 
@@ -280,9 +288,15 @@ def _line(s: dict[str, Any]) -> str:
 
 
 def measure(
-    work: Path, sweep_seeds: int, runs_per_row: int | None = None, epochs: int | None = None, noise_scale: bool = True
+    work: Path,
+    sweep_seeds: int,
+    runs_per_row: int | None = None,
+    epochs: int | None = None,
+    noise_scale: bool = True,
+    session=None,
 ) -> dict[str, Any]:
-    """Every row of the table. runs_per_row/epochs cap the real rows (--quick)."""
+    """Every row of the table. runs_per_row/epochs cap the real rows (--quick); session: a
+    trial-worker session to train in (run.py's, shared with trials)."""
     _, clean = _simulator()
     rows: dict[str, dict[str, Any]] = {}
     suite = simulated(list(clean), list(SUITE_SEEDS))
@@ -303,7 +317,7 @@ def measure(
     }
     for key in ("simulated_suite", "simulated_sweep"):
         print(f"   {key}: {_line(rows[key])}", flush=True)
-    rows.update(real(work, REAL_ROWS, runs_per_row, epochs, noise_scale))
+    rows.update(real(work, REAL_ROWS, runs_per_row, epochs, noise_scale, session))
     clean_rows = [r for r in rows.values() if r["clean"]]
     return {
         "false_alarm_runs": sum(r["runs"] for r in clean_rows),

@@ -102,13 +102,28 @@ QUICK = Sizes(
 
 
 class Context:
-    """What the benchmarks share: sizes, a scratch directory, the reproduced temp project."""
+    """What the benchmarks share: sizes, a scratch directory, the reproduced temp project,
+    and a trial-worker session."""
 
     def __init__(self, sizes: Sizes, work: Path) -> None:
         from bench.project import Project
 
         self.sizes, self.work = sizes, work
         self.project = Project(work / "project", sizes.project_epochs)
+        self._session: Any = None
+
+    def trial_session(self) -> Any:
+        """The trial worker trials starts (it runs first and times its start-up) and
+        false_alarms trains in afterwards: one worker start-up, the default split made once."""
+        if self._session is None:
+            from losstrace.workflows.replay import WORKER, Session
+
+            self._session = Session(WORKER)
+        return self._session
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
 
 
 def _tracking(ctx: Context) -> dict[str, Any]:
@@ -170,7 +185,7 @@ def _stage_cost(ctx: Context) -> dict[str, Any]:
 def _trials(ctx: Context) -> dict[str, Any]:
     from bench import trial_cost
 
-    return trial_cost.measure(ctx.work / "trials", ctx.sizes.trial_reps, ctx.sizes.trial_epochs)
+    return trial_cost.measure(ctx.work / "trials", ctx.sizes.trial_reps, ctx.sizes.trial_epochs, ctx.trial_session())
 
 
 def _false_alarms(ctx: Context) -> dict[str, Any]:
@@ -183,6 +198,7 @@ def _false_alarms(ctx: Context) -> dict[str, Any]:
         s.false_alarm_runs,
         s.false_alarm_epochs,
         s.false_alarm_noise_scale,
+        ctx.trial_session(),
     )
 
 
@@ -275,7 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="losstrace-bench-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        ok = run_all(names, Context(QUICK if args.quick else FULL, work), results, args.out)
+        ctx = Context(QUICK if args.quick else FULL, work)
+        try:
+            ok = run_all(names, ctx, results, args.out)
+        finally:
+            ctx.close()
     seconds = time.perf_counter() - t0
     results["seconds_partial" if partial else "seconds_total"] = seconds
     save(args.out, results)

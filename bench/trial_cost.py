@@ -14,6 +14,7 @@ still reused) shows what the worker saves.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from .common import REPO, median
 FIT_FACTOR, EXTRA_SECONDS = 2.0, 3.0  # target: a trial ≤ 2 × its fit + 3 s
 
 
-def measure(work: Path, reps: int, epochs: int) -> dict[str, Any]:
+def measure(work: Path, reps: int, epochs: int, session=None) -> dict[str, Any]:
+    """session: a new trial-worker session to run in and leave open (run.py hands it on to
+    false_alarms); without one, a session of its own."""
     from losstrace import params
     from losstrace.workflows.replay import PROCESS, WORKER, Session, Workspace
 
@@ -33,28 +36,31 @@ def measure(work: Path, reps: int, epochs: int) -> dict[str, Any]:
     def seed(i: int) -> params.Params:
         return dataclasses.replace(a, base=dataclasses.replace(a.base, seed=a.base.seed + i))
 
-    session = Session(WORKER)
+    own = session is None
+    session = session or Session(WORKER)
+    fallback = Session(PROCESS)
     try:
         ws = Workspace(uri, "bisect-trial", session=session)
         first = ws.train(a, source_root=REPO)
         trials = [ws.train(seed(i), source_root=REPO, data_seed=a.base.seed) for i in range(1, reps + 1)]
         ws.close()
-        # The fallback, as Session.run takes it when the worker dies: the worker gone, a
-        # process per stage from here on, the session's split and validation kept.
-        if session.worker is not None:
-            session.worker.close()
-        session.worker, session.mode = None, PROCESS
-        ws = Workspace(uri, "bisect-trial", session=session)
+        # The fallback (a process per stage, as when the worker dies) on the same split and
+        # validation, handed over as Session.run keeps them when it falls back.
+        _hand_over(session, fallback, a)
+        ws = Workspace(uri, "bisect-trial", session=fallback)
         in_process = ws.train(seed(1), source_root=REPO, data_seed=a.base.seed)
         ws.close()
     finally:
-        session.close()
+        fallback.close()
+        if own:
+            session.close()
     for out in (first, *trials, in_process):
         if out.error:
             raise RuntimeError(f"bisect trial failed: {out.error}")
-    runners = [(t.runner, t.reused) for t in (*trials, in_process)]
-    if runners != [(WORKER, ["ingest", "validate"])] * reps + [(PROCESS, ["ingest", "validate"])]:
-        raise RuntimeError(f"a trial ran elsewhere or re-made its data: {runners}")
+    runners = [(t.runner, t.reused) for t in (first, *trials, in_process)]
+    expected = [(WORKER, [])] + [(WORKER, ["ingest", "validate"])] * reps + [(PROCESS, ["ingest", "validate"])]
+    if runners != expected:
+        raise RuntimeError(f"a trial ran elsewhere, or made or reused data it should not have: {runners}")
     seconds = median([t.seconds for t in trials])
     fit = median([t.fit_seconds for t in trials])
     return {
@@ -73,3 +79,13 @@ def measure(work: Path, reps: int, epochs: int) -> dict[str, Any]:
             "process_trial_fit_seconds": in_process.fit_seconds,
         },
     }
+
+
+def _hand_over(source, target, p) -> None:
+    """Copy the prepared splits and validation results of `p` from one session to another."""
+    from losstrace.workflows import trial_data
+
+    data = trial_data.prepared_key(p.data, p.base.seed, REPO)
+    checked = trial_data.validated_key(data, p)
+    shutil.copytree(source.prepared_dir(data), target.prepared_dir(data))
+    shutil.copytree(source.validated_dir(checked), target.validated_dir(checked))

@@ -64,7 +64,7 @@ def head_checks(model, spec: builder_mod.InputSpec, p: Params, output=None) -> l
     """The params lint's head rules on what the model really ends with.
 
     output: (op, units) of a model without `outputs`; None there: nothing to check."""
-    if output is None and not _has_outputs(model):
+    if output is None and not has_outputs(model):
         return []
     out, units = output if output is not None else (output_layer(model), int(model.outputs[0].shape[-1]))
     if out is None or units is None:
@@ -90,7 +90,8 @@ def head_checks(model, spec: builder_mod.InputSpec, p: Params, output=None) -> l
     return [_about_layer(f, out.name) for f in found]
 
 
-def _has_outputs(model) -> bool:
+def has_outputs(model) -> bool:
+    """Whether the model carries its graph (`model.outputs`): functional or a built Sequential."""
     try:
         return bool(model.outputs)
     except (AttributeError, ValueError):

@@ -21,6 +21,8 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
+from losstrace.model.model_lint import has_outputs as functional
+
 
 @dataclasses.dataclass
 class Outputs:
@@ -36,13 +38,6 @@ class Outputs:
         from losstrace.model.model_lint import activation_name
 
         return activation_name(self.layer) if self.layer is not None else "unknown"
-
-
-def functional(model) -> bool:
-    try:
-        return bool(model.outputs)
-    except (AttributeError, ValueError):
-        return False
 
 
 @contextlib.contextmanager

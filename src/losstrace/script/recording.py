@@ -123,7 +123,7 @@ class ScriptRun:
             )
         # Two git subprocesses (status can take a while in a large repository): they run
         # beside the training, and their tags are set with the run's files after fit.
-        self._git = _Background(environment.git_tags, Path.cwd(), fallback={})
+        self._git = _Background(environment.git_tags, Path.cwd(), name="losstrace-git", fallback={})
         # The fingerprint and the run's opening (MLflow's import and store on a process's first
         # fit: seconds; a run and its params after: tens of ms) run beside the training too,
         # on what the model and fit settings were at its start. Epochs that end before the run
@@ -466,7 +466,7 @@ class _Background:
     """`fn(*args)` on a daemon thread; `result()` waits for its value, and raises what it
     raised (or gives `fallback` instead, when one is given)."""
 
-    def __init__(self, fn, *args, name: str = "losstrace-git", fallback: Any = _NOTHING) -> None:
+    def __init__(self, fn, *args, name: str, fallback: Any = _NOTHING) -> None:
         self._value: Any = fallback
         self._error: BaseException | None = None
 

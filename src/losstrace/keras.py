@@ -86,43 +86,70 @@ class LosstraceCallback(keras.callbacks.Callback):
         self._run: ScriptRun | None = None
         self._recording: RecordingCallback | None = None
         self._rec = Recorder()
+        self._waits_for_build = False  # a model Keras builds in the first step: recording starts after it
+        self._epoch = 0
 
     def on_train_begin(self, logs=None):
         a, o = self._args, self._options
-        self._rec = Recorder()
+        self._rec, self._waits_for_build = Recorder(), False
         self._run = ScriptRun(
             self.model, None, fit_data.FitData(), o["run_name"], o["dynamics"], o["log_model"], o["summary"]
         )
         with self._run.guard("reading the fit") as ok:
             if not ok:
                 return
-            data = fit_data.from_fit_args(a["x"], a["y"], a["validation_data"], a["validation_split"])
+            self._run.data = data = fit_data.from_fit_args(a["x"], a["y"], a["validation_data"], a["validation_split"])
             x, y = (data.train.x, data.train.y) if data.train is not None else (a["x"], a["y"])
-            if not building.build_before_fit(self.model, x, y):
-                raise ValueError(
-                    "the model is not built and its input gives no shapes (a generator or PyDataset): "
-                    "start it with keras.Input(...), or build it, to have it recorded"
+            if building.build_before_fit(self.model, x, y):
+                self._start(building.symbolic_inputs(x), logs)
+            else:
+                # No shapes to build it from before fit (a generator or PyDataset, or arrays
+                # this callback was not given): Keras builds the model in its first train
+                # step, and the recording starts right after it.
+                self._waits_for_build = True
+
+    def _start(self, inputs, logs) -> None:
+        """Open the run and attach the recording to a built model."""
+        a, o = self._args, self._options
+        data = self._run.data
+        epochs = int(self.params.get("epochs") or 0)
+        batch_size = a["batch_size"] if a["batch_size"] is not None else (32 if data.train is not None else None)
+        self._run.fit = model_facts.FitArgs(
+            batch_size, epochs, a["shuffle"], a["class_weight"], data.validation, a["callbacks"]
+        )
+        self._run.start(inputs)
+        self._recording = RecordingCallback(
+            self._rec,
+            data.train_rows or 0,
+            batch_size or 32,
+            None,  # the run opens beside the training: its epochs are logged by `ScriptRun.log_epochs`
+            dynamics=o["dynamics"],
+            noise_scale_every=o["noise_scale_every"],
+        )
+        self._recording.set_model(self.model)
+        self._recording.set_params(self.params)
+        self._recording.on_train_begin(logs)
+        if o["noise_scale_every"] and not self._recording.measures_noise_scale:
+            warn("noise scale not measured: it needs Keras' own train_step, steps_per_execution=1 and one device")
+
+    def _start_after_first_step(self, batch, logs) -> None:
+        self._waits_for_build = False
+        with self._run.guard("reading the model its first step built") as ok:
+            if not ok:
+                return
+            if not self.model.built:
+                raise ValueError("the model is still not built after its first step: start it with keras.Input(...)")
+            self._start(None, logs)
+            self._recording.join_after_first_step(self._epoch, batch, logs)
+            if self._options["dynamics"]:
+                self._run.gaps.append(
+                    (
+                        "first_step_gradients",
+                        "the model was built by its first training step, before recording could start: "
+                        "that step has no gradient norms",
+                        "start the model with keras.Input(...), or build it, before fit",
+                    )
                 )
-            epochs = int(self.params.get("epochs") or 0)
-            batch_size = a["batch_size"] if a["batch_size"] is not None else (32 if data.train is not None else None)
-            fit = model_facts.FitArgs(
-                batch_size, epochs, a["shuffle"], a["class_weight"], data.validation, a["callbacks"]
-            )
-            self._run.fit, self._run.data = fit, data
-            self._run.start(building.symbolic_inputs(x))
-            self._recording = RecordingCallback(
-                self._rec,
-                data.train_rows or 0,
-                batch_size or 32,
-                None,  # the run opens beside the training: its epochs are logged by `ScriptRun.log_epochs`
-                dynamics=o["dynamics"],
-                noise_scale_every=o["noise_scale_every"],
-            )
-            self._recording.set_model(self.model)
-            self._recording.set_params(self.params)
-            self._recording.on_train_begin(logs)
-            if o["noise_scale_every"] and not self._recording.measures_noise_scale:
-                warn("noise scale not measured: it needs Keras' own train_step, steps_per_execution=1 and one device")
 
     def _forward(self, hook: str, *args) -> None:
         if self._run is None or self._recording is None:
@@ -132,6 +159,7 @@ class LosstraceCallback(keras.callbacks.Callback):
                 getattr(self._recording, hook)(*args)
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
         self._forward("on_epoch_begin", epoch, logs)
 
     def on_test_begin(self, logs=None):
@@ -141,7 +169,10 @@ class LosstraceCallback(keras.callbacks.Callback):
                     self._run.val_predictions.reset()
 
     def on_train_batch_end(self, batch, logs=None):
-        self._forward("on_train_batch_end", batch, logs)
+        if self._waits_for_build:
+            self._start_after_first_step(batch, logs)
+        else:
+            self._forward("on_train_batch_end", batch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
         self._forward("on_epoch_end", epoch, logs)

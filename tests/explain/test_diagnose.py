@@ -162,6 +162,16 @@ def test_sigmoid_with_categorical_ce_stuck_loss_suggests_softmax(make_run):
     assert f.suggestion.startswith("train.output_activation: sigmoid → softmax")
 
 
+def test_a_stuck_regression_is_not_told_to_change_a_classifier_head(make_run):
+    """A linear output under mse is a regression head: no from_logits fix; the advice speaks of targets."""
+    h, b, c = make_run(stuck=True, params={"train.output_activation": "linear", "train.loss": "mse"})
+    regression = {**c, "task": "regression", "n_classes": 0, "class_shares": {}}
+    f = only(diagnose_curves(h, b, regression), "not_learning")
+    assert "from_logits" not in f.suggestion and "standardise" in f.suggestion
+    classifier = {**c, "params": {**c["params"], "train.loss": "sparse_categorical_crossentropy"}}
+    assert "train.from_logits: false → true" in only(diagnose_curves(h, b, classifier), "not_learning").suggestion
+
+
 def test_overfitting_without_dropout(make_run):
     f = only(diagnose_curves(*make_run(epochs=80, overfit_at=30)), "overfitting")
     assert f.severity == "warning"

@@ -41,6 +41,12 @@ def test_diagnose_suggests_the_first_fix_lint_gives(act, loss, logits, units, k,
         assert found[0].suggestion.startswith(fix)
 
 
+@pytest.mark.parametrize("loss", ["mse", "mean_absolute_error", "huber", "my_custom_loss"])
+def test_a_loss_that_is_not_a_cross_entropy_is_not_judged_as_a_classifiers(loss):
+    assert heads.head_problems("linear", loss, 0, False, False) == []
+    assert heads.head_problems("sigmoid", loss, 7, False, False, units=1) == []
+
+
 def test_units_follow_the_label_shape():
     assert heads.output_units(0, "binary_crossentropy", 2, False) == 1  # one 0/1 column
     assert heads.output_units(0, "binary_crossentropy", 2, True) == 2  # a unit per label

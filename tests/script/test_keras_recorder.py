@@ -148,7 +148,8 @@ def test_a_tf_data_input_is_recorded_and_named_as_not_fingerprinted():
     losstrace.keras.flush()
     rec = reader.load_record("latest", store.project_root())
     assert len(rec.batches) == 30 and rec.fingerprint is None
-    assert rec.params["model.layers"] == "GRU(8) > Dense(2,softmax)"
+    assert rec.params["model.layers"] == "GRU(8) > Dense(2,softmax)" and rec.params["train.batch_size"] == "16"
+    assert client().get_run(rec.run_id).info.run_name == rec.name and "-bs16-" in rec.name
     notes = [f for f in rec.findings if f["code"] == "not_fingerprinted"]
     assert notes and "Dataset" in notes[0]["evidence"]["message"]
 
@@ -683,3 +684,121 @@ def test_diff_names_an_added_schedule_with_its_mechanism():
     assert top["change"] == "train.lr_schedule", result["diff"]["causes"]
     assert "decays the learning rate along a cosine" in top["why"] and "no known mechanism" not in top["why"]
     assert not any(c["change"].startswith("lr_schedule.") for c in result["diff"]["causes"])
+
+
+class Batches(keras.utils.PyDataset):
+    """A PyDataset of (x, y) batches, as scripts write one for data that does not fit in memory."""
+
+    def __init__(self, x, y, batch_size):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, i):
+        s = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        return self.x[s], self.y[s]
+
+
+def _no_input_gru():
+    model = keras.Sequential([keras.layers.GRU(8), keras.layers.Dense(2, activation="softmax")], name="late_gru")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    return model
+
+
+def _endless(x, y, batch_size):
+    while True:
+        for i in range(0, len(x), batch_size):
+            yield x[i : i + batch_size], y[i : i + batch_size]
+
+
+@pytest.mark.parametrize("feed", ["py_dataset", "generator", "callback_without_arrays"])
+def test_a_model_keras_builds_in_its_first_step_is_recorded_from_that_step_on(feed, capsys):
+    """No keras.Input and no shapes before fit: Keras builds the model in its first train step,
+    and the recording starts right after it. Every batch's true loss is there (the first read
+    from the host), the gradient norms from the second step on, the training is the one it
+    would be unrecorded, and one info note says what the first step could not give."""
+    x, y = sequences()
+    if feed == "py_dataset":
+        fit = dict(x=Batches(x, y, 16), epochs=2, verbose=0)
+    elif feed == "generator":
+        fit = dict(x=_endless(x, y, 16), steps_per_epoch=15, epochs=2, verbose=0)
+    else:
+        fit = dict(x=x, y=y, batch_size=16, epochs=2, verbose=0)
+    bare = _bare_history(_no_input_gru, {**fit, "x": _endless(x, y, 16)} if feed == "generator" else fit)
+    keras.utils.set_random_seed(0)
+    model = _no_input_gru()
+    if feed == "callback_without_arrays":
+        recorded = model.fit(**fit, callbacks=[losstrace.keras.LosstraceCallback(summary=False)]).history
+    else:
+        losstrace.keras.autolog(summary=False)
+        recorded = model.fit(**fit).history
+    losstrace.keras.flush()
+    np.testing.assert_allclose(recorded["loss"], bare["loss"], rtol=1e-6)
+    assert "losstrace: warning" not in capsys.readouterr().err
+    rec = reader.load_record("latest", store.project_root())
+    assert client().get_run(rec.run_id).info.status == "FINISHED"
+    assert rec.params["model.layers"] == "GRU(8) > Dense(2,softmax)"
+    assert rec.params["train.batch_size"] == "16" and "-bs16-" in rec.name  # from the first batch's rows
+    assert len(rec.batches) == 30 and rec.batches["step"].tolist() == list(range(30))
+    per_epoch = rec.batches.groupby("epoch").apply(lambda b: np.average(b["loss"], weights=b["size"]))
+    np.testing.assert_allclose(per_epoch.to_numpy(), recorded["loss"], rtol=1e-5)
+    norms = [k for k in client().get_run(rec.run_id).data.metrics if k.startswith("grad_norm/")]
+    assert norms and all(
+        [m.step for m in client().get_metric_history(rec.run_id, k)] == [0, 1]
+        and all(np.isfinite(m.value) for m in client().get_metric_history(rec.run_id, k))
+        for k in norms
+    )
+    notes = [f for f in rec.findings if f["code"] == "not_recorded"]
+    assert len(notes) == 1 and "first_step_gradients" in notes[0]["evidence"]["missing"]
+    assert "keras.Input" in notes[0]["suggestion"]
+
+
+def test_a_regression_model_is_recorded_with_its_targets_in_quartiles(capsys):
+    """An LSTM regressor (mse, linear output) on rows sorted by target, validated on the last
+    rows: recorded without a warning, its rows labelled by target quartile in the fingerprint,
+    the sorted order caught, and no classifier rule (head, chance level) applied to it."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(320, 12, 2)).astype("float32")
+    y = (x[:, :, 0].mean(axis=1, keepdims=True) * 3 + 10).astype("float32")
+    order = np.argsort(y[:, 0])
+    x, y = x[order], y[order]
+    inputs = keras.Input((12, 2))
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GRU(8)(inputs)), name="sorted_regressor")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="mse", metrics=["mae"])
+    losstrace.keras.autolog(summary=False)
+    model.fit(x, y, batch_size=32, epochs=2, validation_split=0.25, verbose=0)
+    losstrace.keras.flush()
+    assert "losstrace: warning" not in capsys.readouterr().err
+    rec = reader.load_record("latest", store.project_root())
+    assert rec.params["train.loss"] == "mse" and rec.context["task"] == "regression"
+    assert "class_shares" not in rec.context and "predictions" not in rec.context
+    # validation_split took the top quarter of the sorted targets: all of it lies in q4.
+    assert rec.fingerprint["train"]["class_counts"] == {"q1": 60, "q2": 60, "q3": 60, "q4": 60}
+    assert rec.fingerprint["val"]["class_counts"] == {"q1": 0, "q2": 0, "q3": 0, "q4": 80}
+    order_findings = [f for f in rec.findings if f["code"] == "label_order_clustered" and f["where"] == "train"]
+    assert order_findings and order_findings[0]["severity"] == "warning"
+    assert order_findings[0]["evidence"]["labels"] == "quartiles of the target"
+    assert "other target values" in order_findings[0]["evidence"]["why"]
+    codes = {f["code"] for f in rec.findings}
+    assert not codes & {"class_imbalance", "activation_loss_mismatch", "saturated_predictions", "majority_collapse"}
+    assert all("from_logits" not in f.get("suggestion", "") for f in rec.findings)
+
+
+def test_a_sequence_autoencoder_fitted_on_its_inputs_is_recorded(capsys):
+    """fit(x, x): targets of shape (rows, steps, channels) are values, not labels."""
+    x, _ = sequences(160)
+    inputs = keras.Input((12, 2))
+    code = keras.layers.RepeatVector(12)(keras.layers.LSTM(4)(inputs))
+    out = keras.layers.TimeDistributed(keras.layers.Dense(2))(keras.layers.LSTM(4, return_sequences=True)(code))
+    model = keras.Model(inputs, out, name="sequence_autoencoder")
+    model.compile(optimizer="adam", loss=keras.losses.MeanSquaredError())
+    losstrace.keras.autolog(summary=False)
+    model.fit(x, x, batch_size=32, epochs=2, validation_split=0.2, verbose=0)
+    losstrace.keras.flush()
+    assert "losstrace: warning" not in capsys.readouterr().err
+    rec = reader.load_record("latest", store.project_root())
+    assert rec.context["task"] == "regression" and rec.params["train.loss"] == "mean_squared_error"
+    assert len(rec.batches) == 2 * 4 and sum(rec.fingerprint["train"]["class_counts"].values()) == 128
+    assert all("from_logits" not in f.get("suggestion", "") for f in rec.findings)

@@ -248,10 +248,12 @@ def _not_learning_fix(f: Features, ctx: dict[str, Any], t: DiagnoseParams, train
     elif ratio >= t.lr_factor:
         fixes.append(change("train.learning_rate", lr, _lower_lr(lr, opt)))
     if not fixes:
-        fixes.append(
-            change("train.learning_rate", lr, _raise_lr(lr, opt))
-            + "; also check that labels match inputs (label order, activation/loss)"
+        check = (
+            "that the targets follow from the inputs, and standardise them (their scale is the loss's)"
+            if ctx.get("task") == "regression"
+            else "that labels match inputs (label order, activation/loss)"
         )
+        fixes.append(change("train.learning_rate", lr, _raise_lr(lr, opt)) + f"; also check {check}")
     return "; ".join(fixes)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 EXCLUSIVE_LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy")
+CROSS_ENTROPIES = (*EXCLUSIVE_LOSSES, "binary_crossentropy")  # the losses these rules know
 
 
 def binary_head(loss: str, n_classes: int, multilabel: bool) -> bool:
@@ -51,7 +52,10 @@ class HeadProblem:
 def head_problems(
     activation: str, loss: str, n_classes: int, multilabel: bool, from_logits: bool, units: int = 0
 ) -> list[HeadProblem]:
-    """Every disagreement between activation, loss, from_logits, units and the labels, most basic first."""
+    """Every disagreement between activation, loss, from_logits, units and the labels, most basic
+    first; none for a loss that is not a classifier's cross-entropy (mse, a custom loss)."""
+    if loss not in CROSS_ENTROPIES:
+        return []
     out = _loss_problems(activation, loss, n_classes, multilabel)
     if activation == "softmax" and output_units(units, loss, n_classes, multilabel) == 1:
         out.append(

@@ -5,6 +5,11 @@ described, never iterated a second time) become the same records the pipeline ke
 class counts and shares, the label-order statistic (rows grouped by class), content
 and order hashes, sequence lengths and the padding side. Keras' `validation_split`
 takes the *last* rows, so the split is reproduced exactly as Keras makes it.
+
+A regression target (a regression loss, or targets that are not class labels: real
+values, sequences) has no classes: its rows are labelled by the quartile of training
+targets they fall in (`q1`..`q4`, one scalar per row: the mean of a row's targets), so
+the fingerprint counts them and the label-order check catches rows sorted by target.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class FitData:
     val: Split | None = None
     validation: str = "none"  # none | validation_data | validation_split | dataset
     not_fingerprinted: list[str] = field(default_factory=list)  # why, for each input that was not
+    regression: bool = False  # targets are values, not classes (see `is_regression`)
 
     @property
     def train_rows(self) -> int | None:
@@ -94,6 +100,54 @@ def _arrays(v: Any) -> np.ndarray | None:
 
 
 # ---------------------------------------------------------------- labels
+
+# Keras' regression losses by the names a compiled model carries (string, class or function).
+REGRESSION_LOSSES = frozenset(
+    {
+        "mse",
+        "mae",
+        "mape",
+        "msle",
+        "mean_squared_error",
+        "mean_absolute_error",
+        "mean_absolute_percentage_error",
+        "mean_squared_logarithmic_error",
+        "huber",
+        "huber_loss",
+        "log_cosh",
+        "logcosh",
+        "cosine_similarity",
+        "poisson",
+    }
+)
+QUARTILES = ("q1", "q2", "q3", "q4")
+
+
+def is_regression(loss: str | None, data: FitData) -> bool:
+    """Whether fit's targets are values, not classes: a regression loss says so; an unknown
+    loss (a custom one) is judged by the targets: sequences, or real values that are not
+    whole numbers (class ids, one-hot and multi-hot rows all are)."""
+    name = (loss or "").lower()
+    if name in REGRESSION_LOSSES:
+        return True
+    if "crossentropy" in name or "hinge" in name or data.train is None:
+        return False
+    y = np.asarray(data.train.y)
+    if y.ndim > 2:
+        return True
+    return y.dtype.kind == "f" and bool(np.any(np.abs(y - np.rint(y)) > 1e-6))
+
+
+def target_quartiles(train_y: np.ndarray, y: np.ndarray) -> pd.Series:
+    """Each row's quartile (`q1`..`q4`) among the training targets, a row's target being the
+    mean of its values; cut points shared by equal quartiles merge them."""
+    cuts = np.unique(np.quantile(_row_targets(train_y), [0.25, 0.5, 0.75]))
+    return pd.Series(np.asarray(QUARTILES)[np.searchsorted(cuts, _row_targets(y), side="right")])
+
+
+def _row_targets(y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float64)
+    return y.reshape(len(y), -1).mean(axis=1) if y.ndim > 1 else y
 
 
 def label_ids(y: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -181,10 +235,16 @@ def frames(data: FitData) -> tuple[dict[str, pd.DataFrame], dict[str, pd.Series]
     for name, split in (("train", data.train), ("val", data.val)):
         if split is None or len(split.x) == 0:
             continue
-        ids, multilabel = label_ids(split.y)
+        if data.regression:
+            labels = target_quartiles(data.train.y, split.y)
+        else:
+            ids, multilabel = label_ids(split.y)
+            labels = label_strings(ids, multilabel)
         lengths, _ = lengths_and_padding(split.x)
-        splits[name] = pd.DataFrame({"label": label_strings(ids, multilabel), "length": lengths})
+        splits[name] = pd.DataFrame({"label": labels, "length": lengths})
         keys[name] = _row_keys(split.x)
+    if data.regression:
+        return splits, keys, {q: i for i, q in enumerate(QUARTILES)}, False
     ids = sorted({part for f in splits.values() for lab in f["label"] for part in str(lab).split("|") if part}, key=int)
     return splits, keys, {i: int(i) for i in ids}, multilabel
 
@@ -211,7 +271,8 @@ def describe(data: FitData, thresholds: ValidateParams, shuffle: bool) -> tuple[
     delimiter = "|" if multilabel else None
     fp = fingerprint_mod.fingerprint(splits, labels, delimiter=delimiter, keys=keys)
     found = check_label_order(splits, thresholds) + check_label_set(splits, delimiter=delimiter)
-    found += check_class_balance(splits, thresholds, delimiter=delimiter)
+    if not data.regression:  # training quartiles are balanced by construction
+        found += check_class_balance(splits, thresholds, delimiter=delimiter)
     return fp, [_for_a_script(f, data, shuffle) for f in found] + notes
 
 
@@ -221,6 +282,8 @@ _SHUFFLE_FIX = "shuffle x and y together before fit (e.g. sklearn.utils.shuffle(
 def _for_a_script(f: Finding, data: FitData, shuffle: bool) -> Finding:
     """Pipeline findings phrased for a script: the fix is code, and fit's own shuffle counts."""
     if f.code == "label_order_clustered":
+        if data.regression:
+            f = Finding(f.code, f.severity, {**f.evidence, "labels": "quartiles of the target"}, f.suggestion, f.where)
         if f.where != "train":  # Keras scores the whole validation set each epoch: its order is never seen
             return Finding(
                 f.code,
@@ -233,7 +296,11 @@ def _for_a_script(f: Finding, data: FitData, shuffle: bool) -> Finding:
                 f.where,
             )
         if data.validation == "validation_split":
-            why = "validation_split takes the last rows, so validation sees other classes than training"
+            why = (
+                "validation_split takes the last rows, so validation sees "
+                + ("other target values" if data.regression else "other classes")
+                + " than training"
+            )
             return Finding(
                 f.code, "warning", {**f.evidence, "why": why}, _SHUFFLE_FIX + " or pass validation_data", f.where
             )

@@ -127,7 +127,7 @@ def model_params(model, fit: FitArgs, loss_name: str | None, output_activation: 
         "train.optimizer": optimizer,
         "train.learning_rate": learning_rate(model) if learning_rate(model) is not None else "",
         "train.clipnorm": settings.get("optimizer.clipnorm") or 0.0,
-        "train.loss": loss_name or _loss_label(model),
+        "train.loss": loss_name or loss_label(model),
         "train.output_activation": output_activation,
         "train.class_weight": "none" if not fit.class_weight else "custom",
         "train.validation": fit.validation,
@@ -253,9 +253,12 @@ def callback_settings(flat: dict[str, Any]) -> CallbackParams:
     )
 
 
-def _loss_label(model) -> str:
+def loss_label(model) -> str:
+    """The compiled loss's own name: as given (`"mse"`), a loss object's name, a function's name."""
     loss = getattr(model, "loss", None)
-    return loss if isinstance(loss, str) else getattr(loss, "name", None) or type(loss).__name__
+    if isinstance(loss, str):
+        return loss
+    return getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
 
 
 def as_params(flat: dict[str, Any], n_classes: int, multilabel: bool) -> Params:

@@ -71,6 +71,8 @@ class ScriptRun:
         self._logged = 0  # epochs logged into the run
         self.name, self.params = run_name or "", {}
         self.fingerprint, self.data_findings = None, []
+        self._users_run = False  # fit ran inside the user's own MLflow run (its name is theirs)
+        self._renamed = False  # the name was made again once the batch size was known
 
     @contextlib.contextmanager
     def guard(self, step: str):
@@ -103,9 +105,10 @@ class ScriptRun:
                         "build the call from Keras layers and keras.ops (or start the model with keras.Input)",
                     )
                 )
-            self.n_classes = fit_data.n_classes(self.data, self.n_outputs or 0)
-            self.multilabel = self._multilabel()
             loss = _loss_name(self.model)
+            self.data.regression = fit_data.is_regression(loss or model_facts.loss_label(self.model), self.data)
+            self.n_classes = 0 if self.data.regression else fit_data.n_classes(self.data, self.n_outputs or 0)
+            self.multilabel = self._multilabel()
             self.flat = model_facts.model_params(self.model, self.fit, loss, out.activation)
             self.p = model_facts.as_params(self.flat, self.n_classes, self.multilabel)
             self.lint = self._lint((out.layer, out.units) if out.layer is not None else None)
@@ -131,7 +134,7 @@ class ScriptRun:
         where = self._where()
         store.quiet_env()
         self._opening = _Background(self._open, Path.cwd(), *where, name="losstrace-open")
-        if self.data.val is not None and self.n_outputs and _one_replica(self.model):
+        if self.data.val is not None and self.n_outputs and not self.data.regression and _one_replica(self.model):
             from losstrace.training.val_predictions import ValidationPredictions
 
             from_logits = bool(getattr(getattr(self.model, "loss", None), "from_logits", False))
@@ -143,7 +146,7 @@ class ScriptRun:
             self.val_predictions.detach()
 
     def _multilabel(self) -> bool:
-        if self.data.train is None:
+        if self.data.train is None or self.data.regression:
             return False
         return fit_data.label_ids(self.data.train.y)[1]
 
@@ -188,9 +191,12 @@ class ScriptRun:
         one, else into a run of our own. Runs on a thread beside the training."""
         self.fingerprint, self.data_findings = fit_data.describe(self.data, Params().validate, self.fit.shuffle is True)
         params = {**self.flat, **model_facts.diagnose_params_flat()}
+        if self.fit.batch_size is None:  # a dataset or generator: logged once its first batch shows it
+            params.pop("train.batch_size", None)
         if self.fingerprint is not None:
             params.update(run_files.fingerprint_params(self.fingerprint))
         self.name, self.params = self.run_name or _run_name(self.model, self.flat, params), params
+        self._users_run = active_id is not None
         if active_id is not None:
             logger = writer.RunLogger(store.client(uri), active_id, uri, resilient=True)
         else:
@@ -222,6 +228,7 @@ class ScriptRun:
 
         batch_losses_untracked: the model's own train step left Keras' loss tracker still."""
         self.log_epochs(rec, wait=True)
+        self._learn_batch_size(rec)
         self._own_step_gaps(rec, batch_losses_untracked)
         from losstrace.explain.diagnose import diagnose_training, merge_findings
         from losstrace.explain.prescription import with_prescription
@@ -251,10 +258,24 @@ class ScriptRun:
         _PUBLISHING.append(thread)
         thread.start()
 
+    def _learn_batch_size(self, rec) -> None:
+        """A dataset, PyDataset or generator does not say its batch size before fit; its first
+        batch's rows do. The batch advice and the run's params and name then carry it."""
+        if self.fit.batch_size is not None or not rec.batches or rec.batches[0]["size"] < 1:
+            return
+        size = int(rec.batches[0]["size"])
+        self.fit.batch_size = self.flat["train.batch_size"] = self.params["train.batch_size"] = size
+        self.p = model_facts.as_params(self.flat, self.n_classes, self.multilabel)
+        self.logger.log_params({"train.batch_size": size})
+        if not self.run_name and not self._users_run:
+            self.name = _run_name(self.model, self.flat, self.params)
+            self._renamed = True
+
     def _publish(self, files: run_files.RunFiles, diagnosis: dict[str, Any]) -> None:
         try:
             self._log_files(files)
-            self.logger.set_tags({**self._git.result(), **contract.finding_tags(diagnosis["findings"])})
+            renamed = {"mlflow.runName": self.name} if self._renamed else {}
+            self.logger.set_tags({**self._git.result(), **contract.finding_tags(diagnosis["findings"]), **renamed})
             run_files.log_prescription(self.logger, diagnosis["prescription"])
             self._close(ok=True)
         except Exception as e:  # after fit: a warning, never an exception in the user's process
@@ -305,11 +326,14 @@ class ScriptRun:
             "multilabel": self.multilabel,
             "params": dict(self.flat),
         }
+        if self.data.regression:  # no classes: no class shares, chance levels or probability statistics
+            context["task"] = "regression"
         if self.data.train is not None:
             context["train_rows"] = self.data.train_rows
             context["input"] = fit_data.input_kind(self.data.train.x)
+        if self.data.train is not None and not self.data.regression:
             context["class_shares"] = fit_data.shares(self.data.train.y, names)
-        if self.data.val is not None and len(self.data.val.x):
+        if self.data.val is not None and len(self.data.val.x) and not self.data.regression:
             context["val_class_shares"] = fit_data.shares(self.data.val.y, names)
             context["predictions"] = self._prediction_stats(names)
         return context

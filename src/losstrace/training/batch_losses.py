@@ -55,9 +55,11 @@ class BatchLosses:
     def reset(self) -> None:
         self._raw = {}
 
-    def add(self, batch: int, running_mean: float) -> None:
-        """Stores this step's figures; rows are built at epoch end (per step: at most two reads)."""
-        if self._log is not None:
+    def add(self, batch: int, running_mean: float, from_host: bool = False) -> None:
+        """Stores this step's figures; rows are built at epoch end (per step: at most two reads).
+
+        from_host: read the tracker now even with a step log (a step that ran before the log existed)."""
+        if self._log is not None and not from_host:
             total = seen = None  # filled from the step log at epoch end
         elif self.tracker is not None:
             total, seen = read(self.tracker.total), read(self.tracker.count)
@@ -75,14 +77,13 @@ class BatchLosses:
             self._log.detach()
 
     def _fill_from_log(self) -> None:
-        """The epoch's (total, samples) pairs from the step log, one per batch hook, in order.
+        """The epoch's (total, samples) pairs from the step log, one per logged batch hook, in order.
         A step the optimizer skipped (a non-finite loss under loss scaling) leaves the log
         short: the epoch is then rebuilt from running means, as without a tracker."""
-        figures = self._log.take(len(self._raw))
-        for (batch, (mean, _, _)), pair in zip(
-            sorted(self._raw.items()), figures or [(math.nan, math.nan)] * len(self._raw)
-        ):
-            self._raw[batch] = (mean, *pair)
+        logged = [batch for batch in sorted(self._raw) if self._raw[batch][1] is None]
+        figures = self._log.take(len(logged))
+        for batch, pair in zip(logged, figures or [(math.nan, math.nan)] * len(logged)):
+            self._raw[batch] = (self._raw[batch][0], *pair)
 
     def rows(self, epoch: int, first_step: int) -> tuple[list[dict], Divergence | None]:
         """The epoch's rows in batch order, (T_k − T_{k−1}) / (S_k − S_{k−1}) each, and the

@@ -57,6 +57,7 @@ class RecordingCallback(keras.callbacks.Callback):
         self._t0 = 0.0
         self._epoch_lr: float | None = None  # the learning rate this epoch's steps ran with
         self._lr_read = False
+        self._read_next_from_host = False  # the step that ran before recording started
 
     def on_train_begin(self, logs=None):
         steps = (self.params or {}).get("steps")
@@ -74,6 +75,14 @@ class RecordingCallback(keras.callbacks.Callback):
             # Last: it wraps the train function built just above. A model's own train step
             # may apply gradients other than once per batch, which the estimator assumes.
             self._noise = NoiseScale(self.model, self.noise_scale_every, self.n_train or None)
+
+    def join_after_first_step(self, epoch: int, batch: int, logs) -> None:
+        """Start recording a fit whose first step has just run (Keras built the model in it).
+        That step's loss is read from the host; its gradient norms were never taken."""
+        self.on_train_begin(logs)
+        self.on_epoch_begin(epoch)
+        self._read_next_from_host = True
+        self.on_train_batch_end(batch, logs)
 
     @property
     def batch_losses_untracked(self) -> bool:
@@ -120,7 +129,8 @@ class RecordingCallback(keras.callbacks.Callback):
         if "loss" not in (logs or {}):  # a model's own train_step reporting other figures
             return
         mean = float(logs["loss"])
-        self._losses.add(batch, mean)
+        self._losses.add(batch, mean, from_host=self._read_next_from_host)
+        self._read_next_from_host = False
         if not math.isfinite(mean):
             self.model.stop_training = True
 

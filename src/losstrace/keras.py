@@ -115,7 +115,12 @@ class LosstraceCallback(keras.callbacks.Callback):
         epochs = int(self.params.get("epochs") or 0)
         batch_size = a["batch_size"] if a["batch_size"] is not None else (32 if data.train is not None else None)
         self._run.fit = model_facts.FitArgs(
-            batch_size, epochs, a["shuffle"], a["class_weight"], data.validation, a["callbacks"]
+            batch_size,
+            epochs,
+            model_facts.applied_shuffle(a["x"], a["shuffle"]),
+            a["class_weight"],
+            data.validation,
+            a["callbacks"],
         )
         self._run.start(inputs)
         self._recording = RecordingCallback(

@@ -150,6 +150,7 @@ def test_a_tf_data_input_is_recorded_and_named_as_not_fingerprinted():
     assert len(rec.batches) == 30 and rec.fingerprint is None
     assert rec.params["model.layers"] == "GRU(8) > Dense(2,softmax)" and rec.params["train.batch_size"] == "16"
     assert client().get_run(rec.run_id).info.run_name == rec.name and "-bs16-" in rec.name
+    assert rec.params["train.shuffle"] == "by the input"  # Keras ignores fit's shuffle for a tf.data input
     notes = [f for f in rec.findings if f["code"] == "not_fingerprinted"]
     assert notes and "Dataset" in notes[0]["evidence"]["message"]
 
@@ -741,6 +742,8 @@ def test_a_model_keras_builds_in_its_first_step_is_recorded_from_that_step_on(fe
     assert client().get_run(rec.run_id).info.status == "FINISHED"
     assert rec.params["model.layers"] == "GRU(8) > Dense(2,softmax)"
     assert rec.params["train.batch_size"] == "16" and "-bs16-" in rec.name  # from the first batch's rows
+    # Keras ignores fit's shuffle for a generator; a PyDataset's batch order and arrays it does shuffle.
+    assert rec.params["train.shuffle"] == ("by the input" if feed == "generator" else "True")
     assert len(rec.batches) == 30 and rec.batches["step"].tolist() == list(range(30))
     per_epoch = rec.batches.groupby("epoch").apply(lambda b: np.average(b["loss"], weights=b["size"]))
     np.testing.assert_allclose(per_epoch.to_numpy(), recorded["loss"], rtol=1e-5)

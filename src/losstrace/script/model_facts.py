@@ -9,6 +9,7 @@ the same mechanisms. What the pipeline has no key for is kept under `model.*` an
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import re
 from typing import Any
@@ -33,6 +34,15 @@ class FitArgs:
     class_weight: Any
     validation: str  # none | validation_data | validation_split | dataset
     callbacks: tuple = ()  # the user's own callbacks given to fit (ours left out)
+
+
+def applied_shuffle(x: Any, shuffle: Any) -> Any:
+    """fit's `shuffle` as Keras applies it. Keras ignores it for a `tf.data.Dataset` and a Python
+    generator (their own order stands), so such a run records "by the input" rather than a
+    shuffle that never happened."""
+    is_tf_dataset = type(x).__module__.startswith("tensorflow") and "Dataset" in type(x).__name__
+    is_iterator = isinstance(x, collections.abc.Iterator) and not hasattr(x, "shape")
+    return "by the input" if is_tf_dataset or is_iterator else shuffle
 
 
 def learning_rate(model) -> float | None:

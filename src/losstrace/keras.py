@@ -144,7 +144,7 @@ class LosstraceCallback(keras.callbacks.Callback):
                 return
             if not self.model.built:
                 raise ValueError("the model is still not built after its first step: start it with keras.Input(...)")
-            self._start(None, logs)
+            self._start(building.inputs_as_built(self.model), logs)
             self._recording.join_after_first_step(self._epoch, batch, logs)
             if self._options["dynamics"]:
                 self._run.gaps.append(

@@ -420,24 +420,31 @@ def test_a_subclassed_model_is_recorded_like_a_functional_one(capsys):
     assert all(not layer._inbound_nodes and not layer._outbound_nodes for layer in model._flatten_layers())
 
 
-def test_a_subclassed_models_head_and_mask_are_linted():
-    """The lint reads the output layer and the recurrent layer's mask off the traced call."""
+class Tokens(keras.Model):
+    """Token ids → Embedding → GRU → a sigmoid head of four (a mistake under sparse categorical cross-entropy)."""
+
+    def __init__(self, mask_zero):
+        super().__init__()
+        self.embed = keras.layers.Embedding(50, 8, mask_zero=mask_zero)
+        self.rnn = keras.layers.GRU(8)
+        # A nested model: its layers are read, and its own output layer is the model's.
+        self.out = keras.Sequential([keras.layers.Dense(4, activation="sigmoid")])
+
+    def call(self, x):
+        return self.out(self.rnn(self.embed(x)))
+
+
+def _post_padded_tokens():
     rng = np.random.default_rng(0)
     tokens = keras.utils.pad_sequences(
         [rng.integers(1, 50, size=rng.integers(3, 10)) for _ in range(64)], padding="post"
     )
-    y4 = rng.integers(0, 4, size=64)
+    return tokens, rng.integers(0, 4, size=64)
 
-    class Tokens(keras.Model):
-        def __init__(self, mask_zero):
-            super().__init__()
-            self.embed = keras.layers.Embedding(50, 8, mask_zero=mask_zero)
-            self.rnn = keras.layers.GRU(8)
-            # A nested model: its layers are read, and its own output layer is the model's.
-            self.out = keras.Sequential([keras.layers.Dense(4, activation="sigmoid")])
 
-        def call(self, x):
-            return self.out(self.rnn(self.embed(x)))
+def test_a_subclassed_models_head_and_mask_are_linted():
+    """The lint reads the output layer and the recurrent layer's mask off the traced call."""
+    tokens, y4 = _post_padded_tokens()
 
     losstrace.keras.autolog(summary=False)
     for mask_zero in (False, True):
@@ -453,6 +460,25 @@ def test_a_subclassed_models_head_and_mask_are_linted():
             rec.params["model.layers"]
             == "Embedding(50" + (",mask" if mask_zero else "") + ") > GRU(8) > Dense(4,sigmoid)"
         )
+
+
+def test_a_subclassed_model_a_generator_builds_is_linted_from_the_shapes_it_was_built_on(capsys):
+    """Keras builds it in the first step, from the generator's first batch: its call is then
+    traced on inputs of the shape it was built on, so its head and mask are read as with arrays."""
+    tokens, y4 = _post_padded_tokens()
+    model = Tokens(mask_zero=False)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    losstrace.keras.autolog(summary=False)
+    model.fit(_endless(tokens, y4, 16), steps_per_epoch=4, epochs=1, verbose=0)
+    losstrace.keras.flush()
+    assert "losstrace: warning" not in capsys.readouterr().err
+    rec = reader.load_record("latest", store.project_root())
+    codes = {f["code"]: f for f in rec.findings}
+    assert codes["activation_loss_mismatch"]["severity"] == "error"  # needs the head, read off the traced call
+    assert rec.params["train.output_activation"] == "sigmoid"
+    # The padding is a property of data a generator does not show before fit: not judged.
+    assert "unmasked_padding" not in codes
+    assert not any("could not be traced" in str(f["evidence"]) for f in rec.findings)
 
 
 def test_a_subclassed_call_that_cannot_be_traced_is_recorded_with_one_note(capsys):

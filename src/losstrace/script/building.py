@@ -47,6 +47,25 @@ def symbolic_inputs(x: Any):
     return None if batch is None else batch[0]
 
 
+def inputs_as_built(model):
+    """Symbolic inputs shaped like those Keras built `model` on in its first step, or None.
+
+    For a model a generator or PyDataset fed: its first call kept the input's shape (any
+    batch size) but not its dtype, so token ids are assumed when the first layer is an
+    Embedding, floats otherwise. Only a single input is rebuilt."""
+    import keras
+
+    shapes = getattr(model, "_build_shapes_dict", None) or {}
+    if len(shapes) != 1:
+        return None
+    shape = next(iter(shapes.values()))
+    if not isinstance(shape, (tuple, list)) or not all(d is None or isinstance(d, int) for d in shape):
+        return None
+    first = next((layer for layer in model._flatten_layers(include_self=False)), None)
+    dtype = "int32" if isinstance(first, keras.layers.Embedding) else "float32"
+    return keras.KerasTensor((None, *tuple(shape)[1:]), dtype=dtype)
+
+
 def _all_built(model) -> bool:
     """A subclassed model is built when every layer is (Keras' own test before a step)."""
     return all(layer.built for layer in model._flatten_layers())

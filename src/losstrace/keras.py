@@ -88,10 +88,11 @@ class LosstraceCallback(keras.callbacks.Callback):
         self._rec = Recorder()
         self._waits_for_build = False  # a model Keras builds in the first step: recording starts after it
         self._epoch = 0
+        self._fit_inputs = None  # symbolic inputs shaped like fit's arrays (None: a generator's)
 
     def on_train_begin(self, logs=None):
         a, o = self._args, self._options
-        self._rec, self._waits_for_build = Recorder(), False
+        self._rec, self._waits_for_build, self._fit_inputs = Recorder(), False, None
         self._run = ScriptRun(
             self.model, None, fit_data.FitData(), o["run_name"], o["dynamics"], o["log_model"], o["summary"]
         )
@@ -100,8 +101,9 @@ class LosstraceCallback(keras.callbacks.Callback):
                 return
             self._run.data = data = fit_data.from_fit_args(a["x"], a["y"], a["validation_data"], a["validation_split"])
             x, y = (data.train.x, data.train.y) if data.train is not None else (a["x"], a["y"])
+            self._fit_inputs = building.symbolic_inputs(x)
             if building.build_before_fit(self.model, x, y):
-                self._start(building.symbolic_inputs(x), logs)
+                self._start(self._fit_inputs, logs)
             else:
                 # No shapes to build it from before fit (a generator or PyDataset, or arrays
                 # this callback was not given): Keras builds the model in its first train
@@ -144,7 +146,8 @@ class LosstraceCallback(keras.callbacks.Callback):
                 return
             if not self.model.built:
                 raise ValueError("the model is still not built after its first step: start it with keras.Input(...)")
-            self._start(building.inputs_as_built(self.model), logs)
+            inputs = self._fit_inputs if self._fit_inputs is not None else building.inputs_as_built(self.model)
+            self._start(inputs, logs)
             self._recording.join_after_first_step(self._epoch, batch, logs)
             if self._options["dynamics"]:
                 self._run.gaps.append(
@@ -188,10 +191,15 @@ class LosstraceCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._forward("on_train_end", logs)
+        if self._recording is not None and self._run is not None and self._run.broken:
+            with contextlib.suppress(Exception):  # a broken recording still leaves the optimizer as it came
+                self._recording.detach()
         if self._run is not None and self._recording is not None:
             with self._run.guard("finishing the run") as ok:
                 if ok:
-                    self._run.finish(self._rec, self._recording.batch_losses_untracked)
+                    self._run.finish(
+                        self._rec, self._recording.batch_losses_untracked, self._recording.batch_sizes_counted
+                    )
             with contextlib.suppress(Exception):  # the model goes back to the user as it came
                 self._run.detach()
 

@@ -196,6 +196,53 @@ def test_a_fit_inside_the_users_active_mlflow_run_records_into_it():
     assert run.data.params["train.batch_size"] == "16" and run.info.status == "FINISHED"
 
 
+def test_a_datasets_batch_size_is_learnt_per_step_and_a_name_the_user_chose_is_kept():
+    """The first batch's rows give a dataset's batch size (per step, also when Keras runs several
+    steps per call); the run is renamed with it unless the user named the run or owns it."""
+    import mlflow
+    import tensorflow as tf
+
+    x, y = sequences()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    model = gru()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", steps_per_execution=3)
+    losstrace.keras.autolog(summary=False)
+    model.fit(ds, epochs=1, verbose=0)
+    losstrace.keras.flush()
+    rec = reader.load_record("latest", store.project_root())
+    assert rec.params["train.batch_size"] == "16" and "-bs16-" in rec.name  # 48 rows a call, 3 steps
+
+    losstrace.keras.autolog(summary=False, run_name="my-run")
+    gru().fit(ds, epochs=1, verbose=0)
+    losstrace.keras.flush()
+    rec = reader.load_record("latest", store.project_root())
+    assert rec.params["train.batch_size"] == "16" and client().get_run(rec.run_id).info.run_name == "my-run"
+
+    losstrace.keras.autolog(summary=False)
+    with store.scoped_tracking_uri(store.tracking_uri()), mlflow.start_run(run_name="mine") as active:
+        gru().fit(ds, epochs=1, verbose=0)
+        losstrace.keras.flush()
+    run = client().get_run(active.info.run_id)
+    assert run.data.params["train.batch_size"] == "16" and run.info.run_name == "mine"
+
+
+def test_an_own_train_step_on_a_dataset_logs_no_batch_size_it_did_not_see():
+    """The guide's step counts batches, not rows: with a dataset the rows of a batch are not
+    known, and no batch size (least of all Keras' default 32) is made up for the run."""
+    import tensorflow as tf
+
+    x, y = sequences()
+    inputs = keras.Input((12, 2))
+    model = GuideStep(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.GRU(8)(inputs)))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    losstrace.keras.autolog(summary=False)
+    model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(16), epochs=1, verbose=0)
+    losstrace.keras.flush()
+    rec = reader.load_record("latest", store.project_root())
+    assert len(rec.batches) == 15
+    assert rec.params.get("train.batch_size", "") == "" and "-bs32-" not in rec.name
+
+
 def test_diff_of_two_script_runs_names_the_changed_setting_first():
     x, y = sequences(rows=480)
     losstrace.keras.autolog(summary=False)
@@ -476,8 +523,6 @@ def test_a_subclassed_model_a_generator_builds_is_linted_from_the_shapes_it_was_
     codes = {f["code"]: f for f in rec.findings}
     assert codes["activation_loss_mismatch"]["severity"] == "error"  # needs the head, read off the traced call
     assert rec.params["train.output_activation"] == "sigmoid"
-    # The padding is a property of data a generator does not show before fit: not judged.
-    assert "unmasked_padding" not in codes
     assert not any("could not be traced" in str(f["evidence"]) for f in rec.findings)
 
 
@@ -768,6 +813,7 @@ def test_a_model_keras_builds_in_its_first_step_is_recorded_from_that_step_on(fe
     assert client().get_run(rec.run_id).info.status == "FINISHED"
     assert rec.params["model.layers"] == "GRU(8) > Dense(2,softmax)"
     assert rec.params["train.batch_size"] == "16" and "-bs16-" in rec.name  # from the first batch's rows
+    assert "apply" not in vars(model.optimizer)  # the recording hooks are gone: the optimizer is as it came
     # Keras ignores fit's shuffle for a generator; a PyDataset's batch order and arrays it does shuffle.
     assert rec.params["train.shuffle"] == ("by the input" if feed == "generator" else "True")
     assert len(rec.batches) == 30 and rec.batches["step"].tolist() == list(range(30))
@@ -810,6 +856,8 @@ def test_a_regression_model_is_recorded_with_its_targets_in_quartiles(capsys):
     assert order_findings and order_findings[0]["severity"] == "warning"
     assert order_findings[0]["evidence"]["labels"] == "quartiles of the target"
     assert "other target values" in order_findings[0]["evidence"]["why"]
+    # Not "shuffle before the split": time-ordered windows would then train on the future.
+    assert order_findings[0]["suggestion"].startswith("pass validation_data: a later period")
     codes = {f["code"] for f in rec.findings}
     assert not codes & {"class_imbalance", "activation_loss_mismatch", "saturated_predictions", "majority_collapse"}
     assert all("from_logits" not in f.get("suggestion", "") for f in rec.findings)

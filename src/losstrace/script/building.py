@@ -51,8 +51,9 @@ def inputs_as_built(model):
     """Symbolic inputs shaped like those Keras built `model` on in its first step, or None.
 
     For a model a generator or PyDataset fed: its first call kept the input's shape (any
-    batch size) but not its dtype, so token ids are assumed when the first layer is an
-    Embedding, floats otherwise. Only a single input is rebuilt."""
+    batch size) but not its dtype. Floats are given: the trace only reads which layers and
+    ops make the output, and an Embedding casts what it is given to ids. Only a single
+    input is rebuilt."""
     import keras
 
     shapes = getattr(model, "_build_shapes_dict", None) or {}
@@ -61,9 +62,7 @@ def inputs_as_built(model):
     shape = next(iter(shapes.values()))
     if not isinstance(shape, (tuple, list)) or not all(d is None or isinstance(d, int) for d in shape):
         return None
-    first = next((layer for layer in model._flatten_layers(include_self=False)), None)
-    dtype = "int32" if isinstance(first, keras.layers.Embedding) else "float32"
-    return keras.KerasTensor((None, *tuple(shape)[1:]), dtype=dtype)
+    return keras.KerasTensor((None, *tuple(shape)[1:]), dtype="float32")
 
 
 def _all_built(model) -> bool:

@@ -271,7 +271,7 @@ def describe(data: FitData, thresholds: ValidateParams, shuffle: bool) -> tuple[
     delimiter = "|" if multilabel else None
     fp = fingerprint_mod.fingerprint(splits, labels, delimiter=delimiter, keys=keys)
     found = check_label_order(splits, thresholds) + check_label_set(splits, delimiter=delimiter)
-    if not data.regression:  # training quartiles are balanced by construction
+    if not data.regression:  # quartiles are cut points of train's own targets, not classes to balance
         found += check_class_balance(splits, thresholds, delimiter=delimiter)
     return fp, [_for_a_script(f, data, shuffle) for f in found] + notes
 
@@ -301,9 +301,14 @@ def _for_a_script(f: Finding, data: FitData, shuffle: bool) -> Finding:
                 + ("other target values" if data.regression else "other classes")
                 + " than training"
             )
-            return Finding(
-                f.code, "warning", {**f.evidence, "why": why}, _SHUFFLE_FIX + " or pass validation_data", f.where
+            fix = (
+                # Time-ordered windows (forecasting) must not be shuffled across the split: that
+                # would train on the future the validation is meant to predict.
+                "pass validation_data: a later period for time-ordered windows, else " + _SHUFFLE_FIX
+                if data.regression
+                else _SHUFFLE_FIX + " or pass validation_data"
             )
+            return Finding(f.code, "warning", {**f.evidence, "why": why}, fix, f.where)
         if shuffle and f.where == "train":  # Keras reshuffles every epoch: batches are mixed anyway
             return Finding(
                 f.code, "info", {**f.evidence, "handled_by": "fit(shuffle=True)"}, "nothing to change", f.where

@@ -37,12 +37,13 @@ class FitArgs:
 
 
 def applied_shuffle(x: Any, shuffle: Any) -> Any:
-    """fit's `shuffle` as Keras applies it. Keras ignores it for a `tf.data.Dataset` and a Python
-    generator (their own order stands), so such a run records "by the input" rather than a
-    shuffle that never happened."""
-    is_tf_dataset = type(x).__module__.startswith("tensorflow") and "Dataset" in type(x).__name__
+    """fit's `shuffle` as Keras applies it. Keras ignores it for a `tf.data.Dataset`, a Python
+    generator and a torch `DataLoader` (their own order stands), so such a run records
+    "by the input" rather than a shuffle that never happened."""
+    is_tf_dataset = hasattr(x, "element_spec")  # as Keras' own data adapters tell a dataset
     is_iterator = isinstance(x, collections.abc.Iterator) and not hasattr(x, "shape")
-    return "by the input" if is_tf_dataset or is_iterator else shuffle
+    is_torch_loader = type(x).__module__.startswith("torch.utils.data")
+    return "by the input" if is_tf_dataset or is_iterator or is_torch_loader else shuffle
 
 
 def learning_rate(model) -> float | None:

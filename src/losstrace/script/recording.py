@@ -223,12 +223,14 @@ class ScriptRun:
 
     # ------------------------------------------------------------------ end
 
-    def finish(self, rec, batch_losses_untracked: bool = False) -> None:
+    def finish(self, rec, batch_losses_untracked: bool = False, batch_sizes_counted: bool = True) -> None:
         """Diagnose, write and log the run's files, tag the findings, end the run, print a summary.
 
-        batch_losses_untracked: the model's own train step left Keras' loss tracker still."""
+        batch_losses_untracked: the model's own train step left Keras' loss tracker still.
+        batch_sizes_counted: the batches' row counts were counted, not assumed."""
         self.log_epochs(rec, wait=True)
-        self._learn_batch_size(rec)
+        if batch_sizes_counted:
+            self._learn_batch_size(rec)
         self._own_step_gaps(rec, batch_losses_untracked)
         from losstrace.explain.diagnose import diagnose_training, merge_findings
         from losstrace.explain.prescription import with_prescription
@@ -263,7 +265,11 @@ class ScriptRun:
         batch's rows do. The batch advice and the run's params and name then carry it."""
         if self.fit.batch_size is not None or not rec.batches or rec.batches[0]["size"] < 1:
             return
-        size = int(rec.batches[0]["size"])
+        # With steps_per_execution k, Keras reports once per k steps: the first row holds k batches.
+        per_call = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        if rec.batches[0]["size"] % per_call:
+            return
+        size = int(rec.batches[0]["size"]) // per_call
         self.fit.batch_size = self.flat["train.batch_size"] = self.params["train.batch_size"] = size
         self.p = model_facts.as_params(self.flat, self.n_classes, self.multilabel)
         self.logger.log_params({"train.batch_size": size})

@@ -49,6 +49,7 @@ class BatchLosses:
         self._log: StepLog | None = None
         self.own_step = not step_hook.keras_train_step(model)
         self.untracked = False  # an own train_step left the loss tracker still: no batch rows
+        self.sizes_assumed = False  # an own train_step's tracker counted batches: sizes from fit's batch size
         if self.tracker is not None and steps_per_epoch and _one_replica_one_step(model) and not self.own_step:
             self._log = StepLog(model, self.tracker, steps_per_epoch + 1)
 
@@ -119,6 +120,7 @@ class BatchLosses:
             self.untracked = self.untracked or bool(rows)
             return []
         if self.batch_size > 1 and all(r["size"] == 1 for r in rows):
+            self.sizes_assumed = True
             left = self.n_train or self.batch_size * len(rows)
             for r in rows:
                 r["size"] = max(min(self.batch_size, left), 0)

@@ -60,6 +60,7 @@ class RecordingCallback(keras.callbacks.Callback):
         self._read_next_from_host = False  # the step that ran before recording started
 
     def on_train_begin(self, logs=None):
+        self.detach()  # a callback begun before (another fit) leaves no hook on the optimizer
         steps = (self.params or {}).get("steps")
         self._losses = BatchLosses(self.model, self.batch_size, self.n_train, steps)
         if self.dynamics:  # weights may have been restored (resume) since any last fit: a fresh copy
@@ -78,8 +79,8 @@ class RecordingCallback(keras.callbacks.Callback):
 
     def join_after_first_step(self, epoch: int, batch: int, logs) -> None:
         """Start recording a fit whose first step has just run (Keras built the model in it).
-        That step's loss is read from the host; its gradient norms were never taken."""
-        self.on_train_begin(logs)
+        That step's loss is read from the host; its gradient norms were never taken.
+        `on_train_begin` has run already (it attaches the in-step recording)."""
         self.on_epoch_begin(epoch)
         self._read_next_from_host = True
         self.on_train_batch_end(batch, logs)
@@ -88,6 +89,11 @@ class RecordingCallback(keras.callbacks.Callback):
     def batch_losses_untracked(self) -> bool:
         """A model's own train step left Keras' loss tracker still: no per-batch losses."""
         return self._losses is not None and self._losses.untracked
+
+    @property
+    def batch_sizes_counted(self) -> bool:
+        """The batches' row counts were counted (not filled in from fit's batch size)."""
+        return self._losses is None or not self._losses.sizes_assumed
 
     @property
     def measures_noise_scale(self) -> bool:

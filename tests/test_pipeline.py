@@ -142,6 +142,37 @@ def test_forced_reruns_are_byte_identical(project):
         assert (project / path).read_bytes() == content, path
 
 
+def test_a_params_typo_fails_in_one_line_and_leaves_every_output_as_it_was(project):
+    """DVC deletes a stage's outputs before its command runs unless they persist: a typo the
+    stage catches must not cost the trained model and the reports."""
+    import yaml
+
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    outputs = [
+        next(iter(out)) if isinstance(out, dict) else out
+        for name in ("validate", "train", "evaluate")
+        for key in ("outs", "metrics")
+        for out in stages[name].get(key, [])
+    ]
+    files = [
+        p for out in outputs for p in ([project / out] if (project / out).is_file() else (project / out).rglob("*"))
+    ]
+    before = {p: p.read_bytes() for p in files if p.is_file()}
+    assert len(before) >= len(outputs)
+    params = project / "params.yaml"
+    text = params.read_text()
+    params.write_text(text.replace("  batch_size: 32", "  batch_szie: 32", 1))
+    try:
+        r = run_tool("dvc", "repro", cwd=project, check=False)
+        assert r.returncode != 0 and "Traceback" not in r.stderr
+        errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+        assert errors and "train.batch_szie" in errors[0] and "train.batch_size" in errors[0], r.stderr
+        assert {p: p.read_bytes() for p in before if p.is_file()} == before
+    finally:
+        params.write_text(text)
+    assert "up to date" in run_tool("dvc", "status", cwd=project).stdout  # nothing to redo once fixed
+
+
 def test_grouped_rows_are_reported_by_validate(tmp_path):
     root = make_project(tmp_path / "grouped", {"data.shuffle": False})
     run_tool("dvc", "repro", "validate", cwd=root)

@@ -138,6 +138,31 @@ def is_outage(e: BaseException) -> bool:
     return False
 
 
+def nothing_listens(uri: str, timeout: float = 3.0) -> str | None:
+    """Why nothing can answer at an HTTP tracking server's address; None when something
+    listens there, or the store is not a server (a file, SQLite) or is reached by proxy.
+
+    A refused or timed-out connection is known in milliseconds; MLflow's own retries
+    would take about four minutes to say the same, and a training must not wait on them."""
+    import socket
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if any(os.environ.get(k) for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")):
+        return None  # the proxy, not this machine, connects to the server
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None  # a malformed port: MLflow's own error names it better
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"nothing answers at {parts.hostname}:{port} ({e.strerror or type(e).__name__})"
+
+
 def fail_fast_reads() -> None:
     """Read-only commands (diagnose, diff, ci-report) give up on an absent server in seconds.
 

@@ -20,6 +20,7 @@ from losstrace.record.store import (
     _experiment_id,
     client,
     is_outage,
+    nothing_listens,
     redact,
     scoped_tracking_uri,
     tracking_uri,
@@ -236,6 +237,7 @@ def start_run(
     resilient: bool = False,
     offline_ok: bool = False,
     uri: str | None = None,
+    offline_note: str = "records stay in reports/ for `losstrace sync` (train.tracking.offline_ok)",
 ) -> Iterator[RunLogger]:
     """Open (or resume) a run; it ends FINISHED on success and FAILED on any exception.
 
@@ -245,11 +247,15 @@ def start_run(
     the caller (see RunLogger). offline_ok: the same when it is unreachable at the start;
     without it that is a one-line error naming the URI, raised before any work is done.
     An offline run stays open (RUNNING, or not created at all) until `losstrace sync`.
+    offline_note: where the records of an offline run go, for the warning.
     """
     uri = uri or tracking_uri(root)
     c = client(uri)
     offline = None
     try:
+        why = nothing_listens(uri)
+        if why:
+            raise ConnectionError(why)
         if resume_id:
             c.update_run(resume_id, status="RUNNING")
             run_id = resume_id
@@ -270,8 +276,7 @@ def start_run(
                 exit_code=1,
             ) from None
         print(
-            f"warning: MLflow at {redact(uri)} is unreachable ({first_line(e)}); training offline "
-            "(train.tracking.offline_ok), records stay in reports/ for `losstrace sync`",
+            f"warning: MLflow at {redact(uri)} is unreachable ({first_line(e)}); training offline, {offline_note}",
             file=sys.stderr,
         )
         # A resumed run keeps its id offline, so `losstrace sync` completes it, not a new one.

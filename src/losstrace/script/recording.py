@@ -200,7 +200,15 @@ class ScriptRun:
         if active_id is not None:
             logger = writer.RunLogger(store.client(uri), active_id, uri, resilient=True)
         else:
-            run = writer.start_run(cwd, self.name, self.tags, resilient=True, offline_ok=True, uri=uri)
+            run = writer.start_run(
+                cwd,
+                self.name,
+                self.tags,
+                resilient=True,
+                offline_ok=True,
+                uri=uri,
+                offline_note=f"the run's files go to {OFFLINE_DIR / self.name}/ when fit ends",
+            )
             logger = self._stack.enter_context(run)
         logger.log_params(params)
         return logger

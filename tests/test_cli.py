@@ -19,6 +19,28 @@ def test_every_command_has_help(command, tmp_path):
     assert r.stdout.startswith("usage: losstrace " + command)
 
 
+def test_every_option_of_every_command_says_what_it_is():
+    import argparse
+
+    from losstrace import cli
+
+    commands = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    undescribed = [
+        f"{name} {action.dest}"
+        for name, parser in commands.choices.items()
+        for action in parser._actions
+        if not action.help
+    ]
+    assert undescribed == []
+
+
+def test_version_and_a_misspelt_command(tmp_path):
+    r = run_cli("--version", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("losstrace ")
+    r = run_cli("diagnos", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.strip().endswith("(did you mean diagnose?)")
+
+
 def test_light_commands_do_not_import_tensorflow():
     code = (
         "import sys; from losstrace import cli; "

@@ -98,7 +98,7 @@ def test_ci_report_refuses_a_named_run_that_does_not_exist_and_writes_nothing(pr
     root = project["root"]
     r = run_cli("ci-report", "--rev", "HEAD", "--run", "0" * 32, "--out", str(tmp_path / "r.md"), cwd=root)
     assert r.returncode == 2 and r.stderr.strip() == (
-        f"error: run {'0' * 32}: no such MLflow run (pass a run id, latest or latest~N)"
+        f"error: run {'0' * 32}: no such MLflow run (pass a run id (or its first 8 characters), latest or latest~N)"
     )
     r = run_cli("ci-report", "--rev", "HEAD", "--out", str(tmp_path / "r.md"), "--html", str(tmp_path), cwd=root)
     assert r.returncode == 2 and r.stderr.strip().startswith(f"error: {tmp_path}: is a directory")

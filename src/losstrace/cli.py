@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import typing
 from pathlib import Path
@@ -244,7 +245,14 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage mistake in the one-line error form, like every other failure."""
 
     def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+        fix = f"see `{self.prog} --help`"
+        wrong = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if wrong:  # a misspelt command: name the one meant, as a misspelt params key does
+            import difflib
+
+            close = difflib.get_close_matches(wrong.group(1), re.findall(r"'([^']*)'", wrong.group(2)), n=1)
+            fix = f"did you mean {close[0]}?" if close else fix
+        self.exit(2, f"error: {self.prog}: {message} ({fix})\n")
 
 
 def _count(text: str) -> int:
@@ -266,7 +274,10 @@ def _path(text: str) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from losstrace import __version__
+
     parser = _Parser(prog="losstrace", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"losstrace {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func, help_: str) -> argparse.ArgumentParser:
@@ -279,8 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=_path, default=Path("data/prepared"), help="output directory")
 
     p = add("validate", cmd_validate, "Run the Great Expectations suite and write results, fingerprint and Data Docs.")
-    p.add_argument("--prepared", type=_path, default=Path("data/prepared"))
-    p.add_argument("--out", type=_path, default=Path("reports/validate"))
+    p.add_argument("--prepared", type=_path, default=Path("data/prepared"), help="the ingest stage's splits")
+    p.add_argument("--out", type=_path, default=Path("reports/validate"), help="output directory")
     p.add_argument(
         "--reference",
         type=_path,
@@ -289,10 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = add("train", cmd_train, "Lint, then train the model from params.yaml and record the run in MLflow.")
-    p.add_argument("--prepared", type=_path, default=Path("data/prepared"))
-    p.add_argument("--validate", type=_path, default=Path("reports/validate"))
-    p.add_argument("--models", type=_path, default=Path("models"))
-    p.add_argument("--reports", type=_path, default=Path("reports/train"))
+    p.add_argument("--prepared", type=_path, default=Path("data/prepared"), help="the ingest stage's splits")
+    p.add_argument("--validate", type=_path, default=Path("reports/validate"), help="the validate stage's reports")
+    p.add_argument("--models", type=_path, default=Path("models"), help="where the model and featurizer go")
+    p.add_argument("--reports", type=_path, default=Path("reports/train"), help="where the run's reports go")
     p.add_argument(
         "--run-kind",
         default="train",
@@ -303,13 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parent-run", metavar="RUN_ID", help="nest the MLflow run under this run (bisect sets it)")
 
     p = add("evaluate", cmd_evaluate, "Score the model on the test split and log it into the training run.")
-    p.add_argument("--prepared", type=_path, default=Path("data/prepared"))
-    p.add_argument("--models", type=_path, default=Path("models"))
-    p.add_argument("--train-reports", type=_path, default=Path("reports/train"))
-    p.add_argument("--out", type=_path, default=Path("reports/evaluate"))
+    p.add_argument("--prepared", type=_path, default=Path("data/prepared"), help="the ingest stage's splits")
+    p.add_argument("--models", type=_path, default=Path("models"), help="where the model and featurizer go")
+    p.add_argument("--train-reports", type=_path, default=Path("reports/train"), help="the train stage's reports")
+    p.add_argument("--out", type=_path, default=Path("reports/evaluate"), help="output directory")
 
     p = add("lint", cmd_lint, "Pre-flight checks of params.yaml against the prepared data (exit 1 on errors).")
-    p.add_argument("--prepared", type=_path, default=Path("data/prepared"))
+    p.add_argument("--prepared", type=_path, default=Path("data/prepared"), help="the ingest stage's splits")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add(
@@ -319,21 +330,21 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         nargs="?",
         default=None,
-        help="run id, latest or latest~N (default: the run behind reports/train/run.json)",
+        help="run id (or its first 8 characters), latest or latest~N (default: the run behind reports/train/run.json)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add("diff", cmd_diff, "What changed between two runs and which change moved the loss curve.")
-    p.add_argument("run_a", help="baseline run: id, latest or latest~N")
-    p.add_argument("run_b", help="changed run: id, latest or latest~N")
+    p.add_argument("run_a", help="baseline run: id (or its first 8 characters), latest or latest~N")
+    p.add_argument("run_b", help="changed run: id (or its first 8 characters), latest or latest~N")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="machine-readable output")
     fmt.add_argument("--md", action="store_true", help="Markdown (CI summaries, PR comments)")
     p.add_argument("--html", type=_path, metavar="PATH", help="write a self-contained HTML report with the curves")
 
     p = add("bisect", cmd_bisect, "Re-run A with each single change from B to prove which one moved the curve.")
-    p.add_argument("run_a")
-    p.add_argument("run_b")
+    p.add_argument("run_a", help="baseline run: id (or its first 8 characters), latest or latest~N")
+    p.add_argument("run_b", help="changed run: id (or its first 8 characters), latest or latest~N")
     p.add_argument(
         "--seeds",
         type=_count,
@@ -354,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Re-run a run with its prescription (and each change alone) against its seed spread: "
         "did each targeted symptom go away, did nothing get worse.",
     )
-    p.add_argument("run", help="run id, latest or latest~N")
+    p.add_argument("run", help="run id (or its first 8 characters), latest or latest~N")
     p.add_argument("--seeds", type=_count, default=2, help="re-runs of the original for the seed spread (default 2)")
     p.add_argument(
         "--epochs",
@@ -388,10 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("sync", cmd_sync, "Upload a training recorded offline (reports/train/run.json) as one complete MLflow run.")
     p.add_argument("--reports", type=_path, default=Path("reports/train"), help="the train stage's reports")
-    p.add_argument("--validate", type=_path, default=Path("reports/validate"))
-    p.add_argument("--evaluate", type=_path, default=Path("reports/evaluate"))
-    p.add_argument("--models", type=_path, default=Path("models"))
-    p.add_argument("--prepared", type=_path, default=Path("data/prepared"))
+    p.add_argument("--validate", type=_path, default=Path("reports/validate"), help="the validate stage's reports")
+    p.add_argument("--evaluate", type=_path, default=Path("reports/evaluate"), help="the evaluate stage's reports")
+    p.add_argument("--models", type=_path, default=Path("models"), help="the trained model and featurizer")
+    p.add_argument("--prepared", type=_path, default=Path("data/prepared"), help="the ingest stage's splits")
 
     p = add(
         "ci-report",

@@ -47,6 +47,22 @@ def test_resolve_latest_and_latest_tilde(tmp_path):
         reader.resolve_run("0123456789abcdef", tmp_path)
 
 
+def test_a_run_is_found_by_the_start_of_its_id_as_runs_are_printed(tmp_path):
+    from losstrace.errors import LosstraceError
+
+    ids = []
+    for i in range(3):
+        with writer.start_run(tmp_path, f"r{i}", {contract.KIND_TAG: "train"}) as run:
+            ids.append(run.run_id)
+    for run_id in ids:
+        assert reader.resolve_run(run_id[:8], tmp_path) == run_id  # through MLflow's client
+        assert reader.read_run(tmp_path, run_id[:8], contract.ARTIFACT_DIR).run_id == run_id  # SQLite read directly
+    with pytest.raises(LosstraceError, match="the start of 2 run ids.*give more characters"):
+        reader._one_by_prefix("abc123", ["abc123" + "0" * 26, "abc123" + "1" * 26])
+    with pytest.raises(LosstraceError, match="no such MLflow run"):
+        reader.resolve_run("fffffffe", tmp_path)  # (almost surely) no run id starts so
+
+
 @pytest.mark.timeout(120)  # MLflow's retries alone would take about four minutes: the address is probed first
 def test_unreachable_server_is_a_one_line_error(tmp_path, monkeypatch):
     from losstrace.errors import LosstraceError

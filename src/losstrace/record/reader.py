@@ -48,7 +48,7 @@ TRAININGS = (KIND_TRAIN, KIND_SCRIPT)  # what `latest` counts: pipeline and scri
 
 
 def resolve_run(ref: str, root: Path = Path(".")) -> str:
-    """`latest`, `latest~N` or a run id → run id.
+    """`latest`, `latest~N`, a run id or the start of one (as runs are printed) → run id.
 
     `latest` counts trainings: the pipeline's, users' scripts recorded by losstrace.keras,
     and runs of other tools that logged a `loss` metric (losstrace's own bisect, gallery
@@ -67,7 +67,15 @@ def _resolve_run(ref: str, root: Path) -> str:
         except Exception as e:
             if is_outage(e):
                 raise
-            raise LosstraceError(f"run {ref}", "no such MLflow run", "pass a run id, latest or latest~N") from None
+        if _SHORT_ID.fullmatch(ref):
+            ids = [
+                run.info.run_id
+                for exp in c.search_experiments()
+                for run in c.search_runs([exp.experiment_id], max_results=50000)
+                if run.info.run_id.startswith(ref)
+            ]
+            return _one_by_prefix(ref, ids)
+        raise LosstraceError(f"run {ref}", "no such MLflow run", _RUN_REF_FIX)
     back = int(m.group(1) or 0)
     exp = c.get_experiment_by_name(experiment_name())
     runs = _trainings(c, [exp.experiment_id], back + 1) if exp is not None else []
@@ -81,6 +89,17 @@ def _resolve_run(ref: str, root: Path) -> str:
 
 
 _NO_RUNS_FIX = "run `dvc repro`, or record your script with losstrace.keras.autolog()"
+_RUN_REF_FIX = "pass a run id (or its first 8 characters), latest or latest~N"
+_SHORT_ID = re.compile(r"[0-9a-f]{6,31}")  # the start of a run id: runs are printed with 8 characters
+
+
+def _one_by_prefix(ref: str, ids: list[str]) -> str:
+    """The one run id starting with `ref`; none or several is a one-line error."""
+    if len(ids) == 1:
+        return ids[0]
+    if not ids:
+        raise LosstraceError(f"run {ref}", "no such MLflow run", _RUN_REF_FIX)
+    raise LosstraceError(f"run {ref}", f"the start of {len(ids)} run ids", "give more characters of the run id")
 
 
 def _trainings(c, experiment_ids: list[str], wanted: int) -> list:
@@ -163,9 +182,15 @@ def _sqlite_resolve(con, ref: str) -> str:
         found = con.execute(
             "SELECT run_uuid FROM runs WHERE run_uuid = ? AND lifecycle_stage = 'active'", (ref,)
         ).fetchone()
-        if not found:
-            raise LosstraceError(f"run {ref}", "no such MLflow run", "pass a run id, latest or latest~N")
-        return found[0]
+        if found:
+            return found[0]
+        if not _SHORT_ID.fullmatch(ref):
+            raise LosstraceError(f"run {ref}", "no such MLflow run", _RUN_REF_FIX)
+        rows = con.execute(
+            "SELECT run_uuid FROM runs WHERE substr(run_uuid, 1, ?) = ? AND lifecycle_stage = 'active'",
+            (len(ref), ref),
+        ).fetchall()
+        return _one_by_prefix(ref, [r[0] for r in rows])
     back = int(m.group(1) or 0)
     rows = _sqlite_trainings(con, experiment_name(), back + 1) or _sqlite_trainings(con, None, back + 1)
     if not rows and back == 0:

@@ -38,6 +38,23 @@ def default_ref(root: Path) -> str:
     return "latest"
 
 
+def _workspace_record(root: Path):
+    """The record of the run behind the workspace's reports. Reports checked out from git
+    can name a run of another machine's store (the committed ones do): say so, not just
+    "no such run"."""
+    ref = default_ref(root)
+    try:
+        return reader.load_record(ref, root)
+    except LosstraceError as e:
+        if ref == "latest" or e.what != "no such MLflow run":
+            raise
+        raise LosstraceError(
+            str(root / "reports" / "train" / "run.json"),
+            f"names run {ref}, which this MLflow store does not hold (the reports were trained elsewhere)",
+            "`dvc repro -f train` records them here, or name a run (e.g. latest)",
+        ) from None
+
+
 def diagnose(ref: str | None, root: Path) -> dict[str, Any]:
     """Recompute curve findings from the record with the run's own thresholds; keep data/lint findings."""
     from losstrace.explain.diagnose import CURVE_CODES, diagnose_curves, merge_findings
@@ -45,7 +62,7 @@ def diagnose(ref: str | None, root: Path) -> dict[str, Any]:
     from losstrace.explain.report import headline
     from losstrace.findings import Finding
 
-    rec = reader.load_record(ref or default_ref(root), root)
+    rec = reader.load_record(ref, root) if ref else _workspace_record(root)
     thresholds = _recorded_thresholds(rec.params)
     curve = diagnose_curves(rec.history, rec.batches, rec.context, thresholds)
     recorded = [Finding(**f) for f in rec.findings]

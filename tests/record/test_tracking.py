@@ -63,6 +63,24 @@ def test_a_run_is_found_by_the_start_of_its_id_as_runs_are_printed(tmp_path):
         reader.resolve_run("fffffffe", tmp_path)  # (almost surely) no run id starts so
 
 
+def test_a_command_run_below_the_store_is_told_where_the_store_is(tmp_path):
+    from losstrace.errors import LosstraceError
+
+    with writer.start_run(tmp_path, "r", {contract.KIND_TAG: "train"}):
+        pass
+    below = tmp_path / "reports" / "train"
+    below.mkdir(parents=True)
+    with pytest.raises(LosstraceError, match="no MLflow store here") as e:
+        store.existing_store(below)
+    assert e.value.fix == f"run it from {tmp_path.resolve()}, the folder holding the store"
+    elsewhere = tmp_path.parent / (tmp_path.name + "-empty")
+    elsewhere.mkdir()
+    with pytest.raises(LosstraceError) as e:
+        store.existing_store(elsewhere)
+    store_above = next((d for d in elsewhere.parents if (d / "mlflow.db").is_file()), None)  # e.g. one in /tmp
+    assert ("project root" if store_above is None else str(store_above)) in e.value.fix
+
+
 @pytest.mark.timeout(120)  # MLflow's retries alone would take about four minutes: the address is probed first
 def test_unreachable_server_is_a_one_line_error(tmp_path, monkeypatch):
     from losstrace.errors import LosstraceError

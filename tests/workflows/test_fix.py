@@ -107,6 +107,20 @@ def test_script_runs_get_the_keras_argument_to_change():
 
 
 @pytest.mark.slow
+def test_apply_with_nothing_verified_leaves_params_and_says_so(tmp_path):
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    before = (tmp_path / "params.yaml").read_bytes()
+    result = {"run_id": "c558420d" + "0" * 24, "verified": False, "changes": []}
+    result.update(fix.apply_verified(tmp_path / "params.yaml", [], result["run_id"]))
+    assert (tmp_path / "params.yaml").read_bytes() == before and "applied_to" not in result
+    shown = fix.render(result).splitlines()
+    assert shown[-1].startswith(f"not applied: no change was verified, so {tmp_path / 'params.yaml'} is unchanged")
+    assert "losstrace diagnose c558420d" in shown[-1]
+    applied = fix.apply_verified(tmp_path / "params.yaml", [{"key": "train.batch_size", "to": 64}], result["run_id"])
+    assert applied == {"applied_to": str(tmp_path / "params.yaml")}
+    assert params.load(tmp_path / "params.yaml").train.batch_size == 64
+
+
 def test_fix_verifies_a_wrong_head_on_a_real_shrunk_run_and_applies_it(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     base = params.Params()

@@ -87,10 +87,14 @@ def existing_store(root: Path) -> str:
     """The tracking URI for read-only commands; a missing local store is an error, not a new empty DB."""
     uri = tracking_uri(root)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+        db = Path(uri[len("sqlite:///") :])
+        above = next((d for d in db.parent.parents if (d / "mlflow.db").is_file()), None)
         raise LosstraceError(
-            uri[len("sqlite:///") :],
+            str(db),
             "no MLflow store here, so no losstrace runs recorded",
-            "run `dvc repro` first, or set MLFLOW_TRACKING_URI",
+            f"run it from {above}, the folder holding the store"
+            if above is not None
+            else "run it from the project root, run `dvc repro` first, or set MLFLOW_TRACKING_URI",
         )
     return uri
 

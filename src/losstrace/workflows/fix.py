@@ -224,10 +224,21 @@ def main(
             path = Path(tmp) / "fix.json"
             path.write_text(json.dumps(result, indent=2, sort_keys=True, default=str))
             parent.log_artifact(path, contract.ARTIFACT_DIR)
-    if apply_to is not None and chosen:
-        apply(apply_to, chosen)
-        result["applied_to"] = str(apply_to)
+    if apply_to is not None:
+        result.update(apply_verified(apply_to, chosen, run_id))
     return result
+
+
+def apply_verified(params_path: Path, chosen: list[dict[str, Any]], run_id: str) -> dict[str, str]:
+    """--apply: write the verified changes; with none verified, say why the file is unchanged
+    (a bare "verified: false" leaves the user guessing whether anything was written)."""
+    if chosen:
+        apply(params_path, chosen)
+        return {"applied_to": str(params_path)}
+    return {
+        "not_applied": f"not applied: no change was verified, so {params_path} is unchanged "
+        f"(see the other suggestions in `losstrace diagnose {run_id[:8]}`, or judge on more epochs with --epochs)"
+    }
 
 
 # ---------------------------------------------------------------- render
@@ -250,6 +261,8 @@ def render(result: dict[str, Any]) -> str:
         lines.append(
             f"applied to {result['applied_to']}: " + ", ".join(f"{c['key']}={c['to']}" for c in result["apply"])
         )
+    elif result.get("not_applied"):
+        lines.append(result["not_applied"])
     elif result.get("exp_run"):
         lines.append(f"to try it as an experiment: {result['exp_run']}   (or rerun with --apply)")
     return "\n".join(lines)

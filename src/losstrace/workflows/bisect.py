@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,10 +241,10 @@ def main(
 
 def run_trials(ws: Workspace, trials: list[tuple[Trial, Params | None]], root: Path, desc: str) -> None:
     """Train every planned trial in `ws` (then close it), filling in its run, features and codes."""
-    from tqdm import tqdm
+    from losstrace.workflows import progress
 
     try:
-        for trial, p in tqdm(trials, desc=desc, unit="trial", file=sys.stderr):
+        for trial, p in progress.each(trials, desc, "trial", name=lambda planned: planned[0].name):
             if p is None:  # errored when planned
                 continue
             outcome = ws.train(p, source_root=root, data_seed=trial.data_seed)

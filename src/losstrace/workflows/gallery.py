@@ -13,7 +13,6 @@ accuracy worse. All trainings of one command share one trial worker and data cac
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -417,7 +416,7 @@ def main(
     inprocess: bool = False,
     fix: bool = False,
 ) -> list[Result]:
-    from tqdm import tqdm
+    from losstrace.workflows import progress
 
     by_name = {c.name: c for c in CASES}
     unknown = [n for n in names if n not in by_name]
@@ -430,7 +429,7 @@ def main(
     # replayed on the splits their case already made.
     session = Session(INPROCESS if inprocess else WORKER)
     try:
-        for case in tqdm(chosen, desc="gallery", unit="case", file=sys.stderr):
+        for case in progress.each(chosen, "gallery", "case", name=lambda c: c.name):
             r = run_case(case, root, epochs, session=session)
             if bisect:
                 from losstrace.workflows import bisect as bisect_mod

@@ -11,6 +11,7 @@ import pytest
 import losstrace.keras
 from losstrace.record import contract, reader, store
 from losstrace.workflows import runs
+from support import run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -169,9 +170,19 @@ def test_a_store_that_is_away_costs_one_warning_and_never_the_training(monkeypat
     assert len(history.history["loss"]) == 2
     err = capsys.readouterr().err
     assert "unreachable" in err and "Traceback" not in err
-    assert "reports/" not in err and err.count("losstrace-runs/") == 2  # where the files go, then where they are
+    assert "in reports/" not in err and "files go to losstrace-runs/" in err  # not the pipeline's folder
+    assert "losstrace diagnose losstrace-runs/" in err  # and what reads them
     saved = list((store.project_root() / "losstrace-runs").glob("*/history.csv"))
     assert len(saved) == 1 and len(saved[0].read_text().splitlines()) == 3
+    # The kept folder reads as a run: diagnose and diff take it where they take a run id.
+    kept = f"losstrace-runs/{saved[0].parent.name}"
+    rec = reader.load_record(kept, store.project_root())
+    assert rec.name == saved[0].parent.name and rec.params["train.batch_size"] == "16"
+    assert len(rec.batches) == 30 and rec.fingerprint["train"]["rows"] == 240
+    r = run_cli("diagnose", kept, "--json", cwd=store.project_root())
+    assert r.returncode == 0 and json.loads(r.stdout)["run_id"] == kept, r.stderr
+    r = run_cli("diff", kept, kept, "--json", cwd=store.project_root())
+    assert r.returncode == 0, r.stderr
 
 
 def test_an_unusual_model_still_trains_with_at_most_one_warning(capsys):

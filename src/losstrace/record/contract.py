@@ -22,6 +22,10 @@ CURVES = "curves.png"  # the loss and accuracy curves, for people
 FINGERPRINT = "fingerprint.json"  # the data fingerprint (per split: rows, class counts, order, hashes)
 VALIDATION = "results.json"  # the validate stage's results (pipeline runs only)
 FEATURIZER = "featurizer.json"  # the fitted featurizer (pipeline runs only)
+# A script's run kept on disk while the store was away (losstrace-runs/<name>/): what the
+# store would have held besides the files, so `diagnose` / `diff` read the folder as a run.
+OFFLINE_PARAMS = "params.json"  # {key: value as logged}
+OFFLINE_TAGS = "tags.json"  # {key: value as set}
 PRESCRIPTION = "prescription.json"  # [{"key", "from", "to", "why", "findings"}]: the reconciled changes
 RUN_FILES = (HISTORY, BATCHES, DYNAMICS, LINT, DIAGNOSIS, CONTEXT, CURVES)  # every producer writes these
 

@@ -29,6 +29,9 @@ from losstrace.record.contract import (
     KIND_SCRIPT,
     KIND_TAG,
     KIND_TRAIN,
+    OFFLINE_PARAMS,
+    OFFLINE_TAGS,
+    RUN_NAME_TAG,
     environment_of,
 )
 from losstrace.record.run_record import OUTCOME_METRICS, RunRecord
@@ -135,6 +138,9 @@ class RecordedRun:
 
 
 def read_run(root: Path, ref: str, artifact_dir: str) -> RecordedRun:
+    kept = _kept_folder(ref, root)
+    if kept is not None:
+        return _read_kept(kept)
     uri = existing_store(root)
     if uri.startswith("sqlite:///"):
         try:
@@ -143,6 +149,30 @@ def read_run(root: Path, ref: str, artifact_dir: str) -> RecordedRun:
             pass
     with answering(root):
         return _read_run_client(root, ref, artifact_dir)
+
+
+def _kept_folder(ref: str, root: Path) -> Path | None:
+    """A script's run kept on disk while the store was away (its folder), or None."""
+    if "/" not in ref and "\\" not in ref:
+        return None
+    for folder in (Path(ref), root / ref):
+        if (folder / HISTORY).is_file() and (folder / OFFLINE_PARAMS).is_file():
+            return folder
+    raise LosstraceError(
+        ref, "not a run's folder (no history.csv and params.json)", "pass a losstrace-runs/<name> folder or a run id"
+    )
+
+
+def _read_kept(folder: Path) -> RecordedRun:
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    try:
+        params = json.loads(files.pop(OFFLINE_PARAMS))
+        tags = json.loads(files.pop(OFFLINE_TAGS, b"{}"))
+    except ValueError as e:
+        raise LosstraceError(
+            str(folder / OFFLINE_PARAMS), f"unreadable ({first_line(e)})", "the kept run is damaged"
+        ) from None
+    return RecordedRun(str(folder), tags.get(RUN_NAME_TAG, folder.name), params, tags, files)
 
 
 class _FastPathUnavailable(Exception):

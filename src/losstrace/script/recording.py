@@ -378,15 +378,29 @@ class ScriptRun:
         in ./losstrace-runs/<run name>/ instead, for the user to keep or sync."""
         kept = OFFLINE_DIR / self.name
         if self.logger.offline:
-            self._write_files(files, kept)
-            warn(f"MLflow was unreachable: this run's files are in {kept}/")
+            self._keep(files, kept)
+            warn(f"MLflow was unreachable: this run's files are in {kept}/ (`losstrace diagnose {kept}` reads them)")
             return
         with tempfile.TemporaryDirectory(prefix="losstrace-run-") as tmp:
             for path in self._write_files(files, Path(tmp)):
                 self.logger.log_artifact(path, contract.ARTIFACT_DIR)
             if self.logger.offline:  # the store went away during the upload: keep what it missed
                 shutil.copytree(tmp, kept, dirs_exist_ok=True)
-                warn(f"MLflow was unreachable: this run's files are in {kept}/")
+                self._keep(files, kept)
+                warn(
+                    f"MLflow was unreachable: this run's files are in {kept}/ (`losstrace diagnose {kept}` reads them)"
+                )
+
+    def _keep(self, files: run_files.RunFiles, folder: Path) -> None:
+        """The run's files and, as the store would hold them, its params and tags."""
+        from losstrace.io import to_json
+
+        self._write_files(files, folder)
+        (folder / contract.OFFLINE_PARAMS).write_text(
+            to_json({k: str(v) for k, v in self.params.items()}), encoding="utf-8"
+        )
+        tags = {**self.tags, **self._git.result(), contract.RUN_NAME_TAG: self.name}
+        (folder / contract.OFFLINE_TAGS).write_text(to_json({k: str(v) for k, v in tags.items()}), encoding="utf-8")
 
     def _write_files(self, files: run_files.RunFiles, folder: Path) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)

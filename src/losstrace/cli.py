@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         nargs="?",
         default=None,
-        help="run id (or its first 8 characters), latest or latest~N (default: the run behind reports/train/run.json)",
+        help="run id (or its first 8 characters), latest, latest~N or a losstrace-runs/<name> folder (default: the run behind reports/train/run.json)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 

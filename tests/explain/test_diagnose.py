@@ -149,6 +149,20 @@ def test_not_learning_suggests_only_changes_that_change_something(make_run):
     assert "pretrained embeddings" in f.suggestion and "little signal" in f.suggestion
     numeric = only(diagnose_curves(h, b, {**c, "input": "numeric"}), "not_learning")
     assert "pretrained" not in numeric.suggestion and "text_level" not in numeric.suggestion
+    # A pipeline run's validate stage checked leakage (and OOV only for text); a script run's arrays neither.
+    piped = {**c, "input": "numeric", "params": {**c["params"], "data.source": "japanese_vowels"}}
+    piped_fix = only(diagnose_curves(h, b, piped), "not_learning").suggestion
+    assert "train_val_leakage" in piped_fix and "high_oov_rate" not in piped_fix
+    assert "data findings" not in numeric.suggestion and "high_oov_rate" not in numeric.suggestion
+
+
+def test_not_learning_and_plateau_say_what_they_saw_in_a_sentence(make_run):
+    stuck = only(diagnose_curves(*make_run(stuck=True, n_classes=6)), "not_learning")
+    assert stuck.evidence["message"].startswith("the train loss stays at its start")
+    plateau = only(diagnose_curves(*make_run(lr=0.0001, plateau=(0, 17), epochs=50)), "plateau")
+    assert (
+        plateau.evidence["message"].startswith("the loss sat flat at") and "larger step" in plateau.evidence["message"]
+    )
 
 
 def test_sigmoid_with_categorical_ce_stuck_loss_suggests_softmax(make_run):

@@ -181,3 +181,18 @@ def test_grouped_rows_prescribe_shuffling_the_source_unless_it_already_is():
         ("data.shuffle", False, True, ["label_order_clustered"])
     ]
     assert prescribe(as_recorded, {"params": {"data.shuffle": True}}).changes == []
+
+
+def test_a_plateau_raise_grows_no_more_than_the_batch_while_the_gradient_noise_is_warned_of():
+    """The batch-4 LSTM on 98 rows: small_batch grows the batch to 8 and plateau asked for
+    10x the step; learning rate / batch sets the update noise, so 10x would undo the batch."""
+    findings = [
+        Finding("small_batch", "warning", {}, "train.batch_size: 4 → 32"),
+        Finding("plateau", "warning", {"start_epoch": 0, "length": 8}, "train.learning_rate: 0.001 → 0.01"),
+    ]
+    context = {"params": {"train.batch_size": 4, "train.learning_rate": 0.001}, "train_rows": 98}
+    p = prescribe(findings, context)
+    assert (_one(p, "train.batch_size")["to"], _one(p, "train.learning_rate")["to"]) == (8, 0.002)
+    assert "as much as the batch grows" in _one(p, "train.learning_rate")["why"]
+    no_room = prescribe(findings, {**context, "train_rows": 40})  # the batch cannot grow: the step stays
+    assert "train.learning_rate" not in _keys(no_room) and any("not raised" in n for n in no_room.notes)

@@ -84,3 +84,43 @@ def test_a_numbered_optimizer_name_reads_as_its_class():
 
     assert params({"optimizer_name": "rmsprop_11"})["train.optimizer"] == "rmsprop"
     assert params({"optimizer_name": "adam_w"})["train.optimizer"] == "adamw"
+
+
+def _dense_autolog_run(optimizer, epochs: int = 10, seed: int = 2) -> str:
+    """The user trial's plain script: Dense 16 + sigmoid, binary cross-entropy, mlflow.keras.autolog."""
+    import mlflow
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(300, 10)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype("int32")
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [keras.Input((10,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1, activation="sigmoid")]
+    )
+    model.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=["acc"])
+    mlflow.keras.autolog(log_models=False, silent=True)
+    try:
+        with store.scoped_tracking_uri(store.tracking_uri()), mlflow.start_run() as run:
+            model.fit(x, y, epochs=epochs, batch_size=32, validation_split=0.2, verbose=0)
+    finally:
+        mlflow.keras.autolog(disable=True)
+    return run.info.run_id
+
+
+def test_a_plain_autolog_run_whose_loss_barely_moves_is_not_called_clean(tmp_path, monkeypatch):
+    """SGD at 1e-4: the loss moves ~0.1% in 10 epochs and accuracy not at all. Without a
+    batch log or class shares only the curve can tell, and it does; Adam at its default on
+    the same data learns and stays clean."""
+    monkeypatch.chdir(tmp_path)
+    stuck = _dense_autolog_run(keras.optimizers.SGD(1e-4))
+    healthy = _dense_autolog_run(keras.optimizers.Adam(1e-3))
+    diagnosis = runs.diagnose(stuck, store.project_root())
+    (f,) = [f for f in diagnosis["findings"] if f["code"] == "not_learning"]
+    assert f["severity"] == "warning" and f["evidence"]["loss_drop"] < 0.02
+    assert f["suggestion"].startswith("train.learning_rate: 0.0001 → 0.001")
+    assert [c["key"] for c in diagnosis["prescription"]] == ["train.learning_rate"]
+    loud = [f["code"] for f in runs.diagnose(healthy, store.project_root())["findings"] if f["severity"] != "info"]
+    assert loud == []
+    # The text output gives the finding in a sentence, not only its evidence.
+    text = " ".join(run_cli("diagnose", stuck, cwd=tmp_path, check=True).stdout.split())
+    assert "warning not_learning over 10 epochs the train loss moved" in text and "change nothing" in text

@@ -168,6 +168,14 @@ def head_mismatch(ctx: dict[str, Any]) -> str | None:
     )
 
 
+# A curve still falling over its last this many epochs (each by > plateau_rel_change) is
+# learning when the run stopped: its level says the run was short, not that it is stuck.
+STILL_FALLING_EPOCHS = 2
+# Train accuracy that moves less than this over the epochs (a point) has not changed its
+# mind about any meaningful share of the rows.
+FLAT_ACCURACY = 0.01
+
+
 def rule_not_learning(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Finding | None:
     """The loss never leaves its starting level, or val loss never beats the class prior.
 
@@ -178,19 +186,37 @@ def rule_not_learning(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Fi
     prior: what an input-blind model fitted on train scores on val): what the
     model fits does not transfer, the signature of rows grouped by label (each block
     teaches "predict this class") and of a head that cannot express the labels.
+    A curve that is below the prior and still falling steadily when the run stops
+    (STILL_FALLING_EPOCHS) is learning: a short run, not a stuck one.
+    Curve only (no batches and no class prior, as in a plain mlflow.keras.autolog run):
+    over >= plateau_min_epochs the train (and val) loss moves < plateau_rel_change in all
+    and train accuracy < FLAT_ACCURACY. Stuck at the start and converged within epoch 0
+    look alike then, so it is a warning, not an error.
     """
     drop = t.not_learning_rel_drop
     init, best, prior = f["initial_loss"], f["best_loss"], f["prior_loss"]
     if init is None or best is None:
         return None
     seen_start = bool(f["initial_from_batches"])
-    train_stuck = best >= init * (1 - drop) and (seen_start or (prior is not None and best >= prior * (1 - drop)))
+    falling = (f.get("loss_falling_epochs") or 0) >= STILL_FALLING_EPOCHS and (prior is None or best < prior)
+    train_stuck = (
+        best >= init * (1 - drop) and (seen_start or (prior is not None and best >= prior * (1 - drop))) and not falling
+    )
     bv, val_prior = f["best_val_loss"], f["val_prior_loss"]
-    val_stuck = val_prior is not None and bv is not None and bv >= val_prior * (1 - drop)
-    if not (train_stuck or val_stuck):
+    val_falling = (f.get("val_falling_epochs") or 0) >= STILL_FALLING_EPOCHS
+    val_stuck = (
+        val_prior is not None
+        and bv is not None
+        and bv >= val_prior * (1 - drop)
+        and not (val_falling and bv < val_prior)
+    )
+    curve_only = not seen_start and prior is None and not train_stuck and _barely_moves(f, t)
+    if not (train_stuck or val_stuck or curve_only):
         return None
     pattern = (
-        "train and val loss stay at their start"
+        "train loss barely moves from its first epoch (class prior unknown)"
+        if curve_only
+        else "train and val loss stay at their start"
         if train_stuck and (val_stuck or bv is None)
         else "train loss stays at its start"
         if train_stuck
@@ -210,7 +236,59 @@ def rule_not_learning(f: Features, ctx: dict[str, Any], t: DiagnoseParams) -> Fi
         "final_val_accuracy": _r(f["final_val_accuracy"]),
         "majority_share": _r(f["majority_share"]),
     }
-    return Finding("not_learning", "error", ev, _not_learning_fix(f, ctx, t, train_stuck, val_stuck))
+    if curve_only:
+        ev.update(
+            {
+                "epochs": f["epochs"],
+                "accuracy_range": _r(f.get("accuracy_range")),
+                "plateau_rel_change": t.plateau_rel_change,
+                "threshold_keys": ["diagnose.plateau_rel_change", "diagnose.plateau_min_epochs"],
+            }
+        )
+    ev["message"] = _not_learning_message(f, drop, pattern, curve_only, train_stuck, val_stuck)
+    fix = _not_learning_fix(f, ctx, t, train_stuck or curve_only, val_stuck)
+    return Finding("not_learning", "warning" if curve_only else "error", ev, fix)
+
+
+def _barely_moves(f: Features, t: DiagnoseParams) -> bool:
+    """Over >= plateau_min_epochs, train and val loss each moved < plateau_rel_change of
+    their first epoch's level in all, and train accuracy (when logged) < FLAT_ACCURACY."""
+    if (f["epochs"] or 0) < t.plateau_min_epochs or not f["initial_loss"]:
+        return False
+    if (f["loss_drop"] or 0.0) >= t.plateau_rel_change:
+        return False
+    first_val, bv = f.get("first_val_loss"), f["best_val_loss"]
+    if first_val and bv is not None and 1 - bv / first_val >= t.plateau_rel_change:
+        return False
+    acc_range = f.get("accuracy_range")
+    return acc_range is None or acc_range < FLAT_ACCURACY
+
+
+def _not_learning_message(
+    f: Features, drop: float, pattern: str, curve_only: bool, train_stuck: bool, val_stuck: bool
+) -> str:
+    """The finding in one sentence, with the numbers that decided it."""
+    init, best = f["initial_loss"], f["best_loss"]
+    if curve_only:
+        acc = f.get("accuracy_range")
+        return (
+            f"over {f['epochs']} epochs the train loss moved {f['loss_drop'] or 0.0:.2%} ({init:.4g} → {best:.4g})"
+            + ("" if acc is None else f" and train accuracy by {acc:.3g}" if acc else " and train accuracy not at all")
+            + ": the updates change nothing; with no class prior recorded, a loss stuck at its start "
+            "cannot be told from one that converged in the first epoch"
+        )
+    if train_stuck:
+        prior = f["prior_loss"]
+        return (
+            f"the train loss stays at its start: its best {best:.4g} is within {drop:.0%} of the initial {init:.4g}"
+            + (f" (the class-prior level is {prior:.4g})" if prior else "")
+            + ("; val loss never gets below the class-prior level either" if val_stuck else "")
+        )
+    return (
+        f"train loss falls ({init:.4g} → {best:.4g}) but the best val loss {f['best_val_loss']:.4g} is not "
+        f"{drop:.0%} below {f['val_prior_loss']:.4g}, what a model blind to the inputs scores on val: what the "
+        "model fits does not carry over to val"
+    )
 
 
 def _not_learning_fix(f: Features, ctx: dict[str, Any], t: DiagnoseParams, train_stuck: bool, val_stuck: bool) -> str:
@@ -226,7 +304,11 @@ def _not_learning_fix(f: Features, ctx: dict[str, Any], t: DiagnoseParams, train
     elif val_stuck and not train_stuck:
         # Keras reshuffles every epoch, so order is not it: what the model fits does not transfer.
         tries = []
-        text = ctx.get("input", "text") == "text"  # older runs lack it
+        # Only the pipeline's validate stage checks leakage and OOV (a script run's arrays get
+        # the class and order checks alone); older pipeline runs lack "input" and were text.
+        validated = "data.source" in (ctx.get("params") or {})
+        kind = ctx.get("input", "text" if validated else "")
+        text = kind == "text"
         if text and param(ctx, "data.text_level", "word") != "char":
             tries.append("data.text_level: char")
         if text and not param(ctx, "train.model.embedding.pretrained", ""):
@@ -234,9 +316,11 @@ def _not_learning_fix(f: Features, ctx: dict[str, Any], t: DiagnoseParams, train
         dropout = float(param(ctx, "train.model.dropout", 0.0) or 0.0)
         if dropout < 0.3:
             tries.append(change("train.model.dropout", dropout, 0.3))
+        # OOV only exists for text and token inputs.
+        checks = ["high_oov_rate", "train_val_leakage"] if kind in ("text", "tokens") else ["train_val_leakage"]
         fixes.append(
-            "the model memorises training inputs that val does not share: check high_oov_rate "
-            "and train_val_leakage in the data findings"
+            "the model memorises training inputs that val does not share"
+            + (f": check {' and '.join(checks)} in the data findings" if validated else "")
             + (", try " + " or ".join(tries) if tries else "")
             + "; if none helps, the inputs may carry little signal about the labels"
         )
@@ -474,6 +558,16 @@ def rule_plateau(f: Features, ctx: dict[str, Any], t: DiagnoseParams, history: p
     chance = f["chance_loss"]
     if chance and abs(f["plateau_level"] - chance) <= 0.05 * chance:
         ev["at_chance"] = True
+    ev["message"] = (
+        f"the loss sat flat at {f['plateau_level']:.4g}"
+        + (" (the chance level)" if ev.get("at_chance") else "")
+        + f" for {length} epochs (epochs {start}-{start + length - 1}), then fell {f['plateau_drop']:.0%}: "
+        + (
+            "the drop follows a learning-rate cut by the schedule"
+            if sched_drop
+            else f"a larger step shortens such a wait (learning rate {show(lr)} is {lr_ratio:.3g}x the {opt} default)"
+        )
+    )
     if sched_drop:
         return Finding(
             "plateau",

@@ -14,10 +14,11 @@ Pure: a list of finding dicts (as diagnosis.json holds them) and the run's conte
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from losstrace.explain.diagnose import NOISE_SCALE_ROOM
+from losstrace.explain.diagnose import NOISE_SCALE_ROOM, _nice_lr
 from losstrace.findings import SEVERITIES, Finding, parse_changes
 
 LR = "train.learning_rate"
@@ -72,8 +73,10 @@ def prescribe(findings: list[dict[str, Any] | Finding], context: dict[str, Any])
         by_key.setdefault(c.key, []).append(c)
     codes = {c.code for c in cands} | {_d(f)["code"] for f in findings if _d(f).get("severity") != "info"}
     _one_fix_per_symptom(by_key, out)
+    old_batch = _current(params, BATCH, context.get("batch_size"))
     _batch(by_key.pop(BATCH, []), by_key.get(LR, []), context, out)
-    _learning_rate(by_key.pop(LR, []), by_key.pop(SCHEDULE, []), params, out)
+    noise = sorted(codes & GRADIENT_NOISE)
+    _learning_rate(by_key.pop(LR, []), by_key.pop(SCHEDULE, []), params, out, _batch_growth(out, old_batch, noise))
     _regularisation(by_key, codes, params, out)
     for key, group in by_key.items():
         _single_key(key, group, out)
@@ -85,9 +88,48 @@ def as_json(p: Prescription) -> list[dict[str, Any]]:
 
 
 def with_prescription(diagnosis: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    """The diagnosis JSON with its `prescription` (and `prescription_notes`: what was left out, why)."""
+    """The diagnosis JSON with its `prescription` (and `prescription_notes`: what was left out, why).
+
+    Findings that size the batch are told the prescription's size, so the run's advice
+    names one batch size (see agree_on_batch)."""
     p = prescribe(diagnosis.get("findings") or [], context)
-    return {**diagnosis, "prescription": as_json(p), **({"prescription_notes": p.notes} if p.notes else {})}
+    findings = agree_on_batch(diagnosis.get("findings") or [], p)
+    return {
+        **diagnosis,
+        "findings": findings,
+        "prescription": as_json(p),
+        **({"prescription_notes": p.notes} if p.notes else {}),
+    }
+
+
+def agree_on_batch(findings: list[dict[str, Any] | Finding], p: Prescription) -> list[dict[str, Any]]:
+    """The findings (as dicts) with every `train.batch_size` change set to the prescription's.
+
+    lint's rule of thumb (1% of the rows), noisy_loss's noise-sized batch and the
+    prescription's capped one are three sizes for one run; the prescription's is the one
+    that weighed the others (and `losstrace fix` applies it), so a finding that asked for
+    another size names it, and keeps its own in `evidence.batch_size_asked`. When the
+    prescription keeps the batch, the finding's suggestion says so."""
+    target = next((c for c in p.changes if c["key"] == BATCH), None)
+    kept = next((n for n in p.notes if n.startswith(f"{BATCH} not changed")), None)
+    out = []
+    for f in map(_d, findings):
+        asked = [c for c in f.get("changes") or [] if c["key"] == BATCH and not c.get("alternative")]
+        if not asked or (target is None and kept is None) or (target and asked[0]["to"] == target["to"]):
+            out.append(f)
+            continue
+        f = {**f, "evidence": {**(f.get("evidence") or {}), "batch_size_asked": asked[0]["to"]}}
+        if target is not None:
+            f["suggestion"] = _BATCH_CLAUSE.sub(f"{BATCH}: {target['from']} → {target['to']}", f["suggestion"], 1)
+            f["changes"] = [{**c, "to": target["to"]} if c is asked[0] else c for c in f["changes"]]
+            f["suggestion"] += f" (the prescription's size; this rule alone asked for {asked[0]['to']})"
+        else:
+            f["suggestion"] += f"; the prescription keeps the batch: {kept.split(': ', 1)[-1]}"
+        out.append(f)
+    return out
+
+
+_BATCH_CLAUSE = re.compile(rf"{re.escape(BATCH)}: [^\s;,()]+ → [^\s;,()]+")
 
 
 # ---------------------------------------------------------------- candidates
@@ -217,8 +259,29 @@ def _batch(group: list[Candidate], lr_group: list[Candidate], context: dict[str,
     out.add(BATCH, old, target, why, codes)
 
 
+# Findings that warn of gradient noise: a larger step adds to it (noise ∝ learning rate / batch).
+GRADIENT_NOISE = {"noisy_loss", "small_batch"}
+
+
+def _batch_growth(out: Prescription, old_batch: Any, noise: list[str]) -> tuple[float, list[str]] | None:
+    """(how many times the prescribed batch exceeds the run's, the gradient-noise findings)
+    when such a finding is a warning or error, else None."""
+    if not noise:
+        return None
+    change = next((c for c in out.changes if c["key"] == BATCH), None)
+    try:
+        factor = float(change["to"]) / float(old_batch) if change else 1.0
+    except (TypeError, ValueError, ZeroDivisionError):
+        factor = 1.0
+    return max(factor, 1.0), noise
+
+
 def _learning_rate(
-    group: list[Candidate], schedule: list[Candidate], params: dict[str, Any], out: Prescription
+    group: list[Candidate],
+    schedule: list[Candidate],
+    params: dict[str, Any],
+    out: Prescription,
+    noise: tuple[float, list[str]] | None = None,
 ) -> None:
     """One learning rate. Opposite moves are settled by what each symptom says about the step.
 
@@ -228,6 +291,10 @@ def _learning_rate(
     - plateau and noisy_loss: too small early, too large late: start higher and decay
       with a cosine schedule instead of moving the constant rate both ways.
     - otherwise the more severe finding (then the earlier: data, lint, curve) decides.
+    - a raise while a warning says the gradient is noisy (noisy_loss, small_batch; `noise`)
+      grows the step at most as much as the prescribed batch grows: the noise of an update
+      goes as learning rate / batch, so a larger raise would undo the batch's fix (the
+      linear scaling rule). A stuck model (not_learning) is raised anyway.
     Within the chosen direction the smallest move is taken.
     """
     for c in schedule:
@@ -238,6 +305,9 @@ def _learning_rate(
     ups = [c for c in group if c.new > old]
     downs = [c for c in group if c.new < old]
     if not (ups and downs):
+        if ups and noise and "not_learning" not in {c.code for c in ups}:
+            _take_within_noise(ups, noise, out)
+            return
         _take(ups or downs, out)
         return
     up_codes, down_codes = {c.code for c in ups}, {c.code for c in downs}
@@ -265,6 +335,32 @@ def _take(side: list[Candidate], out: Prescription, settled: str = "") -> None:
     pick = min(side, key=lambda c: abs(math.log(c.new / old)) if old and c.new else 0.0)
     why = _why(pick) + (f"; {settled}" if settled else "")
     out.add(pick.key, old, pick.new, why, [c.code for c in side])
+
+
+def _take_within_noise(ups: list[Candidate], noise: tuple[float, list[str]], out: Prescription) -> None:
+    """A raise bounded by the batch's growth (see _learning_rate)."""
+    factor, codes = noise
+    old = ups[0].old
+    pick = min(ups, key=lambda c: abs(math.log(c.new / old)) if old and c.new else 0.0)
+    bound = old * factor
+    if pick.new <= bound * 1.01:
+        _take(ups, out)
+        return
+    asked = ", ".join(sorted({c.code for c in ups}))
+    why = f"{', '.join(codes)} warn{'s' if len(codes) == 1 else ''} of gradient noise, which grows with learning rate / batch size"
+    if factor <= 1.01:
+        out.notes.append(
+            f"{LR} not raised ({asked} asked for {pick.new:g}): {why}, and the batch does not grow to make room"
+        )
+        return
+    new = min(_nice_lr(bound), pick.new)
+    out.add(
+        LR,
+        old,
+        new,
+        f"{_why(pick)}; raised {factor:g}x, as much as the batch grows, not to {pick.new:g}: {why}",
+        [c.code for c in ups],
+    )
 
 
 def _warm_then_decay(ups: list[Candidate], params: dict[str, Any], out: Prescription) -> None:

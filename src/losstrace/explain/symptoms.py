@@ -284,6 +284,19 @@ def epoch_moves(loss: np.ndarray, floor: float, flat: float) -> tuple[float | No
     return float(np.mean(rel > flat)), float(np.mean(np.abs(rel)))
 
 
+def falling_tail(curve: np.ndarray, floor: float, flat: float) -> int:
+    """How many of the last epoch-to-epoch changes are each a fall of more than `flat` of
+    the level, counted back from the last epoch: a curve still descending when the run
+    stopped (the level it reached says how short the run was, not that it is stuck)."""
+    y = curve[np.isfinite(curve)]
+    count = 0
+    for prev, cur in zip(y[-2::-1], y[:0:-1], strict=True):
+        if prev - cur <= flat * max(prev, floor):
+            break
+        count += 1
+    return count
+
+
 def longest_plateau(
     loss: np.ndarray, floor: float, flat: float, min_epochs: int, drop: float
 ) -> dict[str, float | int] | None:
@@ -492,6 +505,10 @@ def curve_features(
       epoch_jitter       RMS departure of epoch loss from a never-increasing fit, / level
       epoch_up_share     share of epochs whose train loss rose by > plateau_rel_change
       epoch_mean_abs_change  mean |Δ loss| / level per epoch
+      loss_falling_epochs, val_falling_epochs  the last epochs each falling by > plateau_rel_change
+                         (counted back from the last epoch: still descending when the run stopped)
+      first_val_loss     the first epoch's val loss
+      accuracy_range     max - min train accuracy over the epochs
       val_noise          robust std of val loss around its 5-epoch rolling median, / level
       plateau_start, plateau_length, plateau_level, plateau_drop  (longest plateau-then-drop)
       overfit_onset, overfit_rise, overfit_epochs_above, overfit_train_fall
@@ -537,6 +554,12 @@ def curve_features(
     f["noise_cv_implied"] = f["batch_noise"] * math.sqrt(bsize) if f["batch_noise"] is not None and bsize else None
     f["epoch_jitter"] = epoch_jitter(loss, floor)
     f["epoch_up_share"], f["epoch_mean_abs_change"] = epoch_moves(loss, floor, t.plateau_rel_change)
+
+    f["loss_falling_epochs"] = falling_tail(loss, floor, t.plateau_rel_change)
+    f["val_falling_epochs"] = falling_tail(val, floor, t.plateau_rel_change)
+    f["first_val_loss"] = _last_finite(val[np.isfinite(val)][:1])
+    acc = _column(h, "accuracy")
+    f["accuracy_range"] = float(np.ptp(acc[np.isfinite(acc)])) if np.isfinite(acc).any() else None
 
     f["val_noise"] = val_noise(val, floor)
     # On a bouncing curve a 20 % fall can be one bounce: the drop must also beat 3x the jitter.

@@ -43,6 +43,17 @@ def test_invalid_yaml_names_the_line(tmp_path):
     assert e.value.where.startswith(f"{f}:")
 
 
+def test_a_float32_setting_reads_back_as_the_number_it_was_set_from():
+    import struct
+
+    for set_to in (1e-4, 1e-3, 3e-3, 2e-5, 0.123456789, 1 / 3):
+        held = struct.unpack("<f", struct.pack("<f", set_to))[0]  # what a Keras variable holds
+        shown = params.float32_shortest(held)
+        assert struct.pack("<f", shown) == struct.pack("<f", held) and len(repr(shown)) <= len(repr(held))
+    assert params.float32_shortest(struct.unpack("<f", struct.pack("<f", 1e-4))[0]) == 0.0001
+    assert params.float32_shortest(0.001) == 0.001
+
+
 def test_dense_layers_parse_and_flatten():
     p = params.from_dict(params.Params, {"train": {"model": {"dense": [{"units": 10, "activation": "relu"}]}}}, "")
     flat = params.flatten(p)

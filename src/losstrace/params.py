@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import math
 import re
+import struct
 import types
 import typing
 from dataclasses import dataclass, field
@@ -634,6 +635,24 @@ def parse_value(value: Any) -> Any:
     except ValueError:
         return value
     return int(f) if f.is_integer() and "." not in value and "e" not in low else f
+
+
+def float32_shortest(value: float) -> float:
+    """A float32 setting (Keras holds learning rates as float32 variables) as the number it
+    was set from: the shortest decimal that is the same float32, so 1e-4 reads back as
+    0.0001, not 9.999999747378752e-05."""
+
+    def as32(x: float) -> bytes:
+        return struct.pack("<f", x)
+
+    if not math.isfinite(value):
+        return value
+    target = as32(value)
+    for digits in range(1, 10):  # nine significant digits always round-trip a float32
+        candidate = float(f"{value:.{digits}g}")
+        if as32(candidate) == target:
+            return candidate
+    return value
 
 
 def override_nested(nested: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

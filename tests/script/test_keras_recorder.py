@@ -57,6 +57,7 @@ def test_autolog_records_a_run_with_the_pipelines_contract(capsys):
     run = runs_found[0]
     assert run.info.status == "FINISHED" and run.data.tags[contract.KIND_TAG] == contract.KIND_SCRIPT
     assert run.data.params["train.batch_size"] == "16" and run.data.params["train.optimizer"] == "adam"
+    assert run.data.params["train.learning_rate"] == "0.003"  # as set, not its float32 (0.003000000026077032)
     assert run.data.params["train.model.rnn.cell"] == "gru" and run.data.params["train.epochs"] == "3"
     assert run.data.params["model.layers"] == "GRU(8) > Dense(2,softmax)"
     assert "data.train.content_hash" in run.data.params

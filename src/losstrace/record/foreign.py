@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from losstrace.params import float32_shortest
 from losstrace.record import contract
 
 # History columns from the names Keras' logs (and so MLflow's autolog) use.
@@ -74,6 +75,12 @@ def _param_value(key: str, value: str) -> str:
         return re.sub(r"_\d+$", "", value).lower().replace("_", "")
     if key == "train.clipnorm" and value in ("None", ""):
         return "0.0"
+    if key == "train.learning_rate":
+        # Autolog logs the optimizer's float32 variable: 1e-4 arrives as 9.999999747378752e-05.
+        try:
+            return str(float32_shortest(float(value)))
+        except ValueError:
+            return value
     return value
 
 

@@ -56,7 +56,7 @@ def learning_rate(model) -> float | None:
     if lr is None:
         return None
     try:
-        return float(keras.ops.convert_to_numpy(lr))
+        return params_mod.float32_shortest(float(keras.ops.convert_to_numpy(lr)))
     except Exception:
         return None
 

@@ -11,7 +11,7 @@ import json
 
 from losstrace import params
 from losstrace.explain.diagnose import diagnose_curves
-from losstrace.explain.prescription import as_json, candidates, prescribe
+from losstrace.explain.prescription import as_json, candidates, prescribe, with_prescription
 from losstrace.findings import Finding, parse_changes
 from losstrace.io import read_json
 from losstrace.model import lint
@@ -196,3 +196,17 @@ def test_a_plateau_raise_grows_no_more_than_the_batch_while_the_gradient_noise_i
     assert "as much as the batch grows" in _one(p, "train.learning_rate")["why"]
     no_room = prescribe(findings, {**context, "train_rows": 40})  # the batch cannot grow: the step stays
     assert "train.learning_rate" not in _keys(no_room) and any("not raised" in n for n in no_room.notes)
+
+    # One answer: each finding names the prescription's values and keeps its own as evidence.
+    told = {f["code"]: f for f in with_prescription({"findings": [f.to_dict() for f in findings]}, context)["findings"]}
+    assert told["small_batch"]["suggestion"].startswith("train.batch_size: 4 → 8 (the prescription's value")
+    assert told["small_batch"]["evidence"]["batch_size_asked"] == 32
+    assert told["plateau"]["suggestion"].startswith("train.learning_rate: 0.001 → 0.002 (the prescription's value")
+    assert told["plateau"]["evidence"]["learning_rate_asked"] == 0.01
+    kept = {
+        f["code"]: f
+        for f in with_prescription({"findings": [f.to_dict() for f in findings]}, {**context, "train_rows": 40})[
+            "findings"
+        ]
+    }
+    assert "; the prescription keeps train.learning_rate: " in kept["plateau"]["suggestion"]

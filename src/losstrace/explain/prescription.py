@@ -90,10 +90,10 @@ def as_json(p: Prescription) -> list[dict[str, Any]]:
 def with_prescription(diagnosis: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     """The diagnosis JSON with its `prescription` (and `prescription_notes`: what was left out, why).
 
-    Findings that size the batch are told the prescription's size, so the run's advice
-    names one batch size (see agree_on_batch)."""
+    Findings that size the batch or the learning rate are told the prescription's, so the
+    run's advice names one value of each (see agree_with_prescription)."""
     p = prescribe(diagnosis.get("findings") or [], context)
-    findings = agree_on_batch(diagnosis.get("findings") or [], p)
+    findings = agree_with_prescription(diagnosis.get("findings") or [], p)
     return {
         **diagnosis,
         "findings": findings,
@@ -102,34 +102,46 @@ def with_prescription(diagnosis: dict[str, Any], context: dict[str, Any]) -> dic
     }
 
 
-def agree_on_batch(findings: list[dict[str, Any] | Finding], p: Prescription) -> list[dict[str, Any]]:
-    """The findings (as dicts) with every `train.batch_size` change set to the prescription's.
+# The keys several rules size on their own, and where a finding keeps the value it asked for.
+AGREED = {BATCH: "batch_size_asked", LR: "learning_rate_asked"}
+
+
+def agree_with_prescription(findings: list[dict[str, Any] | Finding], p: Prescription) -> list[dict[str, Any]]:
+    """The findings (as dicts) with every batch size and learning rate set to the prescription's.
 
     lint's rule of thumb (1% of the rows), noisy_loss's noise-sized batch and the
-    prescription's capped one are three sizes for one run; the prescription's is the one
-    that weighed the others (and `losstrace fix` applies it), so a finding that asked for
-    another size names it, and keeps its own in `evidence.batch_size_asked`. When the
-    prescription keeps the batch, the finding's suggestion says so."""
-    target = next((c for c in p.changes if c["key"] == BATCH), None)
-    kept = next((n for n in p.notes if n.startswith(f"{BATCH} not changed")), None)
-    out = []
-    for f in map(_d, findings):
-        asked = [c for c in f.get("changes") or [] if c["key"] == BATCH and not c.get("alternative")]
-        if not asked or (target is None and kept is None) or (target and asked[0]["to"] == target["to"]):
-            out.append(f)
+    prescription's capped one are three sizes for one run, and a plateau's raise is bounded
+    by the gradient noise other findings warn of; the prescription's value is the one that
+    weighed the others (and `losstrace fix` applies it), so a finding that asked for another
+    names it, and keeps its own in `evidence.<batch_size|learning_rate>_asked`. When the
+    prescription keeps the value, the finding's suggestion says so."""
+    out = [_d(f) for f in findings]
+    for key, evidence_key in AGREED.items():
+        target = next((c for c in p.changes if c["key"] == key), None)
+        kept = next((n for n in p.notes if n.startswith(f"{key} not ")), None)
+        if target is None and kept is None:
             continue
-        f = {**f, "evidence": {**(f.get("evidence") or {}), "batch_size_asked": asked[0]["to"]}}
-        if target is not None:
-            f["suggestion"] = _BATCH_CLAUSE.sub(f"{BATCH}: {target['from']} → {target['to']}", f["suggestion"], 1)
-            f["changes"] = [{**c, "to": target["to"]} if c is asked[0] else c for c in f["changes"]]
-            f["suggestion"] += f" (the prescription's size; this rule alone asked for {asked[0]['to']})"
-        else:
-            f["suggestion"] += f"; the prescription keeps the batch: {kept.split(': ', 1)[-1]}"
-        out.append(f)
+        out = [_agree(f, key, evidence_key, target, kept) for f in out]
     return out
 
 
-_BATCH_CLAUSE = re.compile(rf"{re.escape(BATCH)}: [^\s;,()]+ → [^\s;,()]+")
+def _agree(f: dict[str, Any], key: str, evidence_key: str, target: dict | None, kept: str | None) -> dict[str, Any]:
+    asked = [c for c in f.get("changes") or [] if c["key"] == key and not c.get("alternative")]
+    if not asked or (target is not None and asked[0]["to"] == target["to"]):
+        return f
+    f = {**f, "evidence": {**(f.get("evidence") or {}), evidence_key: asked[0]["to"]}}
+    if target is not None:
+        clause = re.compile(rf"{re.escape(key)}: [^\s;,()]+ → [^\s;,()]+")
+        f["suggestion"] = clause.sub(f"{key}: {_shown(target['from'])} → {_shown(target['to'])}", f["suggestion"], 1)
+        f["changes"] = [{**c, "to": target["to"]} if c is asked[0] else c for c in f["changes"]]
+        f["suggestion"] += f" (the prescription's value; this rule alone asked for {_shown(asked[0]['to'])})"
+    else:
+        f["suggestion"] += f"; the prescription keeps {key}: {kept.split(': ', 1)[-1]}"
+    return f
+
+
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # ---------------------------------------------------------------- candidates

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from losstrace.explain.diagnose import NOISE_SCALE_ROOM, _nice_lr
+from losstrace.explain.diagnose import NOISE_SCALE_ROOM, _nice_lr, change, show
 from losstrace.findings import SEVERITIES, Finding, parse_changes
 
 LR = "train.learning_rate"
@@ -132,16 +132,12 @@ def _agree(f: dict[str, Any], key: str, evidence_key: str, target: dict | None, 
     f = {**f, "evidence": {**(f.get("evidence") or {}), evidence_key: asked[0]["to"]}}
     if target is not None:
         clause = re.compile(rf"{re.escape(key)}: [^\s;,()]+ → [^\s;,()]+")
-        f["suggestion"] = clause.sub(f"{key}: {_shown(target['from'])} → {_shown(target['to'])}", f["suggestion"], 1)
+        f["suggestion"] = clause.sub(change(key, target["from"], target["to"]), f["suggestion"], 1)
         f["changes"] = [{**c, "to": target["to"]} if c is asked[0] else c for c in f["changes"]]
-        f["suggestion"] += f" (the prescription's value; this rule alone asked for {_shown(asked[0]['to'])})"
+        f["suggestion"] += f" (the prescription's value; this rule alone asked for {show(asked[0]['to'])})"
     else:
         f["suggestion"] += f"; the prescription keeps {key}: {kept.split(': ', 1)[-1]}"
     return f
-
-
-def _shown(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # ---------------------------------------------------------------- candidates

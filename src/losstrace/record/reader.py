@@ -78,7 +78,7 @@ def _resolve_run(ref: str, root: Path) -> str:
                 if run.info.run_id.startswith(ref)
             ]
             return _one_by_prefix(ref, ids)
-        raise LosstraceError(f"run {ref}", "no such MLflow run", _RUN_REF_FIX)
+        raise LosstraceError(f"run {ref}", NO_SUCH_RUN, _RUN_REF_FIX)
     back = int(m.group(1) or 0)
     exp = c.get_experiment_by_name(experiment_name())
     runs = _trainings(c, [exp.experiment_id], back + 1) if exp is not None else []
@@ -92,6 +92,7 @@ def _resolve_run(ref: str, root: Path) -> str:
 
 
 _NO_RUNS_FIX = "run `dvc repro`, or record your script with losstrace.keras.autolog()"
+NO_SUCH_RUN = "no such MLflow run"  # what a run id the store does not hold is told (callers tell it apart)
 _RUN_REF_FIX = "pass a run id (or its first 8 characters), latest or latest~N"
 _SHORT_ID = re.compile(r"[0-9a-f]{6,31}")  # the start of a run id: runs are printed with 8 characters
 
@@ -101,7 +102,7 @@ def _one_by_prefix(ref: str, ids: list[str]) -> str:
     if len(ids) == 1:
         return ids[0]
     if not ids:
-        raise LosstraceError(f"run {ref}", "no such MLflow run", _RUN_REF_FIX)
+        raise LosstraceError(f"run {ref}", NO_SUCH_RUN, _RUN_REF_FIX)
     raise LosstraceError(f"run {ref}", f"the start of {len(ids)} run ids", "give more characters of the run id")
 
 
@@ -215,7 +216,7 @@ def _sqlite_resolve(con, ref: str) -> str:
         if found:
             return found[0]
         if not _SHORT_ID.fullmatch(ref):
-            raise LosstraceError(f"run {ref}", "no such MLflow run", _RUN_REF_FIX)
+            raise LosstraceError(f"run {ref}", NO_SUCH_RUN, _RUN_REF_FIX)
         rows = con.execute(
             "SELECT run_uuid FROM runs WHERE substr(run_uuid, 1, ?) = ? AND lifecycle_stage = 'active'",
             (len(ref), ref),

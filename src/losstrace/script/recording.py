@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 import sys
 import tempfile
 import threading
@@ -376,20 +375,14 @@ class ScriptRun:
     def _log_files(self, files: run_files.RunFiles) -> None:
         """Upload the run's files through a temporary folder; with the store away they stay
         in ./losstrace-runs/<run name>/ instead, for the user to keep or sync."""
-        kept = OFFLINE_DIR / self.name
-        if self.logger.offline:
+        if not self.logger.offline:
+            with tempfile.TemporaryDirectory(prefix="losstrace-run-") as tmp:
+                for path in self._write_files(files, Path(tmp)):
+                    self.logger.log_artifact(path, contract.ARTIFACT_DIR)
+        if self.logger.offline:  # away from the start, or gone during the upload: keep it all on disk
+            kept = OFFLINE_DIR / self.name
             self._keep(files, kept)
             warn(f"MLflow was unreachable: this run's files are in {kept}/ (`losstrace diagnose {kept}` reads them)")
-            return
-        with tempfile.TemporaryDirectory(prefix="losstrace-run-") as tmp:
-            for path in self._write_files(files, Path(tmp)):
-                self.logger.log_artifact(path, contract.ARTIFACT_DIR)
-            if self.logger.offline:  # the store went away during the upload: keep what it missed
-                shutil.copytree(tmp, kept, dirs_exist_ok=True)
-                self._keep(files, kept)
-                warn(
-                    f"MLflow was unreachable: this run's files are in {kept}/ (`losstrace diagnose {kept}` reads them)"
-                )
 
     def _keep(self, files: run_files.RunFiles, folder: Path) -> None:
         """The run's files and, as the store would hold them, its params and tags."""

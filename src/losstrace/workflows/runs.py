@@ -46,7 +46,7 @@ def _workspace_record(root: Path):
     try:
         return reader.load_record(ref, root)
     except LosstraceError as e:
-        if ref == "latest" or e.what != "no such MLflow run":
+        if ref == "latest" or e.what != reader.NO_SUCH_RUN:
             raise
         raise LosstraceError(
             str(root / "reports" / "train" / "run.json"),
